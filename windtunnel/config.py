@@ -1,0 +1,271 @@
+"""Plain dataclasses describing one trial, their validation, and dotted overrides.
+
+Stdlib only. Hydra-legal types only (str/int/float/bool, no Literal, not frozen), so the same classes
+serve as Hydra structured-config schemas. Derived values are properties.
+"""
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+PARAMETRIZATIONS = ("mup", "sp")
+SCHEDULE_KINDS = ("wsd", "cosine", "constant")
+DECAY_KINDS = ("exp", "linear", "cosine", "1-sqrt")
+WD_RULES = ("coupled", "mup")
+SOURCES = ("stdlib", "stdlib+site", "text_dir", "hf")
+TOKENIZERS = ("bytes", "bpe")
+DTYPES = ("auto", "fp32", "bf16")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the field and the fix."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny128"  # ladder name, for tables and run names
+    d_model: int = 128  # residual stream width
+    n_layers: int = 4  # number of transformer blocks
+    n_heads: int = 4  # query heads; head_dim = d_model / n_heads
+    n_kv_heads: int = 0  # key/value heads for grouped-query attention; 0 means n_heads (plain MHA)
+    d_ff: int = 0  # SwiGLU hidden width; 0 means round(ffn_mult * d_model)
+    ffn_mult: float = 2.5  # MiniCPM's d_ff / d_model
+    vocab_size: int = 0  # 0 means "take it from the tokenizer"
+    max_seq_len: int = 4096  # length of the precomputed RoPE table
+    rope_theta: float = 10000.0  # RoPE base frequency
+    norm_eps: float = 1e-5  # RMSNorm epsilon
+    parametrization: str = "mup"  # "mup" (MiniCPM's muP rules) or "sp" (same constants, no width factors)
+    dim_model_base: int = 256  # muP base width; width multiplier m = d_model / dim_model_base
+    scale_emb: float = 12.0  # multiplier on the embedding output (MiniCPM)
+    scale_depth: float = 1.4  # residual branch multiplier is scale_depth / sqrt(n_layers) (MiniCPM)
+    init_std: float = 0.1  # embedding init std; hidden matrices get init_std / sqrt(m) under muP
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def ffn_dim(self) -> int:
+        return self.d_ff or int(round(self.ffn_mult * self.d_model))
+
+    @property
+    def width_mult(self) -> float:
+        """m = d_model / dim_model_base under muP; SP has no width factor, so 1."""
+        return self.d_model / self.dim_model_base if self.parametrization == "mup" else 1.0
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.01  # base (peak) Adam LR; muP hidden matrices get lr / m
+    weight_decay: float = 0.1  # AdamW decay on matrices (embedding and hidden), none on norm gains
+    wd_rule: str = "coupled"  # "coupled": same weight_decay everywhere (torch AdamW, as ForgeTrain);
+    #                           "mup": hidden weight_decay x m so lr*wd is width-independent (mup.MuAdamW)
+    beta1: float = 0.9  # Adam beta1
+    beta2: float = 0.95  # Adam beta2
+    eps: float = 1e-8  # Adam epsilon
+    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
+
+
+@dataclass
+class ScheduleConfig:
+    kind: str = "wsd"  # "wsd" (warmup-stable-decay), "cosine" (to a floor, the paper's baseline), "constant"
+    warmup_frac: float = 0.01  # linear warmup length as a fraction of the run's tokens
+    warmup_tokens: int = 0  # warmup length in tokens; wins over warmup_frac when > 0
+    decay_kind: str = "exp"  # WSD decay shape: "exp" (half-life), "linear", "cosine", "1-sqrt"
+    decay_frac: float = 0.1  # WSD decay length as a fraction of the run's tokens (MiniCPM: ~10% is enough)
+    decay_tokens: int = 0  # WSD decay length in tokens; wins over decay_frac when > 0
+    half_life_frac: float = 0.02  # exp decay half-life as a fraction of the run's tokens
+    half_life_tokens: int = 0  # exp decay half-life in tokens (MiniCPM-2.4B: 20e9); wins when > 0
+    min_factor: float = -1.0  # floor on the LR factor after warmup; -1 = kind default (cosine 0.1, else 0)
+
+
+@dataclass
+class DataConfig:
+    source: str = "stdlib"  # "stdlib" (embedded code corpus), "stdlib+site", "text_dir", "hf"
+    path: str = ""  # folder of text files (text_dir), or dataset name / save_to_disk folder (hf)
+    hf_config: str = ""  # Hugging Face dataset config name, if any
+    hf_split: str = "train"  # Hugging Face split to read
+    text_field: str = "text"  # Hugging Face column holding the text
+    tokenizer: str = "bytes"  # "bytes" (vocab 256) or "bpe" (byte-level BPE trained on the train split)
+    bpe_vocab_size: int = 4096  # vocabulary size of the trained BPE
+    eval_frac: float = 0.05  # fraction of documents held out for evaluation, chosen by hashing their paths
+    max_bytes: int = 0  # cap on corpus bytes read (0 = all); keeps tiny CPU runs tiny
+    cache_dir: str = ""  # where tokenized corpora are cached; "" = $WINDTUNNEL_CACHE or ~/.cache/windtunnel
+
+
+@dataclass
+class TrainConfig:
+    total_tokens: int = 655_360  # training tokens of the run (steps = total_tokens / batch_size_tokens)
+    batch_size_tokens: int = 8192  # global batch in tokens per optimizer step
+    seq_len: int = 128  # tokens per sequence
+    micro_batch_size: int = 16  # sequences per forward pass; accumulation covers the rest of the batch
+    seed: int = 0  # seeds init and data order
+    device: str = "auto"  # "auto" (cuda if present), "cpu", "cuda", "cuda:1", ...
+    dtype: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32", "bf16"
+    compile: bool = False  # torch.compile the model (CUDA)
+    log_every: int = 10  # steps between logged train-loss points (each log syncs the device once)
+    eval_points: int = 30  # held-out evals, log-spaced in tokens over the run (the batch-size law needs them)
+    eval_tokens: int = 16384  # held-out tokens per eval
+    checkpoint_every: int = 0  # steps between checkpoints; 0 = at every eval point
+    diverge_factor: float = 3.0  # a train loss above this multiple of the first loss (or NaN) = diverged
+    keep_checkpoint: bool = False  # keep checkpoint.pt after the run finishes (e.g. to continue it later)
+    skip_completed: bool = True  # a run dir whose result.json says completed/diverged is not retrained
+
+
+@dataclass
+class TrialConfig:
+    name: str = "trial"  # label for tables
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def total_steps(self) -> int:
+        return self.train.total_tokens // self.train.batch_size_tokens
+
+    @property
+    def grad_accum(self) -> int:
+        return self.train.batch_size_tokens // (self.train.seq_len * self.train.micro_batch_size)
+
+    def validate(self) -> "TrialConfig":
+        validate(self)
+        return self
+
+
+def _need(ok: bool, msg: str) -> None:
+    if not ok:
+        raise ConfigError(msg)
+
+
+def _one_of(value: str, allowed: tuple, where: str) -> None:
+    _need(value in allowed, f"{where}={value!r} is unknown; use one of {', '.join(allowed)}")
+
+
+def validate(cfg: TrialConfig) -> None:
+    """Raise ConfigError naming the field and the fix; called before any compute starts."""
+    m, o, s, d, t = cfg.model, cfg.optim, cfg.schedule, cfg.data, cfg.train
+    _one_of(m.parametrization, PARAMETRIZATIONS, "model.parametrization")
+    for f in ("d_model", "n_layers", "n_heads", "dim_model_base", "max_seq_len"):
+        _need(getattr(m, f) > 0, f"model.{f}={getattr(m, f)} must be a positive integer")
+    _need(m.d_model % m.n_heads == 0,
+          f"model.n_heads={m.n_heads} does not divide model.d_model={m.d_model}; "
+          f"pick n_heads so that d_model / n_heads is the head dim (e.g. {max(1, m.d_model // 64)} for head_dim 64)")
+    _need(m.head_dim % 2 == 0, f"head_dim = model.d_model / model.n_heads = {m.head_dim} must be even for RoPE")
+    _need(m.n_kv_heads >= 0 and m.n_heads % m.kv_heads == 0,
+          f"model.n_kv_heads={m.n_kv_heads} must divide model.n_heads={m.n_heads} (0 means n_heads)")
+    _need(m.vocab_size >= 0, f"model.vocab_size={m.vocab_size} must be >= 0 (0 = from the tokenizer)")
+    for f in ("init_std", "scale_emb", "scale_depth", "ffn_mult"):
+        _need(getattr(m, f) > 0, f"model.{f}={getattr(m, f)} must be > 0")
+
+    _need(o.lr > 0 and math.isfinite(o.lr), f"optim.lr={o.lr} must be a positive number")
+    _need(o.weight_decay >= 0, f"optim.weight_decay={o.weight_decay} must be >= 0")
+    _one_of(o.wd_rule, WD_RULES, "optim.wd_rule")
+    _need(0 <= o.beta1 < 1 and 0 <= o.beta2 < 1, f"optim.beta1={o.beta1}, optim.beta2={o.beta2} must be in [0, 1)")
+    _need(o.grad_clip >= 0, f"optim.grad_clip={o.grad_clip} must be >= 0 (0 disables clipping)")
+
+    _one_of(s.kind, SCHEDULE_KINDS, "schedule.kind")
+    _one_of(s.decay_kind, DECAY_KINDS, "schedule.decay_kind")
+    for f in ("warmup_frac", "decay_frac", "half_life_frac"):
+        _need(0 <= getattr(s, f) <= 1, f"schedule.{f}={getattr(s, f)} must be a fraction in [0, 1]")
+    _need(s.min_factor == -1 or 0 <= s.min_factor <= 1,
+          f"schedule.min_factor={s.min_factor} must be in [0, 1], or -1 for the kind's default")
+    for f in ("warmup_tokens", "decay_tokens", "half_life_tokens"):
+        _need(getattr(s, f) >= 0, f"schedule.{f}={getattr(s, f)} must be >= 0 tokens")
+    warm = s.warmup_tokens or s.warmup_frac * t.total_tokens
+    decay = (s.decay_tokens or s.decay_frac * t.total_tokens) if s.kind == "wsd" else 0
+    _need(warm + decay <= t.total_tokens,
+          f"schedule warmup ({warm:.0f} tokens) + decay ({decay:.0f} tokens) exceed train.total_tokens="
+          f"{t.total_tokens}; shorten schedule.warmup_*/decay_* or train longer")
+    _need(s.kind != "wsd" or s.decay_kind != "exp" or s.half_life_tokens > 0 or s.half_life_frac > 0,
+          "schedule.half_life_frac and schedule.half_life_tokens are both 0; the exp decay needs a half-life")
+
+    _one_of(d.source, SOURCES, "data.source")
+    _one_of(d.tokenizer, TOKENIZERS, "data.tokenizer")
+    _need(d.source not in ("text_dir", "hf") or bool(d.path),
+          f"data.source={d.source!r} needs data.path (a folder of text files, or a dataset name)")
+    _need(0 < d.eval_frac < 1, f"data.eval_frac={d.eval_frac} must be in (0, 1)")
+    _need(d.tokenizer != "bpe" or 257 <= d.bpe_vocab_size <= 65535,
+          f"data.bpe_vocab_size={d.bpe_vocab_size} must be in [257, 65535] (tokens are stored as uint16)")
+
+    for f in ("seq_len", "micro_batch_size", "batch_size_tokens", "log_every", "eval_points", "eval_tokens"):
+        _need(getattr(t, f) > 0, f"train.{f}={getattr(t, f)} must be a positive integer")
+    _need(t.seq_len <= m.max_seq_len, f"train.seq_len={t.seq_len} exceeds model.max_seq_len={m.max_seq_len}")
+    per_pass = t.seq_len * t.micro_batch_size
+    _need(t.batch_size_tokens % per_pass == 0,
+          f"train.batch_size_tokens={t.batch_size_tokens} is not divisible by train.seq_len x "
+          f"train.micro_batch_size = {t.seq_len} x {t.micro_batch_size} = {per_pass}; use a multiple of "
+          f"{per_pass} (e.g. {max(1, round(t.batch_size_tokens / per_pass)) * per_pass}) or a smaller micro-batch")
+    _need(t.total_tokens >= t.batch_size_tokens,
+          f"train.total_tokens={t.total_tokens} is less than one batch (train.batch_size_tokens="
+          f"{t.batch_size_tokens}); train longer")
+    _one_of(t.dtype, DTYPES, "train.dtype")
+    _need(t.diverge_factor > 1, f"train.diverge_factor={t.diverge_factor} must be > 1")
+    _need(t.checkpoint_every >= 0, f"train.checkpoint_every={t.checkpoint_every} must be >= 0")
+
+
+# ----------------------------------------------------------------------------- dotted overrides
+
+def _coerce(text: str, typ: Any, key: str) -> Any:
+    typ = {"int": int, "float": float, "bool": bool, "str": str}.get(typ, typ) if isinstance(typ, str) else typ
+    try:
+        if typ is bool:
+            low = text.lower()
+            if low not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return low in ("true", "1", "yes")
+        if typ is int:
+            value = float(text)  # accepts 2e6 and 2_000_000
+            if value != int(value):
+                raise ValueError
+            return int(value)
+        if typ is float:
+            return float(text)
+        return text
+    except ValueError:
+        raise ConfigError(f"{key}={text!r} is not a valid {getattr(typ, '__name__', typ)}") from None
+
+
+def apply_override(cfg: TrialConfig, item: str) -> None:
+    """Apply one `section.field=value` override in place, with the field's type."""
+    key, sep, text = item.partition("=")
+    _need(bool(sep), f"override {item!r} must look like section.field=value (e.g. optim.lr=0.02)")
+    obj: Any = cfg
+    parts = key.strip().split(".")
+    for i, part in enumerate(parts):
+        names = {f.name: f for f in dataclasses.fields(obj)}
+        _need(part in names, f"unknown config key {'.'.join(parts[:i + 1])!r} in override {item!r}; "
+                             f"known here: {', '.join(sorted(names))}")
+        if i < len(parts) - 1:
+            obj = getattr(obj, part)
+            _need(dataclasses.is_dataclass(obj), f"{'.'.join(parts[:i + 1])} is a value, not a section")
+        else:
+            if dataclasses.is_dataclass(getattr(obj, part)):
+                raise ConfigError(f"{key} is a section; override one of its fields, e.g. "
+                                  f"{key}.{dataclasses.fields(getattr(obj, part))[0].name}=...")
+            setattr(obj, part, _coerce(text.strip(), names[part].type, key))
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict) -> TrialConfig:
+    """Rebuild a TrialConfig from to_dict output (e.g. a run's config.json); unknown keys are an error."""
+    sections = {"model": ModelConfig, "optim": OptimConfig, "schedule": ScheduleConfig,
+                "data": DataConfig, "train": TrainConfig}
+    kwargs = {}
+    for key, value in data.items():
+        if key in sections:
+            known = {f.name for f in dataclasses.fields(sections[key])}
+            extra = set(value) - known
+            _need(not extra, f"unknown keys in {key}: {', '.join(sorted(extra))}")
+            kwargs[key] = sections[key](**value)
+        else:
+            kwargs[key] = value
+    return TrialConfig(**kwargs)

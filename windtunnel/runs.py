@@ -1,0 +1,159 @@
+"""The run directory, the unit of record, and the tables read back from many of them. No torch.
+
+  RUN/config.json     resolved TrialConfig + provenance (git commit, package version, device, N)
+  RUN/metrics.jsonl   one JSON object per logged step: step, tokens, lr, train_loss, grad_norm
+                      [, eval_loss, eval_bpb at ~30 log-spaced token counts]
+  RUN/result.json     status (running, completed, diverged, pruned, failed), final/best eval loss, tokens,
+                      steps, N, FLOPs, wall time, error
+  RUN/checkpoint.pt   latest checkpoint while the run is unfinished (the trainer owns its format)
+
+JSON files are written atomically (temp file, then rename); metrics lines are appended whole and a torn
+last line (a kill mid-write) is ignored on read. Non-finite floats are stored as null.
+"""
+import json
+import math
+import os
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import pandas as pd
+
+CONFIG, METRICS, RESULT, CHECKPOINT = "config.json", "metrics.jsonl", "result.json", "checkpoint.pt"
+FINISHED = ("completed", "diverged")  # a re-run skips these: a diverged LR is a result, not an accident
+
+
+def _clean(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(_clean(obj), indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Optional[dict]:
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    rows = []
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:  # only the last line may be torn by a kill
+                raise
+    return rows
+
+
+def append_metrics(run_dir: Path, row: dict) -> None:
+    with open(Path(run_dir) / METRICS, "a") as f:
+        f.write(json.dumps(_clean(row)) + "\n")  # one write per line: a kill tears at most the last one
+        f.flush()
+
+
+def rewrite_metrics(run_dir: Path, rows: Iterable[dict]) -> None:
+    """Atomically replace the metrics (a resumed run drops the lines logged after its checkpoint)."""
+    path = Path(run_dir) / METRICS
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text("".join(json.dumps(_clean(r)) + "\n" for r in rows))
+    os.replace(tmp, path)
+
+
+def read_result(run_dir: Path) -> Optional[dict]:
+    try:
+        return read_json(Path(run_dir) / RESULT)
+    except json.JSONDecodeError:
+        return None
+
+
+def is_finished(run_dir: Path) -> bool:
+    result = read_result(run_dir)
+    return bool(result) and result.get("status") in FINISHED
+
+
+def git_commit() -> dict:
+    """The commit of the code that ran (and whether its tree was dirty), or nulls outside a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    if sha.returncode != 0:
+        return {"commit": None, "dirty": None}
+    return {"commit": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+
+
+# ----------------------------------------------------------------------------- tables
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def run_dirs(root: Path) -> list[Path]:
+    """Every directory under root (root included) that holds a config.json, in sorted order."""
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"runs directory {root} does not exist")
+    return sorted(p.parent for p in root.rglob(CONFIG))
+
+
+def _run_row(run_dir: Path) -> dict:
+    config = read_json(run_dir / CONFIG)
+    result = read_json(run_dir / RESULT) or {"status": "incomplete"}
+    if not isinstance(config, dict) or "trial" not in config:
+        raise ValueError("config.json has no 'trial' section")
+    row = {"run_dir": str(run_dir)}
+    row.update(_flatten(config["trial"]))
+    row.update({k: v for k, v in config.items() if k not in ("trial",) and not isinstance(v, dict)})
+    row.update({k: v for k, v in result.items() if k not in ("traceback",)})
+    return row
+
+
+def _rows(root: Path, with_metrics: bool) -> list[dict]:
+    rows = []
+    for run_dir in run_dirs(root):
+        try:
+            row = _run_row(run_dir)
+            metrics = read_metrics(run_dir) if with_metrics else None
+        except (ValueError, OSError, json.JSONDecodeError) as err:
+            warnings.warn(f"skipping corrupt run directory {run_dir}: {err}", stacklevel=3)
+            continue
+        if with_metrics:
+            rows += [{**row, **m} for m in metrics]
+        else:
+            rows.append(row)
+    return rows
+
+
+def load_results(root: Path) -> pd.DataFrame:
+    """One row per run under root: its hyperparameters (dotted columns), N, status and final results."""
+    return pd.DataFrame(_rows(root, with_metrics=False))
+
+
+def load_runs(root: Path) -> pd.DataFrame:
+    """One row per logged point of every run under root, with the run's hyperparameters, N and status."""
+    return pd.DataFrame(_rows(root, with_metrics=True))

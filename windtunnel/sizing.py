@@ -1,0 +1,85 @@
+"""Parameter counts, FLOPs per token, and the named model ladder. Pure arithmetic, no torch.
+
+N is the non-embedding parameter count (MiniCPM's and Kaplan's convention for scaling laws): every
+attention/FFN matrix and every RMSNorm gain, without the (tied) token embedding.
+"""
+import dataclasses
+
+from .config import ConfigError, ModelConfig
+
+# MiniCPM Table 8 (wind-tunnel shapes: head_dim 64, d_ff = 2.5 d) and Table 2 (final models), see
+# shared/docs/minicpm.md sections 2.1 and 5. Tiny CPU sizes use head_dim 32 and a base width of 64 so
+# their width multipliers (1, 2, 4, 6) span the same range as the paper's ladder.
+_MINICPM = dict(dim_model_base=256, max_seq_len=4096)
+_TINY = dict(dim_model_base=64, max_seq_len=1024)
+LADDER: dict[str, dict] = {
+    "tiny64": dict(d_model=64, n_layers=2, n_heads=2, **_TINY),
+    "tiny128": dict(d_model=128, n_layers=4, n_heads=4, **_TINY),
+    "tiny256": dict(d_model=256, n_layers=4, n_heads=8, **_TINY),
+    "tiny384": dict(d_model=384, n_layers=6, n_heads=12, **_TINY),
+    "w9m": dict(d_model=320, n_layers=8, n_heads=5, **_MINICPM),
+    "w36m": dict(d_model=512, n_layers=12, n_heads=8, **_MINICPM),
+    "w66m": dict(d_model=640, n_layers=14, n_heads=10, **_MINICPM),
+    "w109m": dict(d_model=768, n_layers=16, n_heads=12, **_MINICPM),
+    "w166m": dict(d_model=896, n_layers=18, n_heads=14, **_MINICPM),
+    "w241m": dict(d_model=1024, n_layers=20, n_heads=16, **_MINICPM),
+    "w499m": dict(d_model=1344, n_layers=24, n_heads=21, **_MINICPM),
+    "minicpm-1.2b": dict(d_model=1536, n_layers=52, n_heads=24, n_kv_heads=8, **_MINICPM),
+    "minicpm-2.4b": dict(d_model=2304, n_layers=40, n_heads=36, **_MINICPM),
+}
+ALIASES = {"9M": "w9m", "36M": "w36m", "66M": "w66m", "109M": "w109m", "166M": "w166m", "241M": "w241m",
+           "499M": "w499m", "1.2B": "minicpm-1.2b", "2.4B": "minicpm-2.4b"}
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+    """The ModelConfig of a ladder entry (or alias such as "2.4B"), with field overrides."""
+    key = ALIASES.get(name, name)
+    if key not in LADDER:
+        raise ConfigError(f"model={name!r} is not in the ladder; use one of "
+                          f"{', '.join(list(LADDER) + list(ALIASES))}")
+    return ModelConfig(name=key, **{**LADDER[key], **overrides})
+
+
+def attention_params(m: ModelConfig) -> int:
+    q_o = 2 * m.d_model * m.n_heads * m.head_dim  # W_q: d -> H*hd, W_o: H*hd -> d
+    k_v = 2 * m.d_model * m.kv_heads * m.head_dim  # W_k, W_v: d -> KV*hd
+    return q_o + k_v
+
+
+def ffn_params(m: ModelConfig) -> int:
+    return 3 * m.d_model * m.ffn_dim  # SwiGLU: gate, up (d -> d_ff) and down (d_ff -> d)
+
+
+def n_params(m: ModelConfig) -> int:
+    """Non-embedding parameters N: blocks (attention, FFN, two RMSNorm gains) plus the final norm."""
+    per_block = attention_params(m) + ffn_params(m) + 2 * m.d_model
+    return m.n_layers * per_block + m.d_model
+
+
+def n_embedding_params(m: ModelConfig, vocab_size: int = 0) -> int:
+    """Token embedding (tied with the output head, so counted once)."""
+    return (vocab_size or m.vocab_size) * m.d_model
+
+
+def flops_per_token(m: ModelConfig, seq_len: int, vocab_size: int = 0) -> float:
+    """Training FLOPs per token (forward + backward = 3x forward).
+
+    6N for the block matrices (norm gains are negligible but kept for exactness of "6N"), 6 d V for the
+    tied output head, and 12 L d_attn T for the attention scores and weighted sum (the PaLM / nanoGPT MFU
+    convention, counting the full T x T product as the kernels of non-causal attention would).
+    """
+    d_attn = m.n_heads * m.head_dim
+    head = 6 * m.d_model * (vocab_size or m.vocab_size)
+    return 6 * n_params(m) + head + 12 * m.n_layers * d_attn * seq_len
+
+
+def tokens_for(multiple_of_n: float, m: ModelConfig) -> int:
+    """Tokens for a data budget given in multiples of N (MiniCPM's "40N")."""
+    return int(multiple_of_n * n_params(m))
+
+
+def with_width(m: ModelConfig, d_model: int) -> ModelConfig:
+    """The same model at another width, head_dim fixed (heads grow with width, as in the ladder)."""
+    heads = max(1, d_model // m.head_dim)
+    kv = 0 if m.n_kv_heads == 0 else max(1, heads * m.kv_heads // m.n_heads)
+    return dataclasses.replace(m, d_model=d_model, n_heads=heads, n_kv_heads=kv, name=f"{m.name}-d{d_model}")
