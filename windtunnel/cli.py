@@ -46,7 +46,8 @@ def cmd_runs(args) -> int:
     if not args.points and not args.all_columns:
         table = table[[c for c in RESULT_COLUMNS if c in table.columns]]
     if args.json:
-        print(table.to_json(orient="records", indent=1))
+        records = table.astype(object).where(table.notna(), None).to_dict(orient="records")
+        print(json.dumps(records, indent=1, default=str))  # full float precision, NaN as null
     else:
         import pandas as pd
         with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 250):

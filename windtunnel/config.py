@@ -89,6 +89,7 @@ class DataConfig:
     path: str = ""  # folder of text files (text_dir), or dataset name / save_to_disk folder (hf)
     hf_config: str = ""  # Hugging Face dataset config name, if any
     hf_split: str = "train"  # Hugging Face split to read
+    hf_data_files: str = ""  # data_files for builder datasets such as path=parquet / json (a glob)
     text_field: str = "text"  # Hugging Face column holding the text
     tokenizer: str = "bytes"  # "bytes" (vocab 256) or "bpe" (byte-level BPE trained on the train split)
     bpe_vocab_size: int = 4096  # vocabulary size of the trained BPE

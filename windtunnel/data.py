@@ -64,7 +64,8 @@ def _hf_documents(cfg: DataConfig) -> Iterator[tuple[str, bytes]]:
         if isinstance(ds, datasets.DatasetDict):
             ds = ds[cfg.hf_split]
     else:
-        ds = datasets.load_dataset(cfg.path, cfg.hf_config or None, split=cfg.hf_split)
+        extra = {"data_files": cfg.hf_data_files} if cfg.hf_data_files else {}
+        ds = datasets.load_dataset(cfg.path, cfg.hf_config or None, split=cfg.hf_split, **extra)
     if cfg.text_field not in ds.column_names:
         raise KeyError(f"data.text_field={cfg.text_field!r} is not a column of {cfg.path}; "
                        f"columns: {', '.join(ds.column_names)}")

@@ -1,0 +1,118 @@
+"""Corpora, tokenizers, the token cache, batches and the held-out set."""
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from windtunnel.config import DataConfig
+from windtunnel.data import EOT, TokenBatches, cache_key, documents, eval_windows, is_eval, prepare
+
+LINES = ["def f(x):\n    return x + 1\n", "the quick brown fox jumps over the lazy dog\n", "café, naïve, 東京\n"]
+
+
+@pytest.fixture()
+def text_dir(tmp_path):
+    root = tmp_path / "corpus"
+    for i in range(60):
+        (root / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        (root / f"d{i % 3}" / f"doc{i:03d}.txt").write_text("".join(LINES[(i + j) % 3] * (5 + i % 7) for j in range(3)))
+    (root / ".hidden").write_text("never read")
+    return root
+
+
+def test_embedded_corpus_is_the_stdlib_in_a_fixed_order():
+    cfg = DataConfig(max_bytes=300_000)
+    docs = list(documents(cfg))
+    keys = [k for k, _ in docs]
+    assert keys == sorted(keys) and all(k.endswith(".py") for k in keys)
+    assert sum(len(t) for _, t in docs) >= 300_000
+    assert any(k == "abc.py" or k.endswith("/abc.py") for k, _ in documents(DataConfig()))
+    assert not any("site-packages" in k for k in keys)
+
+
+def test_split_is_a_stable_hash_of_the_key():
+    keys = [f"pkg/mod{i}.py" for i in range(20000)]
+    held = [k for k in keys if is_eval(k, 0.05)]
+    assert len(held) == pytest.approx(1000, rel=0.15)
+    assert held == [k for k in reversed(keys) if is_eval(k, 0.05)][::-1]  # order-free
+
+
+def test_text_dir_bytes_cache_and_bits_per_byte(text_dir, tmp_path):
+    cfg = DataConfig(source="text_dir", path=str(text_dir), eval_frac=0.2, cache_dir=str(tmp_path / "cache"))
+    corpus = prepare(cfg)
+    docs = dict(documents(cfg))
+    assert ".hidden" not in docs and len(docs) == 60
+    val_bytes = sum(len(t) for k, t in docs.items() if is_eval(k, 0.2))
+    assert corpus.meta["val_bytes"] == val_bytes and corpus.meta["val_tokens"] == val_bytes + corpus.meta["val_docs"]
+    assert corpus.vocab_size == 256 and corpus.train.dtype == np.uint16
+    # the train split is the train documents' bytes, each followed by the separator byte 0
+    first_train = next(t for k, t in docs.items() if not is_eval(k, 0.2))
+    assert bytes(corpus.train[:len(first_train)].astype(np.uint8)) == first_train and corpus.train[len(first_train)] == 0
+    # cached: a second prepare reuses the files
+    mtime = os.path.getmtime(corpus.path / "train.bin")
+    assert prepare(cfg).path == corpus.path and os.path.getmtime(corpus.path / "train.bin") == mtime
+    # bits per byte denominators: one byte per token for the byte tokenizer
+    windows, n_bytes = eval_windows(corpus, seq_len=32, eval_tokens=256)
+    assert windows.shape == (8, 33) and n_bytes == 8 * 32
+
+
+def test_bpe_is_trained_on_train_split_and_round_trips(text_dir, tmp_path):
+    from tokenizers import Tokenizer
+    cfg = DataConfig(source="text_dir", path=str(text_dir), tokenizer="bpe", bpe_vocab_size=300,
+                     eval_frac=0.2, cache_dir=str(tmp_path / "cache"))
+    corpus = prepare(cfg)
+    tok = Tokenizer.from_file(str(corpus.path / "tokenizer.json"))
+    assert corpus.vocab_size == tok.get_vocab_size() <= 300
+    eot = tok.token_to_id(EOT)
+    ids = corpus.val.tolist()
+    first_doc = ids[:ids.index(eot)]
+    val_docs = [t for k, t in documents(cfg) if is_eval(k, 0.2)]
+    assert tok.decode(first_doc).encode() == val_docs[0]  # byte-level BPE is lossless, UTF-8 included
+    assert corpus.meta["val_bytes"] == sum(len(t) for t in val_docs)
+    assert corpus.meta["val_tokens"] < corpus.meta["val_bytes"]  # BPE compresses
+    # bits-per-byte denominator of the eval windows = the text bytes their target tokens stand for
+    windows, n_bytes = eval_windows(corpus, seq_len=16, eval_tokens=64)
+    text = tok.decode(windows[:, 1:].flatten().tolist(), skip_special_tokens=True)
+    assert n_bytes == len(text.encode())
+    assert cache_key(cfg) != cache_key(DataConfig(source="text_dir", path=str(text_dir), eval_frac=0.2))
+
+
+def test_hf_dataset_from_disk_and_parquet(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = {"text": [LINES[i % 3] * (20 + i) for i in range(80)], "id": list(range(80))}
+    ds = datasets.Dataset.from_dict(rows)
+    ds.save_to_disk(str(tmp_path / "saved"))
+    cfg = DataConfig(source="hf", path=str(tmp_path / "saved"), eval_frac=0.25, cache_dir=str(tmp_path / "c"))
+    corpus = prepare(cfg)
+    held = [t for i, t in enumerate(rows["text"]) if is_eval(str(i), 0.25)]
+    assert corpus.meta["val_docs"] == len(held) and corpus.meta["val_bytes"] == sum(len(t.encode()) for t in held)
+    ds.to_parquet(str(tmp_path / "rows.parquet"))
+    builder = DataConfig(source="hf", path="parquet", hf_data_files=str(tmp_path / "rows.parquet"), eval_frac=0.25,
+                         cache_dir=str(tmp_path / "c"), max_bytes=5000)
+    loaded = list(documents(builder))
+    assert [t.decode() for _, t in loaded] == rows["text"][:len(loaded)]
+    assert sum(len(t) for _, t in loaded[:-1]) < 5000 <= sum(len(t) for _, t in loaded)  # max_bytes stops reading
+    with pytest.raises(KeyError, match="text_field='body'"):
+        list(documents(DataConfig(source="hf", path=str(tmp_path / "saved"), text_field="body")))
+
+
+def test_batches_are_a_pure_function_of_step():
+    tokens = np.arange(10_000, dtype=np.uint16)
+    a = TokenBatches(tokens, seq_len=16, micro_batch=4, seed=3)
+    b = TokenBatches(tokens, seq_len=16, micro_batch=4, seed=3)
+    x1, y1 = a.get(5, 1, "cpu")
+    b.get(0, 0, "cpu")
+    x2, y2 = b.get(5, 1, "cpu")
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert x1.shape == (4, 16) and torch.equal(x1[:, 1:], y1[:, :-1]) and torch.equal(y1 - x1, torch.ones_like(x1))
+    assert not torch.equal(a.get(6, 1, "cpu")[0], x1) and not torch.equal(a.get(5, 0, "cpu")[0], x1)
+    assert not torch.equal(TokenBatches(tokens, 16, 4, seed=4).get(5, 1, "cpu")[0], x1)
+
+
+def test_too_small_corpus_is_a_clear_error(tmp_path):
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "a.txt").write_text("tiny")
+    with pytest.raises(ValueError, match="split of data.source='text_dir' has only"):
+        prepare(DataConfig(source="text_dir", path=str(tmp_path / "one"), cache_dir=str(tmp_path / "c")))

@@ -1,0 +1,124 @@
+"""One logged trial: the loss falls, tokens add up, resume is exact, divergence is recorded, skips work."""
+import json
+import math
+import warnings
+
+import pytest
+
+from conftest import tiny_trial
+from windtunnel import runs
+from windtunnel.train import StopTrial, eval_steps, run_trial
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "a"
+    return out, run_trial(tiny_trial(), out)
+
+
+def test_loss_falls_well_below_uniform_and_tokens_add_up(finished):
+    out, result = finished
+    assert result["status"] == "completed", result
+    metrics = runs.read_metrics(out)
+    evals = [m for m in metrics if "eval_loss" in m]
+    assert evals[0]["step"] == 0 and evals[0]["eval_loss"] == pytest.approx(math.log(256), rel=0.1)
+    assert result["final_eval_loss"] < 0.6 * math.log(256)  # bytes: ln 256 = 5.55 nats for a uniform guess
+    assert result["final_eval_loss"] == evals[-1]["eval_loss"] < evals[1]["eval_loss"]
+    assert result["final_eval_bpb"] == pytest.approx(result["final_eval_loss"] / math.log(2), rel=1e-3)
+    assert [m["tokens"] for m in metrics] == [m["step"] * 2048 for m in metrics]
+    assert result["steps"] == 60 and result["tokens"] == 60 * 2048
+    assert [m["step"] for m in evals] == eval_steps(60, 2048, 12)
+    config = json.loads((out / "config.json").read_text())
+    assert config["N"] == result["N"] == 94_528 and config["trial"]["model"]["vocab_size"] == 256
+    assert not (out / runs.CHECKPOINT).exists()  # removed once finished
+
+
+def test_eval_points_are_log_spaced_in_tokens():
+    steps = eval_steps(1000, 4096, 30)
+    assert steps[0] == 0 and steps[1] == 1 and steps[-1] == 1000
+    assert 20 <= len(steps) <= 31
+    ratios = [b / a for a, b in zip(steps[1:], steps[2:])]
+    assert max(ratios) <= 1000 ** (1 / 29) + 1.0  # geometric spacing up to integer rounding
+
+
+def test_completed_run_is_skipped(finished):
+    out, result = finished
+    before = (out / runs.METRICS).read_text()
+    again = run_trial(tiny_trial(), out)
+    assert again == result and (out / runs.METRICS).read_text() == before
+
+
+def test_resume_equals_uninterrupted(tmp_path, finished):
+    """Kill a run after a checkpoint (a KeyboardInterrupt from the eval callback), resume, compare the curve."""
+    full = runs.read_metrics(finished[0])
+    seen = []
+
+    def kill_after_third_eval(step, tokens, loss):
+        seen.append(step)
+        if len(seen) == 6:
+            raise KeyboardInterrupt  # like a SIGINT: nothing is written after it
+    out = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(tiny_trial(), out, callback=kill_after_third_eval)
+    assert runs.read_result(out)["status"] == "running" and (out / runs.CHECKPOINT).exists()
+    partial = runs.read_metrics(out)
+    assert partial[-1]["step"] == seen[-1] < 60
+    result = run_trial(tiny_trial(), out)
+    resumed = runs.read_metrics(out)
+    assert result["status"] == "completed"
+    assert [m["step"] for m in resumed] == [m["step"] for m in full]
+    for a, b in zip(resumed, full):
+        for key in ("train_loss", "eval_loss", "grad_norm", "lr"):
+            assert a.get(key) == pytest.approx(b.get(key), rel=1e-6, abs=1e-9), (a["step"], key)
+
+
+def test_huge_lr_diverges_and_keeps_its_curve(tmp_path):
+    cfg = tiny_trial()
+    cfg.optim.lr = 30.0
+    cfg.schedule.warmup_frac = 0.0
+    result = run_trial(cfg, tmp_path / "hot")
+    assert result["status"] == "diverged", result
+    metrics = runs.read_metrics(tmp_path / "hot")
+    assert len(metrics) >= 2 and metrics[-1]["step"] == result["steps"] < 60
+    last = metrics[-1]["train_loss"]
+    assert last is None or last > 3.0 * metrics[1]["train_loss"]  # NaN is stored as null
+    assert runs.is_finished(tmp_path / "hot")  # a diverged LR is a result: not retrained
+    table = runs.load_results(tmp_path)
+    assert table.loc[0, "status"] == "diverged" and table.loc[0, "optim.lr"] == 30.0
+
+
+def test_callback_can_prune(tmp_path):
+    def prune(step, tokens, loss):
+        if step >= 3:
+            raise StopTrial(f"pruned at {step}")
+    result = run_trial(tiny_trial(), tmp_path / "p", callback=prune)
+    assert result["status"] == "pruned" and result["steps"] == 3 and "pruned at 3" in result["error"]
+    assert not runs.is_finished(tmp_path / "p")
+
+
+def test_failure_is_recorded_not_raised(tmp_path):
+    cfg = tiny_trial()
+    cfg.data.source, cfg.data.path = "text_dir", str(tmp_path / "missing")
+    result = run_trial(cfg, tmp_path / "f")
+    assert result["status"] == "failed" and "missing" in result["error"]
+    assert runs.read_result(tmp_path / "f")["status"] == "failed"
+
+
+def test_loader_skips_corrupt_run_dirs(tmp_path, finished):
+    import shutil
+    shutil.copytree(finished[0], tmp_path / "good")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text('{"trial": {"model": ')  # half-written
+    torn = tmp_path / "torn"
+    shutil.copytree(finished[0], torn)
+    with open(torn / "metrics.jsonl", "a") as f:
+        f.write('{"step": 61, "tok')  # a kill mid-line
+    with pytest.warns(UserWarning, match="skipping corrupt run directory .*bad"):
+        results = runs.load_results(tmp_path)
+    assert sorted(results["run_dir"].str.rsplit("/", n=1).str[-1]) == ["good", "torn"]
+    with warnings.catch_warnings(record=True):
+        points = runs.load_runs(tmp_path)
+    n = len(runs.read_metrics(finished[0]))
+    assert len(points) == 2 * n
+    assert set(points["status"]) == {"completed"} and set(points["N"]) == {94_528}
+    assert {"step", "tokens", "eval_loss", "optim.lr", "train.batch_size_tokens"} <= set(points.columns)
