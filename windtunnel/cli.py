@@ -5,9 +5,11 @@ import sys
 import time
 from pathlib import Path
 
-from . import sizing
+from . import laws, sizing
 from .config import ConfigError, TrialConfig, apply_override
 from .runs import load_results, load_runs
+
+LAW_NAMES = {"batch-size": "batch_size", "lr": "lr", "loss": "loss"}
 
 RESULT_COLUMNS = ["name", "status", "model.name", "model.parametrization", "N", "optim.lr",
                   "train.batch_size_tokens", "tokens", "final_eval_loss", "best_eval_loss", "final_eval_bpb",
@@ -55,6 +57,97 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def _parse_columns(text: str) -> dict:
+    out = {}
+    for item in filter(None, (text or "").split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--columns item {item!r} must look like CANONICAL=YOUR_COLUMN (e.g. N=params)")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _fit_tables(args):
+    """(points table, per-run table, units) in canonical columns, from a run directory or a CSV/Parquet file."""
+    from . import fit
+    import pandas as pd
+    path = Path(args.source)
+    options = dict(bs_unit=args.bs_unit, seq_len=args.seq_len, n_kind=args.n_kind)
+    if path.is_dir():
+        runs = load_results(path)
+        if runs.empty:
+            raise FileNotFoundError(f"no run directories under {path}")
+        finished = runs[runs["status"].isin(["completed", "diverged"])]
+        per_run, units = fit.canonical(finished, {"loss": "final_eval_loss", **_parse_columns(args.columns)}, **options)
+        per_run.loc[finished["status"].to_numpy() == "diverged", "loss"] = float("inf")
+        points, _ = fit.canonical(load_runs(path), _parse_columns(args.columns), **options)
+        return points[points["run"].isin(finished["run_dir"])], per_run, units
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is neither a run directory nor a file")
+    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    data, units = fit.canonical(table, _parse_columns(args.columns), **options)
+    if "D" not in data and "tokens" in data:
+        data["D"] = data["tokens"]
+    return data, data, units
+
+
+def cmd_fit(args) -> int:
+    from . import fit
+    points, per_run, units = _fit_tables(args)
+    wanted = list(LAW_NAMES.values()) if args.law == "all" else [LAW_NAMES[args.law]]
+    results, errors = {}, {}
+    for law in wanted:
+        try:
+            if law == "batch_size":
+                results[law] = fit.batch_size_law(points, n_boot=args.boot, units=units)
+            elif law == "lr":
+                results[law] = fit.lr_optimum(per_run, n_boot=args.boot, units=units)
+            else:
+                results[law] = fit.loss_law(per_run, form=args.form, n_boot=args.boot, units=units)
+        except fit.NotFittable as err:
+            errors[law] = str(err)
+    doc = {"source": str(args.source), "fits": {k: v.to_json() for k, v in results.items()}, "not_fittable": errors}
+    if args.out:
+        Path(args.out).write_text(json.dumps(doc, indent=1))
+    if args.json:
+        print(json.dumps(doc, indent=1))
+    else:
+        for law, res in results.items():
+            print(f"{law} ({res.form}, {res.n_points} points):")
+            for sym, value in res.params.items():
+                low, high = res.intervals.get(sym) or (None, None)
+                shown = f"  [{low:.4g}, {high:.4g}]" if low is not None else ""
+                print(f"  {sym:>12} = {value:.4g}{shown}")
+            for diag in res.diagnostics:
+                print(f"  ! {diag}")
+        for law, msg in errors.items():
+            print(f"{law}: not fittable: {msg}")
+    return 0 if results else 1
+
+
+def cmd_predict(args) -> int:
+    from .fit import FitResult
+    from .predict import predict, target_model
+    fits = {}
+    for path in args.fits or []:
+        doc = json.loads(Path(path).read_text())
+        fits.update({law: FitResult.from_json(f) for law, f in doc.get("fits", {}).items()})
+    if args.reference == "minicpm":
+        fits.setdefault("batch_size", laws.REFERENCE["minicpm-batch-size"])
+        fits.setdefault("lr", laws.REFERENCE["minicpm-lr"])
+    target = target_model(args.target, _parse_columns(args.shape) and {
+        k: type(getattr(TrialConfig().model, k))(float(v)) for k, v in _parse_columns(args.shape).items()})
+    pred = predict(target, tokens=args.tokens, compute=args.compute, target_loss=args.target_loss,
+                   batch_size=fits.get("batch_size"), lr=fits.get("lr"), loss=fits.get("loss"), seq_len=args.seq_len)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "prediction.json").write_text(json.dumps(pred.to_json(), indent=1))
+        (out / "prediction.md").write_text(pred.to_markdown())
+    print(json.dumps(pred.to_json(), indent=1) if args.json else pred.to_markdown())
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="windtunnel", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -68,10 +161,39 @@ def main(argv=None) -> int:
     p.add_argument("--points", action="store_true", help="one row per logged point instead of one per run")
     p.add_argument("--all-columns", action="store_true", help="every hyperparameter column")
     p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("fit", help="fit the scaling laws from a run directory or a CSV/Parquet file of runs")
+    p.add_argument("source", help="a windtunnel run directory tree, or a .csv/.parquet table of runs")
+    p.add_argument("--law", choices=["all", *LAW_NAMES], default="all")
+    p.add_argument("--form", choices=["chinchilla", "minicpm"], default="chinchilla", help="loss-law form")
+    p.add_argument("--columns", default="", help="canonical=yours, e.g. N=params,D=tokens,loss=val_loss,lr=peak_lr,"
+                                                 "bs=batch_tokens,run=run_id,param=parametrization")
+    p.add_argument("--bs-unit", choices=["tokens", "sequences"], default="tokens")
+    p.add_argument("--seq-len", type=int, default=0, help="tokens per sequence when --bs-unit sequences")
+    p.add_argument("--n-kind", choices=["non-embedding", "total"], default="non-embedding",
+                   help="what N counts; with 'total' a mapped N_emb column is subtracted")
+    p.add_argument("--boot", type=int, default=200, help="bootstrap resamples for the intervals")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--out", help="write the fits as JSON here (input of windtunnel predict --fits)")
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("predict", help="hyperparameters of a target model from fitted or reference laws")
+    p.add_argument("--fits", action="append", help="FITS.json from windtunnel fit --out (repeatable)")
+    p.add_argument("--reference", choices=["none", "minicpm"], default="none",
+                   help="fill missing laws with MiniCPM's published ones (bs = 1.21e9 / L^6.24, lr 0.01)")
+    p.add_argument("--target", default="", help="ladder name, e.g. 2.4B, w499m")
+    p.add_argument("--shape", default="", help="ModelConfig fields, e.g. d_model=2048,n_layers=24,n_heads=32")
+    p.add_argument("--tokens", type=float, default=0)
+    p.add_argument("--compute", type=float, default=0, help="FLOP budget C = 6 N D (N non-embedding)")
+    p.add_argument("--target-loss", type=float, default=0, help="the loss the batch size is chosen for")
+    p.add_argument("--seq-len", type=int, default=4096)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--out", help="write prediction.json and prediction.md into this folder")
+    p.set_defaults(func=cmd_predict)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError) as err:
+    except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"windtunnel {args.command}: error: {err}", file=sys.stderr)
         return 2
 

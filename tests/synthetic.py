@@ -1,0 +1,41 @@
+"""Synthetic logged runs with known laws, shaped like real wind-tunnel runs (for the fit tests)."""
+import math
+
+import numpy as np
+import pandas as pd
+
+A_BS, B_BS = 1.21e9, 6.24  # MiniCPM: bs_opt(L) = 1.21e9 / L^6.24 tokens
+
+# (N, loss floor E, token budget, batch grid in tokens): MiniCPM's three sizes and grids (minicpm.md 2.1)
+SIZES = [
+    (9e6, 3.9, 1.5e9, [4, 9, 18, 36, 72, 144]),
+    (36e6, 3.3, 6e9, [9, 18, 36, 72, 144, 288]),
+    (166e6, 2.8, 2.4e10, [32, 64, 128, 256, 512, 1024]),
+]
+
+
+def tokens_needed(bs, L, E, A=250.0, beta=0.3, k=0.1):
+    """Tokens a run at batch bs needs to reach loss L: the optimal-batch curve D*(L) = (A / (L - E))^(1/beta),
+    inflated by exp(k ln^2(bs / bs_opt(L))), a parabola in log-log with its minimum at bs_opt(L)."""
+    d_star = (A / (L - E)) ** (1 / beta)
+    return d_star * np.exp(k * np.log(bs / (A_BS / L ** B_BS)) ** 2)
+
+
+def batch_size_runs(noise=0.002, seed=0, n_evals=30, l_init=10.0) -> pd.DataFrame:
+    """One row per held-out eval of 18 runs (3 sizes x 6 batch sizes), canonical columns."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n, E, budget, grid in SIZES:
+        for mult in grid:
+            bs = mult * 4096
+            levels = np.linspace(E + 1e-3, l_init, 20000)  # loss grid, descending tokens as loss rises
+            # first time a loss is reached: tokens must not rise with the loss (monotone from the right)
+            need = np.maximum.accumulate(tokens_needed(bs, levels, E)[::-1])[::-1]
+            need, first = np.unique(need, return_index=True)
+            run = f"N{n:.0e}-bs{bs}"
+            rows.append({"run": run, "N": n, "bs": bs, "tokens": 0.0, "loss": l_init})
+            for t in np.geomspace(bs, budget, n_evals):
+                loss = float(np.interp(np.log(t), np.log(need), levels[first]))
+                rows.append({"run": run, "N": n, "bs": bs, "tokens": t,
+                             "loss": min(loss, l_init) * math.exp(noise * rng.standard_normal())})
+    return pd.DataFrame(rows)

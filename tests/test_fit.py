@@ -1,0 +1,147 @@
+"""Fits recover known answers: synthetic laws, Epoch's Chinchilla refit, and degenerate data is refused."""
+import json
+import pathlib
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from synthetic import A_BS, B_BS, batch_size_runs
+from windtunnel.fit import FitResult, NotFittable, batch_size_law, canonical, loss_law, lr_optimum, tokens_to_reach
+
+EPOCH = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "epoch-chinchilla" / "svg_extracted_data.csv"
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_batch_size_law_recovers_minicpm_constants(seed):
+    result = batch_size_law(batch_size_runs(seed=seed), n_boot=200, seed=seed)
+    a, b = result.params["a"], result.params["b"]
+    assert result.intervals["b"][0] <= B_BS <= result.intervals["b"][1], result.intervals
+    assert result.intervals["a"][0] <= A_BS <= result.intervals["a"][1], result.intervals
+    assert b == pytest.approx(B_BS, rel=0.06) and a == pytest.approx(A_BS, rel=0.5)
+    good = [o for o in result.details["optima"] if o["bs_opt"] and not o["flag"]]
+    assert len(good) >= 15 and result.n_points == len(good)
+    errors = [abs(np.log(o["bs_opt"] / (A_BS / o["loss"] ** B_BS))) for o in good]
+    assert np.median(errors) < np.log(1.1) and np.mean(np.array(errors) < np.log(1.25)) >= 0.8  # per-level optima
+
+
+def test_tokens_to_reach_interpolates_a_power_curve():
+    tokens = np.geomspace(1e6, 1e9, 16)
+    loss = 2.0 + 30.0 * tokens ** -0.3
+    want = (30.0 / (2.2 - 2.0)) ** (1 / 0.3)
+    assert tokens_to_reach(tokens, loss, 2.2) == pytest.approx(want, rel=0.005)
+    # never reached, or reached before the first eval: unknown
+    assert np.isnan(tokens_to_reach(tokens, loss, 1.9)) and np.isnan(tokens_to_reach(tokens, loss, 2.6))
+
+
+def lr_sweep(noise=0.003, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for param in ("mup", "sp"):
+        for width in (128, 256, 512, 1024):
+            star = 0.01 if param == "mup" else 0.01 * 128 / width  # SP: the optimum moves as 1/width
+            for lr in 2.0 ** np.arange(-12, -2):
+                for s in range(3):
+                    loss = 3.0 + 0.05 * np.log(lr / star) ** 2 + noise * rng.standard_normal()
+                    rows.append(dict(param=param, N=48 * width ** 2, width=width, lr=lr, seed=s,
+                                     loss=np.nan if lr > 16 * star else loss))
+    return pd.DataFrame(rows)
+
+
+def test_lr_optimum_and_transfer_verdict():
+    result = lr_optimum(lr_sweep())
+    assert result.form == "constant"
+    low, high = result.intervals["lr_star"]
+    assert low <= 0.01 <= high and result.params["lr_star"] == pytest.approx(0.01, rel=0.05)
+    verdict = result.details["transfer"]
+    assert verdict["mup"]["moves"] is False and max(map(abs, verdict["mup"]["shift_in_grid_steps"])) < 0.5
+    assert verdict["sp"]["moves"] is True
+    assert verdict["sp"]["shift_in_grid_steps"] == pytest.approx([0, -1, -2, -3], abs=0.2)  # one step per doubling
+    for g in result.details["optima"]:
+        want = 0.01 if g["param"] == "mup" else 0.01 * 128 / g["width"]
+        assert g["lr_star"] == pytest.approx(want, rel=0.05) and g["band"][0] <= want <= g["band"][1] * 2
+
+
+def test_lr_power_law_when_the_optimum_moves():
+    sp_only = lr_sweep().query("param == 'sp'")
+    result = lr_optimum(sp_only)
+    assert result.form == "hyper_power_law"
+    assert result.params["e_N"] == pytest.approx(-0.5, abs=0.03)  # lr* ~ 1/width ~ N^-1/2
+    assert any("moves with size" in d for d in result.diagnostics)
+
+
+def chinchilla_runs(E, A, B, alpha, beta, scale=1.0, noise=0.002, seed=1):
+    rng = np.random.default_rng(seed)
+    N = np.repeat(np.geomspace(1e7, 1e9, 8), 6)
+    D = np.tile(np.geomspace(2e8, 5e10, 6), 8)
+    L = E + A * (N / scale) ** -alpha + B * (D / scale) ** -beta
+    return pd.DataFrame({"N": N, "D": D, "loss": L * np.exp(noise * rng.standard_normal(len(L)))})
+
+
+def test_loss_law_chinchilla_form_recovers_parameters():
+    truth = dict(E=1.82, A=482.0, B=2085.0, alpha=0.348, beta=0.366)
+    result = loss_law(chinchilla_runs(**truth), n_boot=100)
+    for k, v in truth.items():
+        low, high = result.intervals[k]
+        assert low <= v <= high, (k, v, result.intervals[k])
+    assert result.params["alpha"] == pytest.approx(0.348, rel=0.1) and result.params["E"] == pytest.approx(1.82, rel=0.03)
+
+
+def test_loss_law_minicpm_form_recovers_parameters():
+    truth = dict(C_N=7.15e-2, alpha=0.29, C_D=3.00e-1, beta=0.23, L0=0.31)  # MiniCPM's average fit
+    data = chinchilla_runs(E=truth["L0"], A=truth["C_N"], B=truth["C_D"], alpha=0.29, beta=0.23, scale=1e9)
+    result = loss_law(data, form="minicpm", n_boot=100)
+    assert set(result.params) == {"C_N", "alpha", "C_D", "beta", "L0"} and result.form == "minicpm_loss"
+    for k, v in truth.items():
+        low, high = result.intervals[k]
+        assert low <= v <= high, (k, v, result.intervals[k])
+
+
+@pytest.mark.skipif(not EPOCH.exists(), reason="../shared/data/epoch-chinchilla is not beside this checkout")
+def test_epoch_chinchilla_approach3():
+    raw = pd.read_csv(EPOCH)
+    data = pd.DataFrame({"N": raw["Model Size"], "D": raw["Training FLOP"] / (6 * raw["Model Size"]),
+                         "loss": raw["loss"]}).sort_values("loss").iloc[:-5]  # drop the 5 highest-loss points
+    start = time.time()
+    result = loss_law(data, n_boot=200)
+    elapsed = time.time() - start
+    epoch = dict(E=1.8172, A=477.84, B=2143.86, alpha=0.34731, beta=0.36718)  # Epoch's Approach-3 replication
+    assert result.params == pytest.approx(epoch, rel=0.02)
+    assert result.intervals["alpha"][0] < 0.348 < result.intervals["alpha"][1]
+    assert elapsed < 30, elapsed
+    print(f"Epoch Approach 3: {result.params} in {elapsed:.1f}s")
+
+
+def test_degenerate_data_is_not_fittable():
+    same_size = chinchilla_runs(1.8, 480, 2100, 0.35, 0.37).assign(N=1e8)
+    with pytest.raises(NotFittable, match="at least 3 distinct model sizes"):
+        loss_law(same_size)
+    two_bs = batch_size_runs().query("bs in (36864, 73728)")
+    with pytest.raises(NotFittable, match="3 or more batch sizes"):
+        batch_size_law(two_bs)
+    with pytest.raises(NotFittable, match="3 or more learning rates"):
+        lr_optimum(lr_sweep().query("lr < 0.0005"))
+
+
+def test_result_json_names_every_parameter():
+    result = loss_law(chinchilla_runs(1.82, 482.0, 2085.0, 0.348, 0.366), n_boot=20)
+    doc = json.loads(json.dumps(result.to_json()))
+    assert set(doc["parameters"]) == {"E", "A", "B", "alpha", "beta"}
+    assert all(len(p["interval"]) == 2 for p in doc["parameters"].values())
+    back = FitResult.from_json(doc)
+    assert back.params == pytest.approx(result.params) and back.units == result.units
+
+
+def test_external_table_with_column_mapping_and_units():
+    runs = batch_size_runs()
+    theirs = pd.DataFrame({"run_id": runs["run"], "params": runs["N"], "batch_seqs": runs["bs"] / 4096,
+                           "tok": runs["tokens"], "val_loss": runs["loss"]})
+    table, units = canonical(theirs, {"run": "run_id", "N": "params", "bs": "batch_seqs", "tokens": "tok",
+                                      "loss": "val_loss"}, bs_unit="sequences", seq_len=4096)
+    assert np.allclose(table["bs"], runs["bs"])
+    assert batch_size_law(table, n_boot=20).params == pytest.approx(batch_size_law(runs, n_boot=20).params)
+    with pytest.raises(NotFittable, match="no column 'nope'"):
+        canonical(theirs, {"N": "nope"})
+    with pytest.raises(NotFittable, match="needs seq_len"):
+        canonical(theirs, {"bs": "batch_seqs"}, bs_unit="sequences")

@@ -1,0 +1,153 @@
+"""Predict the hyperparameters of a target model from fitted (or reference) laws. No torch.
+
+Chain: the loss the target reaches (given, or from L(N, D)) -> the optimal batch size at that loss
+(bs = a / L^b) -> the base LR (muP: the wind tunnel's optimum transfers; else a power law in N) -> per-group
+LRs under muP -> a WSD schedule -> a TrialConfig. Each number carries the law it came from and an interval
+from the fits' bootstrap draws.
+"""
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import laws, sizing
+from .config import ConfigError, ModelConfig, TrialConfig, to_dict
+from .fit import FitResult
+
+WARMUP_FRAC = 0.01  # MiniCPM does not state its warmup; 1% of tokens is the common choice
+DECAY_FRAC = 0.1  # MiniCPM: a decay of ~10% of tokens is enough (minicpm.md 4.3)
+HALF_LIVES_IN_DECAY = 4  # exp decay half-life = decay / 4: the LR ends at 1/16 of its peak
+
+
+@dataclass
+class Prediction:
+    target: ModelConfig
+    tokens: float
+    numbers: dict  # name -> {"value", "interval", "source"}
+    trial: TrialConfig
+    notes: list = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"target": {**to_dict(self.target), "N": sizing.n_params(self.target)}, "tokens": self.tokens,
+                "predictions": self.numbers, "notes": self.notes, "trial": to_dict(self.trial)}
+
+    def to_markdown(self) -> str:
+        t = self.target
+        lines = [f"# Prediction for {t.name} (d_model {t.d_model}, {t.n_layers} layers, "
+                 f"N = {sizing.n_params(t):,} non-embedding), {self.tokens:.3g} tokens", "",
+                 "| quantity | value | interval | source |", "|---|---|---|---|"]
+        for name, v in self.numbers.items():
+            iv = v.get("interval") or [None, None]
+            shown = "" if iv[0] is None else f"[{iv[0]:.4g}, {iv[1]:.4g}]"
+            lines.append(f"| {name} | {v['value']:.4g} | {shown} | {v['source']} |")
+        return "\n".join(lines + [""] + [f"- {n}" for n in self.notes]) + "\n"
+
+
+def _number(value: float, draws=None, source: str = "") -> dict:
+    draws = np.asarray([d for d in (draws if draws is not None else []) if d is not None and np.isfinite(d)])
+    interval = [float(np.quantile(draws, 0.025)), float(np.quantile(draws, 0.975))] if len(draws) > 1 else None
+    return {"value": float(value), "interval": interval, "source": source}
+
+
+def _loss_at(fit: FitResult, n: float, d: float) -> tuple[float, np.ndarray]:
+    scale = 1e9 if fit.form == "minicpm_loss" else 1.0
+    func = laws.FORMS[fit.form][0]
+    draws = np.array([func(n / scale, d / scale, **s) for s in fit.samples]) if fit.samples else None
+    return float(func(n / scale, d / scale, **fit.params)), draws
+
+
+def target_model(name: str = "", shape: dict | None = None) -> ModelConfig:
+    """A ladder entry by name (e.g. "2.4B"), or a shape given as ModelConfig fields."""
+    if shape:
+        base = sizing.preset(name) if name else ModelConfig(name="target", dim_model_base=256)
+        try:
+            return dataclasses.replace(base, **shape)
+        except TypeError as err:
+            raise ConfigError(f"--shape: {err}; use ModelConfig fields such as d_model, n_layers, n_heads") from None
+    return sizing.preset(name)
+
+
+def predict(target: ModelConfig, *, tokens: float = 0, compute: float = 0, target_loss: float = 0,
+            batch_size: FitResult | laws.ReferenceLaw | None = None, lr: FitResult | laws.ReferenceLaw | None = None,
+            loss: FitResult | None = None, seq_len: int = 4096, seed: int = 0) -> Prediction:
+    """Predict loss, batch size, LRs and schedule for `target` trained on `tokens` (or a FLOP budget
+    `compute` = 6 N D with N non-embedding). `target_loss` overrides the loss law (MiniCPM picks the batch
+    size for the loss it expects to reach)."""
+    n = sizing.n_params(target)
+    if tokens <= 0 and compute > 0:
+        tokens = compute / (6 * n)
+    if tokens <= 0:
+        raise ConfigError("give the target's token budget (--tokens) or compute budget (--compute)")
+    numbers, notes = {}, []
+    rng = np.random.default_rng(seed)
+
+    if target_loss > 0:
+        L, L_draws = target_loss, None
+        numbers["loss"] = _number(L, None, "given (--target-loss)")
+    elif isinstance(loss, FitResult):
+        L, L_draws = _loss_at(loss, n, tokens)
+        numbers["loss"] = _number(L, L_draws, f"{loss.form} loss law L(N, D) at N={n:.3g}, D={tokens:.3g}")
+    else:
+        raise ConfigError("the batch-size law needs the loss the target will reach: give --target-loss or a fitted "
+                          "loss law (windtunnel fit ... --law loss)")
+
+    if isinstance(batch_size, FitResult):
+        a, b = batch_size.params["a"], batch_size.params["b"]
+        pairs = batch_size.samples
+        Ls = L_draws if L_draws is not None and len(L_draws) else np.full(len(pairs), L)
+        bs_draws = [s["a"] / rng.choice(Ls) ** s["b"] for s in pairs]
+        source = f"fitted batch-size law a={a:.4g}, b={b:.4g} at L={L:.4g}"
+    elif isinstance(batch_size, laws.ReferenceLaw):
+        a, b = batch_size.params["a"], batch_size.params["b"]
+        bs_draws = [a / x ** b for x in L_draws] if L_draws is not None else None
+        source = f"reference {batch_size.name} ({batch_size.source}) at L={L:.4g}"
+    else:
+        raise ConfigError("no batch-size law: give fits with a batch_size law or --reference minicpm")
+    bs_tokens = a / L ** b
+    if L_draws is None and isinstance(batch_size, laws.ReferenceLaw):
+        notes.append("the reference batch-size law carries no interval; it was fitted on C4 nats/token (MiniCPM)")
+    numbers["batch_size_tokens"] = _number(bs_tokens, bs_draws, source)
+    seqs = max(1, round(bs_tokens / seq_len))
+    numbers["batch_size_sequences"] = _number(seqs, [max(1, round(x / seq_len)) for x in (bs_draws or [])],
+                                              f"batch_size_tokens / seq_len {seq_len}, rounded")
+
+    if isinstance(lr, FitResult) and lr.form == "hyper_power_law":
+        base_lr = lr.params["c"] * n ** lr.params["e_N"]
+        numbers["lr"] = _number(base_lr, None, f"fitted lr* = c N^e_N (the optimum moved with size)")
+    elif isinstance(lr, FitResult):
+        base_lr = lr.params["lr_star"]
+        numbers["lr"] = {**_number(base_lr, None, "fitted LR optimum, transferred across width (muP)"),
+                         "interval": lr.intervals.get("lr_star")}
+    elif isinstance(lr, laws.ReferenceLaw):
+        base_lr = lr.params["value"]
+        numbers["lr"] = _number(base_lr, None, f"reference {lr.name} ({lr.source})")
+    else:
+        raise ConfigError("no LR law: give fits with an lr law or --reference minicpm")
+    m = target.width_mult
+    numbers["lr_hidden"] = _number(base_lr / m, None, f"muP: lr / m, m = {target.d_model}/{target.dim_model_base}"
+                                   if target.parametrization == "mup" else "SP: one LR")
+    numbers["lr_embedding"] = _number(base_lr, None, "muP: embedding and norms keep the base LR")
+
+    batch = seqs * seq_len
+    steps = max(1, round(tokens / batch))
+    total = steps * batch
+    decay = DECAY_FRAC * total
+    numbers["steps"] = _number(steps, None, "tokens / batch")
+    numbers["warmup_tokens"] = _number(round(WARMUP_FRAC * total), None, "1% of tokens (MiniCPM does not state it)")
+    numbers["decay_tokens"] = _number(round(decay), None, "WSD decay = 10% of tokens (MiniCPM 4.3)")
+    numbers["half_life_tokens"] = _number(round(decay / HALF_LIVES_IN_DECAY), None,
+                                          "exp decay half-life = decay / 4 (LR ends at 1/16 of peak)")
+    trial = TrialConfig(name=f"{target.name}-predicted", model=dataclasses.replace(target))
+    trial.optim.lr = base_lr
+    trial.schedule.kind, trial.schedule.decay_kind = "wsd", "exp"
+    trial.schedule.warmup_tokens = int(numbers["warmup_tokens"]["value"])
+    trial.schedule.decay_tokens = int(numbers["decay_tokens"]["value"])
+    trial.schedule.half_life_tokens = int(numbers["half_life_tokens"]["value"])
+    trial.train.total_tokens, trial.train.batch_size_tokens = int(total), int(batch)
+    trial.train.seq_len, trial.train.micro_batch_size = seq_len, 1
+    trial.train.eval_points = 30
+    if trial.model.max_seq_len < seq_len:
+        trial.model.max_seq_len = seq_len
+    trial.validate()
+    return Prediction(target=target, tokens=float(total), numbers=numbers, trial=trial, notes=notes)
