@@ -9,7 +9,7 @@ from windtunnel.cli import trial_from_overrides
     ("train.batch_size_tokens=1000", r"train.batch_size_tokens=1000 is not divisible by train.seq_len x "
                                      r"train.micro_batch_size = 128 x 16 = 2048; use a multiple of 2048"),
     ("model.n_heads=3", r"model.n_heads=3 does not divide model.d_model=128"),
-    ("model.n_kv_heads=3", r"model.n_kv_heads=3 must divide model.n_heads=4"),
+    ("model.n_kv_heads=3", r"model.n_kv_heads=3 must divide the 4 query heads"),
     ("schedule.kind=step", r"schedule.kind='step' is unknown; use one of wsd, cosine, constant"),
     ("schedule.decay_kind=poly", r"schedule.decay_kind='poly' is unknown"),
     ("model.parametrization=ntk", r"model.parametrization='ntk' is unknown; use one of mup, sp"),

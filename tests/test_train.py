@@ -53,8 +53,8 @@ def test_resume_equals_uninterrupted(tmp_path, finished):
     full = runs.read_metrics(finished[0])
     seen = []
 
-    def kill_after_third_eval(step, tokens, loss):
-        seen.append(step)
+    def kill_after_third_eval(report):
+        seen.append(report.step)
         if len(seen) == 6:
             raise KeyboardInterrupt  # like a SIGINT: nothing is written after it
     out = tmp_path / "killed"
@@ -89,9 +89,9 @@ def test_huge_lr_diverges_and_keeps_its_curve(tmp_path):
 
 
 def test_callback_can_prune(tmp_path):
-    def prune(step, tokens, loss):
-        if step >= 3:
-            raise StopTrial(f"pruned at {step}")
+    def prune(report):
+        if report.step >= 3:
+            raise StopTrial(f"pruned at {report.step}")
     result = run_trial(tiny_trial(), tmp_path / "p", callback=prune)
     assert result["status"] == "pruned" and result["steps"] == 3 and "pruned at 3" in result["error"]
     assert not runs.is_finished(tmp_path / "p")
@@ -123,3 +123,46 @@ def test_loader_skips_corrupt_run_dirs(tmp_path, finished):
     assert len(points) == 2 * n
     assert set(points["status"]) == {"completed"} and set(points["N"]) == {94_528}
     assert {"step", "tokens", "eval_loss", "optim.lr", "train.batch_size_tokens"} <= set(points.columns)
+
+
+def test_wsd_decay_branch_equals_a_standalone_wsd_run(tmp_path):
+    """A decay branched from the stable run's checkpoint = the same WSD schedule trained from scratch."""
+    cfg = tiny_trial(log_every=1)
+    cfg.schedule.decay_frac, cfg.schedule.warmup_tokens = 0.2, 4 * 2048
+    cfg.train.branch_at_n = [0.5, 1.0]  # N = 94,528: branches at steps 23 and 46
+    reports = []
+    trunk = run_trial(cfg, tmp_path / "trunk", callback=reports.append)
+    assert trunk["status"] == "completed" and trunk["steps"] == 46  # the run stops at the last branch point
+    branch = runs.read_metrics(tmp_path / "trunk" / "decay_1N")
+    stable = runs.read_metrics(tmp_path / "trunk")
+    assert [r.branch for r in reports if r.decayed] == ["decay_0.5N", "decay_1N"]
+    assert reports[-1].step == 46 + 12 and reports[-1].decayed  # decay = 0.2 of the branch: 46 / 0.8 - 46 -> 12
+    assert all(m["lr"] == pytest.approx(0.01) for m in stable if m.get("lr") and m["step"] > 4)  # stays stable
+    assert branch[-1]["step"] == 58 and branch[-1]["lr"] < 0.01 * 0.2
+    by_step = {m["step"]: m for m in stable}
+    for m in branch:  # identical to the stable run up to the branch point
+        if m["step"] <= 46:
+            assert m == by_step[m["step"]]
+    solo = tiny_trial(log_every=1)
+    solo.train.total_tokens = 58 * 2048
+    solo.schedule.warmup_tokens, solo.schedule.decay_tokens = 4 * 2048, 12 * 2048
+    solo.schedule.half_life_tokens = round(0.02 * 58 * 2048)
+    run_trial(solo, tmp_path / "solo")
+    alone = {m["step"]: m for m in runs.read_metrics(tmp_path / "solo")}
+    for m in branch:
+        if m["step"] > 46:  # the decay itself matches a from-scratch WSD run step for step
+            assert m["lr"] == pytest.approx(alone[m["step"]]["lr"], rel=1e-12)
+            assert m["train_loss"] == pytest.approx(alone[m["step"]]["train_loss"], rel=1e-5)
+    assert runs.read_result(tmp_path / "trunk" / "decay_1N")["final_eval_loss"] == pytest.approx(
+        runs.read_result(tmp_path / "solo")["final_eval_loss"], rel=1e-5)
+    assert not (tmp_path / "trunk" / "checkpoints").exists()
+    table = runs.load_results(tmp_path / "trunk")
+    assert sorted(table["train.total_tokens"]) == [29 * 2048, 46 * 2048, 58 * 2048]
+
+
+def test_run_dir_with_a_different_trial_is_refused(tmp_path, finished):
+    from windtunnel.config import ConfigError
+    cfg = tiny_trial()
+    cfg.optim.lr = 0.02
+    with pytest.raises(ConfigError, match=r"holds a different trial \(optim.lr: 0.01 there, 0.02 now\)"):
+        run_trial(cfg, finished[0])

@@ -6,7 +6,7 @@ serve as Hydra structured-config schemas. Derived values are properties.
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, List
 
 PARAMETRIZATIONS = ("mup", "sp")
 SCHEDULE_KINDS = ("wsd", "cosine", "constant")
@@ -27,7 +27,8 @@ class ModelConfig:
     d_model: int = 128  # residual stream width
     n_layers: int = 4  # number of transformer blocks
     n_heads: int = 4  # query heads; head_dim = d_model / n_heads
-    n_kv_heads: int = 0  # key/value heads for grouped-query attention; 0 means n_heads (plain MHA)
+    n_kv_heads: int = 0  # key/value heads for grouped-query attention; 0 means as many as query heads
+    fixed_head_dim: int = 0  # when > 0, heads = d_model / fixed_head_dim (width sweeps keep head_dim fixed)
     d_ff: int = 0  # SwiGLU hidden width; 0 means round(ffn_mult * d_model)
     ffn_mult: float = 2.5  # MiniCPM's d_ff / d_model
     vocab_size: int = 0  # 0 means "take it from the tokenizer"
@@ -41,12 +42,16 @@ class ModelConfig:
     init_std: float = 0.1  # embedding init std; hidden matrices get init_std / sqrt(m) under muP
 
     @property
+    def heads(self) -> int:
+        return self.d_model // self.fixed_head_dim if self.fixed_head_dim > 0 else self.n_heads
+
+    @property
     def head_dim(self) -> int:
-        return self.d_model // self.n_heads
+        return self.d_model // self.heads
 
     @property
     def kv_heads(self) -> int:
-        return self.n_kv_heads or self.n_heads
+        return self.n_kv_heads or self.heads
 
     @property
     def ffn_dim(self) -> int:
@@ -101,6 +106,7 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     total_tokens: int = 655_360  # training tokens of the run (steps = total_tokens / batch_size_tokens)
+    tokens_per_param: float = 0.0  # when > 0, total_tokens = tokens_per_param x N, in whole batches ("20N")
     batch_size_tokens: int = 8192  # global batch in tokens per optimizer step
     seq_len: int = 128  # tokens per sequence
     micro_batch_size: int = 16  # sequences per forward pass; accumulation covers the rest of the batch
@@ -113,6 +119,10 @@ class TrainConfig:
     eval_tokens: int = 16384  # held-out tokens per eval
     checkpoint_every: int = 0  # steps between checkpoints; 0 = at every eval point
     diverge_factor: float = 3.0  # a train loss above this multiple of the first loss (or NaN) = diverged
+    branch_at_n: List[float] = field(default_factory=list)  # WSD decay branches from the stable run at these
+    #   multiples of N tokens (MiniCPM's data/model law); each writes its own run dir, with a decay of
+    #   schedule.decay_frac of its own length; the run itself then stays in the stable phase
+    init_from: str = ""  # a checkpoint to start from (its weights, optimizer and step): a decay branch
     keep_checkpoint: bool = False  # keep checkpoint.pt after the run finishes (e.g. to continue it later)
     skip_completed: bool = True  # a run dir whose result.json says completed/diverged is not retrained
 
@@ -154,12 +164,16 @@ def validate(cfg: TrialConfig) -> None:
     _one_of(m.parametrization, PARAMETRIZATIONS, "model.parametrization")
     for f in ("d_model", "n_layers", "n_heads", "dim_model_base", "max_seq_len"):
         _need(getattr(m, f) > 0, f"model.{f}={getattr(m, f)} must be a positive integer")
-    _need(m.d_model % m.n_heads == 0,
+    if m.fixed_head_dim > 0:
+        _need(m.d_model % m.fixed_head_dim == 0,
+              f"model.fixed_head_dim={m.fixed_head_dim} does not divide model.d_model={m.d_model}; "
+              f"use a width that is a multiple of it")
+    _need(m.d_model % m.heads == 0,
           f"model.n_heads={m.n_heads} does not divide model.d_model={m.d_model}; "
           f"pick n_heads so that d_model / n_heads is the head dim (e.g. {max(1, m.d_model // 64)} for head_dim 64)")
-    _need(m.head_dim % 2 == 0, f"head_dim = model.d_model / model.n_heads = {m.head_dim} must be even for RoPE")
-    _need(m.n_kv_heads >= 0 and m.n_heads % m.kv_heads == 0,
-          f"model.n_kv_heads={m.n_kv_heads} must divide model.n_heads={m.n_heads} (0 means n_heads)")
+    _need(m.head_dim % 2 == 0, f"head_dim = model.d_model / heads = {m.head_dim} must be even for RoPE")
+    _need(m.n_kv_heads >= 0 and m.heads % m.kv_heads == 0,
+          f"model.n_kv_heads={m.n_kv_heads} must divide the {m.heads} query heads (0 means as many)")
     _need(m.vocab_size >= 0, f"model.vocab_size={m.vocab_size} must be >= 0 (0 = from the tokenizer)")
     for f in ("init_std", "scale_emb", "scale_depth", "ffn_mult"):
         _need(getattr(m, f) > 0, f"model.{f}={getattr(m, f)} must be > 0")
@@ -208,6 +222,12 @@ def validate(cfg: TrialConfig) -> None:
     _one_of(t.dtype, DTYPES, "train.dtype")
     _need(t.diverge_factor > 1, f"train.diverge_factor={t.diverge_factor} must be > 1")
     _need(t.checkpoint_every >= 0, f"train.checkpoint_every={t.checkpoint_every} must be >= 0")
+    _need(t.tokens_per_param >= 0, f"train.tokens_per_param={t.tokens_per_param} must be >= 0")
+    if t.branch_at_n:
+        _need(s.kind == "wsd" and 0 < s.decay_frac < 1 and s.decay_tokens == 0,
+              "train.branch_at_n needs schedule.kind=wsd with a decay given as schedule.decay_frac in (0, 1) "
+              "(each branch decays over that fraction of its own length)")
+        _need(all(b > 0 for b in t.branch_at_n), f"train.branch_at_n={list(t.branch_at_n)} must be positive multiples of N")
 
 
 # ----------------------------------------------------------------------------- dotted overrides

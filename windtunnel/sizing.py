@@ -5,7 +5,7 @@ attention/FFN matrix and every RMSNorm gain, without the (tied) token embedding.
 """
 import dataclasses
 
-from .config import ConfigError, ModelConfig
+from .config import ConfigError, ModelConfig, TrialConfig
 
 # MiniCPM Table 8 (wind-tunnel shapes: head_dim 64, d_ff = 2.5 d) and Table 2 (final models), see
 # shared/docs/minicpm.md sections 2.1 and 5. Tiny CPU sizes use head_dim 32 and a base width of 64 so
@@ -41,7 +41,7 @@ def preset(name: str, **overrides) -> ModelConfig:
 
 
 def attention_params(m: ModelConfig) -> int:
-    q_o = 2 * m.d_model * m.n_heads * m.head_dim  # W_q: d -> H*hd, W_o: H*hd -> d
+    q_o = 2 * m.d_model * m.heads * m.head_dim  # W_q: d -> H*hd, W_o: H*hd -> d
     k_v = 2 * m.d_model * m.kv_heads * m.head_dim  # W_k, W_v: d -> KV*hd
     return q_o + k_v
 
@@ -68,7 +68,7 @@ def flops_per_token(m: ModelConfig, seq_len: int, vocab_size: int = 0) -> float:
     tied output head, and 12 L d_attn T for the attention scores and weighted sum (the PaLM / nanoGPT MFU
     convention, counting the full T x T product as the kernels of non-causal attention would).
     """
-    d_attn = m.n_heads * m.head_dim
+    d_attn = m.heads * m.head_dim
     head = 6 * m.d_model * (vocab_size or m.vocab_size)
     return 6 * n_params(m) + head + 12 * m.n_layers * d_attn * seq_len
 
@@ -81,5 +81,15 @@ def tokens_for(multiple_of_n: float, m: ModelConfig) -> int:
 def with_width(m: ModelConfig, d_model: int) -> ModelConfig:
     """The same model at another width, head_dim fixed (heads grow with width, as in the ladder)."""
     heads = max(1, d_model // m.head_dim)
-    kv = 0 if m.n_kv_heads == 0 else max(1, heads * m.kv_heads // m.n_heads)
+    kv = 0 if m.n_kv_heads == 0 else max(1, heads * m.kv_heads // m.heads)
     return dataclasses.replace(m, d_model=d_model, n_heads=heads, n_kv_heads=kv, name=f"{m.name}-d{d_model}")
+
+
+def resolve_tokens(cfg: TrialConfig) -> TrialConfig:
+    """Fill train.total_tokens from train.tokens_per_param (and the last decay branch), in whole batches."""
+    t = cfg.train
+    multiple = max([t.tokens_per_param, *t.branch_at_n]) if (t.tokens_per_param or t.branch_at_n) else 0
+    if multiple:
+        steps = max(1, round(multiple * n_params(cfg.model) / t.batch_size_tokens))
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, total_tokens=steps * t.batch_size_tokens))
+    return cfg

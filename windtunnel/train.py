@@ -6,9 +6,11 @@ step sets group["lr"] = optim.lr * lr_factor(step) * group["lr_scale"].
 import dataclasses
 import math
 import os
+import shutil
 import time
 import traceback
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -16,12 +18,24 @@ import numpy as np
 import torch
 
 from . import __version__, runs, schedule, sizing
-from .config import TrialConfig, to_dict
+from .config import ConfigError, TrialConfig, to_dict
 from .data import TokenBatches, eval_windows, prepare
 from .model import Transformer, build_optimizer
 
-# callback(step, tokens, eval_loss) after each held-out eval; it may raise StopTrial (e.g. a pruner).
-EvalCallback = Callable[[int, int, float], None]
+
+
+@dataclass
+class EvalReport:
+    """One held-out eval, as a callback (a pruner, a logger) sees it."""
+    step: int
+    tokens: int
+    loss: float
+    decayed: bool  # True only at the end of a completed LR decay (a run's end, or a decay branch's end):
+    #                the only points where arms with different LRs compare fairly (short-horizon bias)
+    branch: str = ""  # the decay branch's run dir name, for reports from branches
+
+
+EvalCallback = Callable[[EvalReport], None]
 
 
 class StopTrial(Exception):
@@ -78,21 +92,43 @@ def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
-def run_trial(cfg: TrialConfig, out_dir, callback: Optional[EvalCallback] = None) -> dict:
+IGNORED_KEYS = ("train.skip_completed", "train.keep_checkpoint", "train.device", "train.compile", "train.log_every")
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b, name = old.get(key), new.get(key), f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{name}.")
+        elif a != b and name not in IGNORED_KEYS and not (name == "model.vocab_size" and b == 0):
+            out.append(f"{name}: {a!r} there, {b!r} now")
+    return out
+
+
+def run_trial(cfg: TrialConfig, out_dir, callback: Optional[EvalCallback] = None, meta: Optional[dict] = None) -> dict:
     """Train one trial into out_dir and return its result (also written to out_dir/result.json).
 
     A finished run (completed or diverged) is returned as is when train.skip_completed; an unfinished one
-    resumes from its checkpoint. Exceptions end the run as 'failed' with the message; they are not raised.
+    resumes from its checkpoint. A run dir that holds a different trial is refused (logged runs are never
+    overwritten). Exceptions end the run as 'failed' with the message; they are not raised. `meta` (e.g.
+    the sweep name and override string) is stored in config.json.
     """
-    cfg.validate()
+    cfg = sizing.resolve_tokens(cfg).validate()
     run = Path(out_dir)
+    existing = runs.read_json(run / runs.CONFIG) if (run / runs.CONFIG).exists() else None
+    if existing and "trial" in existing:
+        diff = _differences(existing["trial"], to_dict(cfg))
+        if diff:
+            raise ConfigError(f"run directory {run} holds a different trial ({'; '.join(diff[:3])}); "
+                              f"use another directory: logged runs are never overwritten")
     run.mkdir(parents=True, exist_ok=True)
     if cfg.train.skip_completed and runs.is_finished(run):
         return runs.read_result(run)
     start = time.time()
     runs.write_json(run / runs.RESULT, {"status": "running", "pid": os.getpid()})
     try:
-        result = _train(cfg, run, callback)
+        result = _train(cfg, run, callback, meta or {})
     except StopTrial as stop:
         result = {"status": "pruned", "error": str(stop)}
     except Exception as err:  # noqa: BLE001 -- any failure is recorded, never loses the run directory
@@ -103,7 +139,23 @@ def run_trial(cfg: TrialConfig, out_dir, callback: Optional[EvalCallback] = None
     runs.write_json(run / runs.RESULT, result)
     if result["status"] in runs.FINISHED and not cfg.train.keep_checkpoint:
         (run / runs.CHECKPOINT).unlink(missing_ok=True)
+        shutil.rmtree(run / "checkpoints", ignore_errors=True)  # branch points; every branch has finished
     return result
+
+
+def branch_config(cfg: TrialConfig, step: int, checkpoint: Path, multiple: float) -> TrialConfig:
+    """The decay branch of a stable run at `step`: WSD(D, decay_frac x D) with D = step / (1 - decay_frac),
+    the same warmup in tokens, starting from the stable checkpoint (MiniCPM's continuous training)."""
+    s, t = cfg.schedule, cfg.train
+    bs, frac = t.batch_size_tokens, s.decay_frac
+    decay_steps = max(1, round(step * frac / (1 - frac)))
+    total = step + decay_steps
+    warmup = schedule.plan(dataclasses.replace(s, decay_frac=0.0), cfg.total_steps, bs).warmup
+    sched = dataclasses.replace(s, warmup_tokens=warmup * bs, warmup_frac=0.0, decay_tokens=decay_steps * bs,
+                                half_life_tokens=s.half_life_tokens or round(s.half_life_frac * total * bs))
+    train = dataclasses.replace(t, total_tokens=total * bs, tokens_per_param=0.0, branch_at_n=[],
+                                init_from=str(checkpoint), keep_checkpoint=False)
+    return dataclasses.replace(cfg, name=f"{cfg.name}-decay{multiple:g}N", schedule=sched, train=train)
 
 
 def _summary(cfg: TrialConfig, metrics: list[dict], evals: list[float]) -> dict:
@@ -115,17 +167,40 @@ def _summary(cfg: TrialConfig, metrics: list[dict], evals: list[float]) -> dict:
             "train_s": last.get("train_s", 0.0), "tokens_per_s": last.get("tokens", 0) / max(last.get("train_s", 0) or 1e-9, 1e-9)}
 
 
-def _train(cfg: TrialConfig, run: Path, callback: Optional[EvalCallback]) -> dict:
+def _load_start(cfg: TrialConfig, run: Path, model, opt, device) -> tuple[int, Optional[float], float]:
+    """Restore (step, first train loss, train seconds) from this run's checkpoint, or from train.init_from
+    (a stable-phase checkpoint of another run, whose curve up to that step is copied), else start fresh."""
+    own = run / runs.CHECKPOINT
+    path = own if own.exists() else Path(cfg.train.init_from) if cfg.train.init_from else None
+    if path is None:
+        runs.rewrite_metrics(run, [])
+        return 0, None, 0.0
+    if not path.exists():
+        raise ConfigError(f"train.init_from={cfg.train.init_from!r} does not exist")
+    state = torch.load(path, map_location=device, weights_only=False)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise ConfigError(f"checkpoint {path} is from a different model shape than model={cfg.model.name} "
+                          f"(d_model {cfg.model.d_model}, {cfg.model.n_layers} layers): {str(err)[:300]}") from None
+    opt.load_state_dict(state["optim"])
+    step = state["step"]
+    source = run if path == own else Path(state.get("run_dir", ""))
+    runs.rewrite_metrics(run, [m for m in runs.read_metrics(source) if m["step"] <= step])
+    return step, state["first_loss"], state["train_s"]
+
+
+def _train(cfg: TrialConfig, run: Path, callback: Optional[EvalCallback], meta: dict) -> dict:
     t, device = cfg.train, resolve_device(cfg.train.device)
     corpus = prepare(cfg.data)
     model_cfg = dataclasses.replace(cfg.model, vocab_size=cfg.model.vocab_size or corpus.vocab_size)
     if model_cfg.vocab_size < corpus.vocab_size:
         raise ValueError(f"model.vocab_size={model_cfg.vocab_size} is smaller than the tokenizer's "
                          f"{corpus.vocab_size}; set model.vocab_size=0 to take it from the tokenizer")
-    n_params = sizing.n_params(model_cfg)
+    cfg = dataclasses.replace(cfg, model=model_cfg)
     runs.write_json(run / runs.CONFIG, {
-        "trial": to_dict(dataclasses.replace(cfg, model=model_cfg)), **runs.git_commit(), "version": __version__,
-        "device": _device_name(device), "torch": torch.__version__, "N": n_params,
+        "trial": to_dict(cfg), **meta, **runs.git_commit(), "version": __version__,
+        "device": _device_name(device), "torch": torch.__version__, "N": sizing.n_params(model_cfg),
         "N_embedding": sizing.n_embedding_params(model_cfg),
         "flops_per_token": sizing.flops_per_token(model_cfg, t.seq_len), "corpus": str(corpus.path)})
 
@@ -135,24 +210,37 @@ def _train(cfg: TrialConfig, run: Path, callback: Optional[EvalCallback]) -> dic
     forward = torch.compile(model) if t.compile else model
     autocast = _autocast(device, t.dtype)
     total, bs, accum = cfg.total_steps, t.batch_size_tokens, cfg.grad_accum
-    lr_plan = schedule.plan(cfg.schedule, total, bs)
+    # With decay branches the run itself stays stable; each branch decays on its own.
+    branches = {max(1, round(k * sizing.n_params(model_cfg) / bs)): k for k in t.branch_at_n}
+    lr_plan = schedule.plan(dataclasses.replace(cfg.schedule, decay_frac=0.0) if branches else cfg.schedule, total, bs)
+    decays = not branches and (cfg.schedule.kind == "cosine" or lr_plan.decay_start < total)
     batches = TokenBatches(corpus.train, t.seq_len, t.micro_batch_size, t.seed)
     windows, n_bytes = eval_windows(corpus, t.seq_len, t.eval_tokens)
     eval_at = set(eval_steps(total, bs, t.eval_points))
     ckpt_path = run / runs.CHECKPOINT
 
-    step, first_loss, train_s = 0, None, 0.0
-    if ckpt_path.exists():  # resume: restore everything the next step depends on; data is a function of step
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optim"])
-        step, first_loss, train_s = state["step"], state["first_loss"], state["train_s"]
-        runs.rewrite_metrics(run, [m for m in runs.read_metrics(run) if m["step"] <= step])
-    else:
-        runs.rewrite_metrics(run, [])
+    def run_due_branches(step: int) -> None:
+        for at, k in sorted(branches.items()):
+            branch_dir = run / f"decay_{k:g}N"
+            if at > step or runs.is_finished(branch_dir):
+                continue
+            source = run / "checkpoints" / f"step{at}.pt"
+            result = run_trial(branch_config(cfg, at, source, k), branch_dir, meta={**meta, "branch_of": str(run)})
+            if result["status"] == "failed":
+                raise RuntimeError(f"decay branch {branch_dir} failed: {result['error']}")
+            if callback is not None and result.get("final_eval_loss") is not None:
+                callback(EvalReport(result["steps"], result["tokens"], result["final_eval_loss"], True, branch_dir.name))
+
+    def save(step: int, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _save_checkpoint(path, model, opt, {"step": step, "first_loss": first_loss, "train_s": train_s,
+                                            "run_dir": str(run)})
+
+    step, first_loss, train_s = _load_start(cfg, run, model, opt, device)
+    if step == 0:
         loss0, bpb0 = evaluate(model, windows, n_bytes, t.micro_batch_size, device, autocast)
         runs.append_metrics(run, {"step": 0, "tokens": 0, "eval_loss": loss0, "eval_bpb": bpb0, "train_s": 0.0})
-
+    run_due_branches(step)
     tick = time.time()
     while step < total:
         factor = schedule.lr_factor(step, lr_plan)
@@ -173,7 +261,7 @@ def _train(cfg: TrialConfig, run: Path, callback: Optional[EvalCallback]) -> dic
         opt.zero_grad(set_to_none=True)
         step += 1
 
-        is_eval = step in eval_at
+        is_eval = step in eval_at or step in branches
         if not (is_eval or step == 1 or step % t.log_every == 0):
             continue
         train_loss = (loss_sum / accum).item()  # the only host sync, once per logged step
@@ -189,9 +277,13 @@ def _train(cfg: TrialConfig, run: Path, callback: Optional[EvalCallback]) -> dic
         if diverged:
             return {"status": "diverged", "error": f"train loss {train_loss} at step {step} (first {first_loss:.4g}, "
                                                    f"limit x{t.diverge_factor})"}
+        if step in branches:
+            save(step, run / "checkpoints" / f"step{step}.pt")
+        if step < total and ((t.checkpoint_every and step % t.checkpoint_every == 0) or
+                             (not t.checkpoint_every and is_eval)):
+            save(step, ckpt_path)
         if is_eval and callback is not None:
-            callback(step, step * bs, row["eval_loss"])
-        if step < total and ((t.checkpoint_every and step % t.checkpoint_every == 0) or (not t.checkpoint_every and is_eval)):
-            _save_checkpoint(ckpt_path, model, opt, {"step": step, "first_loss": first_loss, "train_s": train_s})
+            callback(EvalReport(step, step * bs, row["eval_loss"], decays and step == total))
+        run_due_branches(step)
         tick = time.time()
     return {"status": "completed", "error": None}
