@@ -190,6 +190,15 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", help="write prediction.json and prediction.md into this folder")
     p.set_defaults(func=cmd_predict)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["sweep"]:  # Hydra parses its own arguments (full override grammar)
+        from . import sweep
+        try:
+            return sweep.main(argv[1:])
+        except ConfigError as err:
+            print(f"windtunnel sweep: error: {err}", file=sys.stderr)
+            return 2
+    sub.add_parser("sweep", help="Hydra multirun sweeps: windtunnel sweep -m sweep=batch_size_cpu (see conf/)")
     args = parser.parse_args(argv)
     try:
         return args.func(args)

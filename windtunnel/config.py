@@ -109,11 +109,13 @@ class TrainConfig:
     tokens_per_param: float = 0.0  # when > 0, total_tokens = tokens_per_param x N, in whole batches ("20N")
     batch_size_tokens: int = 8192  # global batch in tokens per optimizer step
     seq_len: int = 128  # tokens per sequence
-    micro_batch_size: int = 16  # sequences per forward pass; accumulation covers the rest of the batch
+    micro_batch_size: int = 16  # sequences per forward pass (accumulation covers the rest of the batch);
+    #                             0 = the largest divisor of the batch up to 16 sequences (for batch-size grids)
     seed: int = 0  # seeds init and data order
     device: str = "auto"  # "auto" (cuda if present), "cpu", "cuda", "cuda:1", ...
     dtype: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32", "bf16"
     compile: bool = False  # torch.compile the model (CUDA)
+    threads: int = 0  # CPU threads for this trial (0 = torch's default); 1 when several trials share a machine
     log_every: int = 10  # steps between logged train-loss points (each log syncs the device once)
     eval_points: int = 30  # held-out evals, log-spaced in tokens over the run (the batch-size law needs them)
     eval_tokens: int = 16384  # held-out tokens per eval
@@ -141,12 +143,47 @@ class TrialConfig:
         return self.train.total_tokens // self.train.batch_size_tokens
 
     @property
+    def micro_batch(self) -> int:
+        """Sequences per forward pass (train.micro_batch_size, or chosen when it is 0)."""
+        t = self.train
+        if t.micro_batch_size > 0:
+            return t.micro_batch_size
+        seqs = max(1, t.batch_size_tokens // t.seq_len)
+        return max(d for d in range(1, min(seqs, 16) + 1) if seqs % d == 0)
+
+    @property
     def grad_accum(self) -> int:
-        return self.train.batch_size_tokens // (self.train.seq_len * self.train.micro_batch_size)
+        return self.train.batch_size_tokens // (self.train.seq_len * self.micro_batch)
 
     def validate(self) -> "TrialConfig":
         validate(self)
         return self
+
+
+@dataclass
+class TuningConfig:
+    """How a sweep job talks to an Optuna study (set per job by the windtunnel_optuna sweeper)."""
+    storage: str = ""  # Optuna storage: a journal file path or an SQLAlchemy URL
+    study_name: str = ""  # the study this job's trial belongs to
+    trial_number: int = -1  # the Optuna trial this job runs; -1 = not an Optuna job
+    prune: str = "none"  # "none", "divergence" (stop a trial whose loss rises above max_loss_ratio x its
+    #                      initial loss, or turns NaN), "decayed" (report post-decay losses at equal tokens
+    #                      to the study's pruner: never stable-phase losses, which favour small LRs)
+    max_loss_ratio: float = 1.0  # divergence pruning threshold, relative to the trial's initial eval loss
+
+
+@dataclass
+class SweepJobConfig(TrialConfig):
+    """The Hydra app's config: one trial, plus where it sits in a sweep."""
+    sweep_name: str = "adhoc"  # names the sweep directory and every run's `sweep` column
+    tuning: TuningConfig = field(default_factory=TuningConfig)
+
+    def trial(self) -> TrialConfig:
+        return TrialConfig(name=self.name, model=self.model, optim=self.optim, schedule=self.schedule,
+                           data=self.data, train=self.train)
+
+
+PRUNE_MODES = ("none", "divergence", "decayed")
 
 
 def _need(ok: bool, msg: str) -> None:
@@ -208,13 +245,14 @@ def validate(cfg: TrialConfig) -> None:
     _need(d.tokenizer != "bpe" or 257 <= d.bpe_vocab_size <= 65535,
           f"data.bpe_vocab_size={d.bpe_vocab_size} must be in [257, 65535] (tokens are stored as uint16)")
 
-    for f in ("seq_len", "micro_batch_size", "batch_size_tokens", "log_every", "eval_points", "eval_tokens"):
+    for f in ("seq_len", "batch_size_tokens", "log_every", "eval_points", "eval_tokens"):
         _need(getattr(t, f) > 0, f"train.{f}={getattr(t, f)} must be a positive integer")
+    _need(t.micro_batch_size >= 0, f"train.micro_batch_size={t.micro_batch_size} must be >= 0 (0 = automatic)")
     _need(t.seq_len <= m.max_seq_len, f"train.seq_len={t.seq_len} exceeds model.max_seq_len={m.max_seq_len}")
-    per_pass = t.seq_len * t.micro_batch_size
+    per_pass = t.seq_len * (t.micro_batch_size or 1)
     _need(t.batch_size_tokens % per_pass == 0,
           f"train.batch_size_tokens={t.batch_size_tokens} is not divisible by train.seq_len x "
-          f"train.micro_batch_size = {t.seq_len} x {t.micro_batch_size} = {per_pass}; use a multiple of "
+          f"train.micro_batch_size = {t.seq_len} x {t.micro_batch_size or 1} = {per_pass}; use a multiple of "
           f"{per_pass} (e.g. {max(1, round(t.batch_size_tokens / per_pass)) * per_pass}) or a smaller micro-batch")
     _need(t.total_tokens >= t.batch_size_tokens,
           f"train.total_tokens={t.total_tokens} is less than one batch (train.batch_size_tokens="

@@ -196,7 +196,7 @@ def batch_size_law(df: pd.DataFrame, *, n_levels: int = 8, early_frac: float = 0
     Then log bs_opt = log a - b log L over all sizes. Intervals: bootstrap over runs within each size.
     Optima at the edge of the swept grid are reported and left out of the fit."""
     _need(df, ("run", "N", "bs", "tokens", "loss"), "batch-size")
-    df = df.dropna(subset=["tokens"])
+    df = df.dropna(subset=["tokens", "loss"])  # train-only log rows carry no held-out loss
     sizes = {}  # N -> (bs per run, reach matrix (runs, levels), levels)
     for n, size in df.groupby("N"):
         curves = {r: (g["bs"].iloc[0], g["tokens"].to_numpy(float), g["loss"].to_numpy(float))
@@ -230,6 +230,10 @@ def batch_size_law(df: pd.DataFrame, *, n_levels: int = 8, early_frac: float = 0
                            f"(optimum at the grid edge or no minimum) and left out")
     if len(sizes) < 2:
         diagnostics.append("one model size only: b rests on the loss range of one sweep (MiniCPM used 3 sizes)")
+    b_low, b_high = _interval(draws[:, 1])
+    if b_low is not None and b_low <= 0 <= b_high:
+        diagnostics.append(f"b's interval [{b_low:.3g}, {b_high:.3g}] includes 0: these runs show no clear change of "
+                           f"the optimal batch with loss (train longer, or sweep sizes whose losses differ more)")
     return FitResult(law="batch_size", form="power_law", params={"a": a, "b": b},
                      intervals={"a": _interval(draws[:, 0]), "b": _interval(draws[:, 1])},
                      units={"x": "loss (as logged, nats/token)", "y": "batch size in tokens", **(units or {})},

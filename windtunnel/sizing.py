@@ -9,11 +9,13 @@ from .config import ConfigError, ModelConfig, TrialConfig
 
 # MiniCPM Table 8 (wind-tunnel shapes: head_dim 64, d_ff = 2.5 d) and Table 2 (final models), see
 # shared/docs/minicpm.md sections 2.1 and 5. Tiny CPU sizes use head_dim 32 and a base width of 64 so
-# their width multipliers (1, 2, 4, 6) span the same range as the paper's ladder.
+# their width multipliers (0.5 to 6) span the range of the paper's ladder.
 _MINICPM = dict(dim_model_base=256, max_seq_len=4096)
 _TINY = dict(dim_model_base=64, max_seq_len=1024)
 LADDER: dict[str, dict] = {
+    "tiny32": dict(d_model=32, n_layers=2, n_heads=1, **_TINY),
     "tiny64": dict(d_model=64, n_layers=2, n_heads=2, **_TINY),
+    "tiny96": dict(d_model=96, n_layers=3, n_heads=3, **_TINY),
     "tiny128": dict(d_model=128, n_layers=4, n_heads=4, **_TINY),
     "tiny256": dict(d_model=256, n_layers=4, n_heads=8, **_TINY),
     "tiny384": dict(d_model=384, n_layers=6, n_heads=12, **_TINY),

@@ -92,7 +92,8 @@ def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
-IGNORED_KEYS = ("train.skip_completed", "train.keep_checkpoint", "train.device", "train.compile", "train.log_every")
+IGNORED_KEYS = ("train.skip_completed", "train.keep_checkpoint", "train.device", "train.compile", "train.log_every",
+                "train.threads")
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -192,6 +193,8 @@ def _load_start(cfg: TrialConfig, run: Path, model, opt, device) -> tuple[int, O
 
 def _train(cfg: TrialConfig, run: Path, callback: Optional[EvalCallback], meta: dict) -> dict:
     t, device = cfg.train, resolve_device(cfg.train.device)
+    if t.threads > 0:
+        torch.set_num_threads(t.threads)
     corpus = prepare(cfg.data)
     model_cfg = dataclasses.replace(cfg.model, vocab_size=cfg.model.vocab_size or corpus.vocab_size)
     if model_cfg.vocab_size < corpus.vocab_size:
@@ -214,20 +217,26 @@ def _train(cfg: TrialConfig, run: Path, callback: Optional[EvalCallback], meta: 
     branches = {max(1, round(k * sizing.n_params(model_cfg) / bs)): k for k in t.branch_at_n}
     lr_plan = schedule.plan(dataclasses.replace(cfg.schedule, decay_frac=0.0) if branches else cfg.schedule, total, bs)
     decays = not branches and (cfg.schedule.kind == "cosine" or lr_plan.decay_start < total)
-    batches = TokenBatches(corpus.train, t.seq_len, t.micro_batch_size, t.seed)
+    batches = TokenBatches(corpus.train, t.seq_len, cfg.micro_batch, t.seed)
     windows, n_bytes = eval_windows(corpus, t.seq_len, t.eval_tokens)
     eval_at = set(eval_steps(total, bs, t.eval_points))
     ckpt_path = run / runs.CHECKPOINT
 
+    branch_losses = {}  # branch step -> final held-out loss of that decay branch
+
     def run_due_branches(step: int) -> None:
         for at, k in sorted(branches.items()):
             branch_dir = run / f"decay_{k:g}N"
-            if at > step or runs.is_finished(branch_dir):
+            if at > step:
+                continue
+            if runs.is_finished(branch_dir):
+                branch_losses[at] = runs.read_result(branch_dir).get("final_eval_loss")
                 continue
             source = run / "checkpoints" / f"step{at}.pt"
             result = run_trial(branch_config(cfg, at, source, k), branch_dir, meta={**meta, "branch_of": str(run)})
             if result["status"] == "failed":
                 raise RuntimeError(f"decay branch {branch_dir} failed: {result['error']}")
+            branch_losses[at] = result.get("final_eval_loss")
             if callback is not None and result.get("final_eval_loss") is not None:
                 callback(EvalReport(result["steps"], result["tokens"], result["final_eval_loss"], True, branch_dir.name))
 
@@ -238,7 +247,7 @@ def _train(cfg: TrialConfig, run: Path, callback: Optional[EvalCallback], meta: 
 
     step, first_loss, train_s = _load_start(cfg, run, model, opt, device)
     if step == 0:
-        loss0, bpb0 = evaluate(model, windows, n_bytes, t.micro_batch_size, device, autocast)
+        loss0, bpb0 = evaluate(model, windows, n_bytes, cfg.micro_batch, device, autocast)
         runs.append_metrics(run, {"step": 0, "tokens": 0, "eval_loss": loss0, "eval_bpb": bpb0, "train_s": 0.0})
     run_due_branches(step)
     tick = time.time()
@@ -271,7 +280,7 @@ def _train(cfg: TrialConfig, run: Path, callback: Optional[EvalCallback], meta: 
                "grad_norm": grad_norm.item(), "train_s": train_s}
         diverged = not math.isfinite(train_loss) or train_loss > t.diverge_factor * first_loss
         if is_eval and not diverged:
-            row["eval_loss"], row["eval_bpb"] = evaluate(model, windows, n_bytes, t.micro_batch_size, device, autocast)
+            row["eval_loss"], row["eval_bpb"] = evaluate(model, windows, n_bytes, cfg.micro_batch, device, autocast)
             diverged = not math.isfinite(row["eval_loss"])
         runs.append_metrics(run, row)
         if diverged:
@@ -286,4 +295,9 @@ def _train(cfg: TrialConfig, run: Path, callback: Optional[EvalCallback], meta: 
             callback(EvalReport(step, step * bs, row["eval_loss"], decays and step == total))
         run_due_branches(step)
         tick = time.time()
-    return {"status": "completed", "error": None}
+    # the loss to compare trials on: after a decay (the last branch's end, or this run's own end)
+    if branch_losses:
+        last = branch_losses[max(branch_losses)]
+    else:
+        last = runs.read_metrics(run)[-1].get("eval_loss") if decays else None
+    return {"status": "completed", "error": None, "decayed_eval_loss": last}

@@ -1,0 +1,26 @@
+"""The sweeper's config node, registered as hydra/sweeper=windtunnel_optuna."""
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class WindtunnelOptunaSweeperConf:
+    _target_: str = "hydra_plugins.windtunnel_optuna_sweeper.sweeper.WindtunnelOptunaSweeper"
+    sampler: str = "tpe"  # tpe, random, grid, cmaes, gp
+    seed: Optional[int] = None  # sampler seed
+    direction: str = "minimize"
+    study_name: Optional[str] = None  # default: the sweep directory's name
+    storage: Optional[str] = None  # journal file path or SQLAlchemy URL; default ${hydra.sweep.dir}/optuna.journal
+    n_trials: int = 20  # trials this process runs (several processes may share one study)
+    n_jobs: int = 1  # trials launched per batch (the launcher decides how many run at once)
+    pruner: str = "none"  # none, divergence, median, successive_halving
+    pruner_startup_trials: int = 2  # median: trials finished before pruning starts
+    reduction_factor: int = 2  # successive_halving
+    max_loss_ratio: float = 1.0  # divergence: prune above this multiple of the trial's initial loss
+    params: Dict[str, str] = field(default_factory=dict)  # search space in Hydra's override grammar
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="windtunnel_optuna", node=WindtunnelOptunaSweeperConf,
+                             provider="windtunnel")

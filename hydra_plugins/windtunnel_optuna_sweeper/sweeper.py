@@ -1,0 +1,172 @@
+"""The sweeper: ask Optuna for a batch of trials, launch them, tell Optuna their values."""
+import logging
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep, Transformer
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobStatus
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+from .storage import make_storage
+
+log = logging.getLogger(__name__)
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp")
+PRUNERS = ("none", "divergence", "median", "successive_halving")
+
+
+class SearchSpaceError(ValueError):
+    pass
+
+
+def distribution(key: str, override: Override):
+    """One search dimension from Hydra's override grammar."""
+    import optuna.distributions as d
+    value = override.value()
+    log_scale = "log" in getattr(value, "tags", set())
+    if isinstance(value, ChoiceSweep):
+        return d.CategoricalDistribution(list(override.sweep_string_iterator()))
+    if isinstance(value, RangeSweep):
+        start, stop, step = value.start, value.stop, value.step
+        if start is None or stop is None or stop <= start:
+            raise SearchSpaceError(f"{key}={override.input_line.split('=', 1)[1]}: range needs start < stop")
+        last = start + step * math.ceil((stop - start) / step - 1)  # Hydra's stop is exclusive
+        if all(isinstance(x, int) for x in (start, stop, step)):
+            return d.IntDistribution(start, last, step=step)
+        return d.FloatDistribution(start, last, step=step)
+    if isinstance(value, IntervalSweep):
+        if value.start >= value.end:
+            raise SearchSpaceError(f"{key}: interval({value.start}, {value.end}) has low >= high; write "
+                                   f"interval({value.end}, {value.start})")
+        if log_scale and value.start <= 0:
+            raise SearchSpaceError(f"{key}: a log interval needs low > 0 (got {value.start})")
+        if isinstance(value.start, int) and isinstance(value.end, int) and not log_scale:
+            return d.IntDistribution(value.start, value.end)
+        return d.FloatDistribution(float(value.start), float(value.end), log=log_scale)
+    raise SearchSpaceError(f"{key}: {override.input_line} is not a search space (use choice, range or interval)")
+
+
+class WindtunnelOptunaSweeper(Sweeper):
+    def __init__(self, sampler: str, seed: Optional[int], direction: str, study_name: Optional[str],
+                 storage: Optional[str], n_trials: int, n_jobs: int, pruner: str, pruner_startup_trials: int,
+                 reduction_factor: int, max_loss_ratio: float, params: Optional[Dict[str, str]]) -> None:
+        if sampler not in SAMPLERS:
+            raise SearchSpaceError(f"hydra.sweeper.sampler={sampler!r}: use one of {', '.join(SAMPLERS)}")
+        if pruner not in PRUNERS:
+            raise SearchSpaceError(f"hydra.sweeper.pruner={pruner!r}: use one of {', '.join(PRUNERS)}")
+        self.sampler_name, self.seed, self.direction = sampler, seed, direction
+        self.study_name, self.storage_spec = study_name, storage
+        self.n_trials, self.n_jobs = n_trials, max(1, n_jobs)
+        self.pruner_name, self.startup, self.reduction, self.max_loss_ratio = (pruner, pruner_startup_trials,
+                                                                               reduction_factor, max_loss_ratio)
+        self.params = dict(params or {})
+        self.job_idx = 0
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
+        self.sweep_dir = Path(config.hydra.sweep.dir)
+
+    def _sampler(self, space: dict) -> tuple[Any, int]:
+        """The sampler, and how many trials it can propose (a grid is finite)."""
+        import optuna
+        if self.sampler_name == "tpe":
+            return optuna.samplers.TPESampler(seed=self.seed), self.n_trials
+        if self.sampler_name == "random":
+            return optuna.samplers.RandomSampler(seed=self.seed), self.n_trials
+        if self.sampler_name == "cmaes":
+            return optuna.samplers.CmaEsSampler(seed=self.seed), self.n_trials
+        if self.sampler_name == "gp":
+            return optuna.samplers.GPSampler(seed=self.seed), self.n_trials
+        grid = {}
+        for key, dist in space.items():
+            if hasattr(dist, "choices"):
+                grid[key] = list(dist.choices)
+            elif getattr(dist, "step", None):
+                n = round((dist.high - dist.low) / dist.step)
+                grid[key] = [dist.low + i * dist.step for i in range(n + 1)]
+            else:
+                raise SearchSpaceError(f"{key}: the grid sampler needs choice(...) or range(...), not an interval")
+        return optuna.samplers.GridSampler(grid, seed=self.seed), min(self.n_trials, math.prod(map(len, grid.values())))
+
+    def _pruner(self):
+        import optuna
+        if self.pruner_name == "median":
+            return optuna.pruners.MedianPruner(n_startup_trials=self.startup, n_warmup_steps=0)
+        if self.pruner_name == "successive_halving":
+            return optuna.pruners.SuccessiveHalvingPruner(reduction_factor=self.reduction)
+        return optuna.pruners.NopPruner()  # "divergence" is decided in the job (windtunnel/sweep.py)
+
+    def sweep(self, arguments: List[str]) -> None:
+        import optuna
+        parser = OverridesParser.create()
+        fixed, space = [], {}
+        for override in parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()] + list(arguments)):
+            key = override.get_key_element()
+            if override.is_sweep_override():
+                space[key] = distribution(key, override)
+            else:
+                space.pop(key, None)
+                fixed.append(override.input_line)
+        if not space:
+            raise SearchSpaceError("no search space: give hydra.sweeper.params or sweep overrides such as "
+                                   "optim.lr=tag(log,interval(1e-3,1e-1))")
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        storage_spec = self.storage_spec or str(self.sweep_dir / "optuna.journal")
+        study_name = self.study_name or self.sweep_dir.name
+        sampler, n_total = self._sampler(space)
+        study = optuna.create_study(study_name=study_name, storage=make_storage(storage_spec), sampler=sampler,
+                                    pruner=self._pruner(), direction=self.direction, load_if_exists=True)
+        prune = {"none": "none", "divergence": "divergence"}.get(self.pruner_name, "decayed")
+        tuning = [f"tuning.storage='{storage_spec}'", f"tuning.study_name='{study_name}'", f"tuning.prune={prune}",
+                  f"tuning.max_loss_ratio={self.max_loss_ratio}"]
+        log.info(f"windtunnel_optuna: study {study_name!r} in {storage_spec}, {n_total} trials, "
+                 f"sampler {self.sampler_name}, pruner {self.pruner_name}")
+        done = 0
+        while done < n_total:
+            trials = [study.ask(space) for _ in range(min(self.n_jobs, n_total - done))]
+            batch = [tuple(fixed + [f"{k}={_encode(t.params[k])}" for k in space] + tuning
+                           + [f"tuning.trial_number={t.number}"]) for t in trials]
+            returns = self.launcher.launch(batch, initial_job_idx=self.job_idx)
+            self.job_idx += len(batch)
+            for trial, ret in zip(trials, returns):
+                self._tell(study, trial, ret)
+            done += len(batch)
+        self._write_results(study)
+
+    @staticmethod
+    def _tell(study, trial, ret) -> None:
+        import optuna
+        if ret.status == JobStatus.COMPLETED:
+            value = ret.return_value
+            if value is None or not math.isfinite(float(value)):
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)  # diverged or failed: recorded, not fatal
+                log.warning(f"trial {trial.number}: no finite loss (diverged or failed), recorded as FAIL")
+            else:
+                study.tell(trial, float(value))
+        elif isinstance(ret._return_value, optuna.TrialPruned):
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            log.warning(f"trial {trial.number} raised {ret._return_value!r}; recorded as FAIL")
+
+    def _write_results(self, study) -> None:
+        import optuna
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        results: Dict[str, Any] = {"study_name": study.study_name, "n_trials": len(study.trials),
+                                   "states": {s.name: sum(t.state == s for t in study.trials)
+                                              for s in optuna.trial.TrialState}}
+        if done:
+            results.update(best_value=study.best_value, best_params=study.best_params,
+                           best_trial=study.best_trial.number)
+        OmegaConf.save(OmegaConf.create(results), self.sweep_dir / "optimization_results.yaml")
+        log.info(f"windtunnel_optuna: {results}")
+
+
+def _encode(value: Any) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
