@@ -1,0 +1,157 @@
+"""Sweeps end to end: a Hydra grid through the CLI, resumption, the Optuna sweeper with pruning and
+shared storages, and the joblib / submitit launchers."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from windtunnel import runs
+
+TINY = ["model=tiny32", "train.total_tokens=32768", "train.eval_points=6", "train.eval_tokens=2048"]
+
+
+def wt(*args, cwd, timeout=600, check=True):
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
+    out = subprocess.run([sys.executable, "-m", "windtunnel.cli", *args], cwd=cwd, capture_output=True, text=True,
+                         timeout=timeout, env=env)
+    if check and out.returncode != 0:
+        raise AssertionError(out.stdout[-3000:] + out.stderr[-3000:])
+    return out
+
+
+def test_batch_size_grid_through_the_cli_then_resume(tmp_path):
+    grid = ["-m", "sweep=batch_size_cpu", *TINY, "train.batch_size_tokens=512,1024,2048"]
+    wt("sweep", *grid, cwd=tmp_path)
+    root = tmp_path / "runs" / "batch_size_cpu"
+    dirs = runs.run_dirs(root)
+    assert len(dirs) == 3
+    table = runs.load_results(root).sort_values("train.batch_size_tokens")
+    assert list(table["train.batch_size_tokens"]) == [512, 1024, 2048] and set(table["status"]) == {"completed"}
+    assert set(table["model.name"]) == {"tiny32"} and set(table["schedule.kind"]) == {"cosine"}
+    assert set(table["sweep"]) == {"batch_size_cpu"}
+    assert all(f"train.batch_size_tokens={bs}" in o for bs, o in zip(table["train.batch_size_tokens"], table["overrides"]))
+    assert list(table["tokens"]) == [32768] * 3
+    stamps = {d: (d / runs.RESULT).stat().st_mtime_ns for d in dirs}
+    out = wt("sweep", *grid, cwd=tmp_path)  # the same command again: every run is finished, nothing trains
+    assert {d: (d / runs.RESULT).stat().st_mtime_ns for d in dirs} == stamps
+    assert out.stderr.count("completed final_eval_loss") == 3
+    listed = json.loads(wt("runs", str(root), "--json", cwd=tmp_path).stdout)
+    assert sorted(r["train.batch_size_tokens"] for r in listed) == [512, 1024, 2048]
+
+
+def test_bad_grid_point_fails_before_any_training(tmp_path):
+    out = wt("sweep", "-m", *TINY, "train.batch_size_tokens=2048,1000", cwd=tmp_path, check=False)
+    assert out.returncode == 2
+    assert "train.batch_size_tokens=1000 is not divisible by train.seq_len" in out.stderr
+    assert not (tmp_path / "runs").exists()
+    out = wt("sweep", "-m", "model=w9b", cwd=tmp_path, check=False)
+    assert out.returncode != 0 and "Could not find 'model/w9b'" in out.stderr + out.stdout
+    out = wt("sweep", "-m", *TINY, "optim.lr=tag(log,interval(0.1,0.001))", cwd=tmp_path, check=False)
+    assert out.returncode != 0 and "optim.lr: interval(0.1, 0.001) has low >= high" in out.stderr + out.stdout
+    assert not list((tmp_path / "runs").rglob("metrics.jsonl")) if (tmp_path / "runs").exists() else True
+
+
+def load_study(storage, name):
+    import optuna
+    from hydra_plugins.windtunnel_optuna_sweeper.storage import make_storage
+    return optuna.load_study(study_name=name, storage=make_storage(storage))
+
+
+SEARCH = ["-m", "sweep=lr_search_cpu", "hydra.sweeper.n_trials=8"]
+
+
+def test_optuna_sweeper_prunes_and_shares_its_study(tmp_path):
+    import optuna
+    wt("sweep", *SEARCH, cwd=tmp_path)
+    sweep_dir = tmp_path / "runs" / "lr_search_cpu"
+    journal = str(sweep_dir / "optuna.journal")
+    study = load_study(journal, "lr_search_cpu")
+    states = [t.state for t in study.trials]
+    assert len(states) == 8
+    assert states.count(optuna.trial.TrialState.PRUNED) >= 1, states
+    assert states.count(optuna.trial.TrialState.COMPLETE) >= 3, states
+    # every trial's value is its run's post-decay loss (the last decay branch's final held-out loss)
+    table = runs.load_results(sweep_dir)
+    trunks = table[table["branch_of"].isna()] if "branch_of" in table else table
+    by_lr = {round(lr, 12): row for lr, row in zip(trunks["optim.lr"], trunks.to_dict("records"))}
+    for t in study.trials:
+        row = by_lr[round(t.params["optim.lr"], 12)]
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            assert row["status"] == "completed" and t.value == row["decayed_eval_loss"]
+            last = max(float(k) for k in t.intermediate_values)
+            assert t.value == pytest.approx(t.intermediate_values[last])
+        elif t.state == optuna.trial.TrialState.PRUNED:
+            assert row["status"] == "pruned" and len(t.intermediate_values) >= 1
+    # a second process on the same journal adds trials to the same study: none lost, none duplicated
+    wt("sweep", *SEARCH, "hydra.sweeper.n_trials=3", cwd=tmp_path)
+    numbers = [t.number for t in load_study(journal, "lr_search_cpu").trials]
+    assert sorted(numbers) == list(range(11))
+    assert len([d for d in runs.run_dirs(sweep_dir) if "decay_" not in d.name]) == 11
+    results = (sweep_dir / "optimization_results.yaml").read_text()
+    assert "best_value" in results and "PRUNED" in results
+
+
+def _concurrent_workers(tmp_path, storage, n_workers=2, n_trials=2):
+    args = [sys.executable, "-m", "windtunnel.cli", "sweep", "-m", "sweep=lr_search_cpu", "train.branch_at_n=[1.0]",
+            f"hydra.sweeper.n_trials={n_trials}", "hydra.sweeper.pruner=none", f"hydra.sweeper.storage='{storage}'",
+            "hydra.sweeper.study_name=shared"]
+    import optuna
+    from hydra_plugins.windtunnel_optuna_sweeper.storage import make_storage
+    # the study exists before the workers start (as `optuna create-study` would make it), so that their
+    # first connections do not race to create the schema
+    optuna.create_study(study_name="shared", storage=make_storage(storage), load_if_exists=True)
+    # each worker its own sampler seed: workers with one seed would propose the same points
+    procs = [subprocess.Popen([*args, f"hydra.sweep.dir=w{i}", f"hydra.sweeper.seed={i}"], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(n_workers)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    study = load_study(storage, "shared")
+    numbers = sorted(t.number for t in study.trials)
+    assert numbers == list(range(n_workers * n_trials)), (numbers, [o[1][-1500:] for o in outs])
+    assert len({t.params["optim.lr"] for t in study.trials}) == n_workers * n_trials
+    assert all(t.value is not None for t in study.trials)
+
+
+def test_two_workers_share_a_journal_study(tmp_path):
+    _concurrent_workers(tmp_path, str(tmp_path / "shared.journal"))
+
+
+def _postgres_url() -> str:
+    url = os.environ.get("WINDTUNNEL_TEST_POSTGRES", "postgresql+psycopg2://windtunnel:windtunnel@127.0.0.1:5432/windtunnel")
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=2).close()
+    except OSError:
+        pytest.skip("no PostgreSQL server on 127.0.0.1:5432 (.ci/run installs and starts one)")
+    pytest.importorskip("psycopg2", reason="psycopg2 is needed for the PostgreSQL storage")
+    return url
+
+
+def test_two_workers_share_a_postgres_study(tmp_path):
+    import sqlalchemy
+    url = _postgres_url()
+    with sqlalchemy.create_engine(url).begin() as conn:  # a fresh schema for this test
+        conn.execute(sqlalchemy.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public;"))
+    _concurrent_workers(tmp_path, url)
+
+
+def test_joblib_launcher_runs_trials_in_parallel(tmp_path):
+    wt("sweep", "-m", *TINY, "train.batch_size_tokens=1024,2048", "launcher=joblib", cwd=tmp_path)
+    table = runs.load_results(tmp_path / "runs" / "adhoc")
+    assert sorted(table["train.batch_size_tokens"]) == [1024, 2048] and set(table["status"]) == {"completed"}
+    assert set(table["train.threads"]) == {1}
+    log = (tmp_path / "runs" / "adhoc" / "multirun.yaml").read_text()
+    assert "joblib" in log
+
+
+def test_submitit_local_launcher(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    wt("sweep", "-m", *TINY, "train.batch_size_tokens=1024,2048", "launcher=submitit_local", cwd=tmp_path)
+    root = tmp_path / "runs" / "adhoc"
+    table = runs.load_results(root)
+    assert sorted(table["train.batch_size_tokens"]) == [1024, 2048] and set(table["status"]) == {"completed"}
+    assert (root / ".submitit").is_dir()
