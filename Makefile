@@ -1,4 +1,4 @@
-# make demo : install into .venv, then train a tiny muP model on the embedded corpus (CPU, ~1 minute)
+# make demo : install into .venv, then run the CPU batch-size sweep, fit its law, predict a 2.4B model
 # make test : install into .venv with the test extra, then run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -15,8 +15,11 @@ install: $(PY)
 	$(PY) -m pip install -q -e ".[test]"
 
 demo: install
-	$(VENV)/bin/windtunnel train --out runs/demo/tiny128
-	$(VENV)/bin/windtunnel runs runs/demo
+	$(VENV)/bin/windtunnel sweep -m sweep=batch_size_cpu launcher=joblib
+	$(VENV)/bin/windtunnel runs runs/batch_size_cpu
+	$(VENV)/bin/windtunnel fit runs/batch_size_cpu --law batch-size --out runs/batch_size_cpu/fits.json
+	$(VENV)/bin/windtunnel predict --fits runs/batch_size_cpu/fits.json --reference minicpm --target 2.4B \
+		--tokens 1.1e12 --target-loss 1.2 --out runs/batch_size_cpu/prediction
 
 test: install
 	$(PY) -m pytest -q tests

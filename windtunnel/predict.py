@@ -98,6 +98,11 @@ def predict(target: ModelConfig, *, tokens: float = 0, compute: float = 0, targe
         Ls = L_draws if L_draws is not None and len(L_draws) else np.full(len(pairs), L)
         bs_draws = [s["a"] / rng.choice(Ls) ** s["b"] for s in pairs]
         source = f"fitted batch-size law a={a:.4g}, b={b:.4g} at L={L:.4g}"
+        fitted = [o["loss"] for o in batch_size.details.get("optima", []) if o.get("bs_opt") and not o.get("flag")]
+        if fitted and not min(fitted) <= L <= max(fitted):
+            notes.append(f"L={L:.4g} lies outside the losses the batch-size law was fitted on "
+                         f"[{min(fitted):.4g}, {max(fitted):.4g}]: the batch size is an extrapolation (as MiniCPM's "
+                         f"own hand-off to 2.4B was); losses must be in the fit's units (tokenizer, eval set)")
     elif isinstance(batch_size, laws.ReferenceLaw):
         a, b = batch_size.params["a"], batch_size.params["b"]
         bs_draws = [a / x ** b for x in L_draws] if L_draws is not None else None
