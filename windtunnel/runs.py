@@ -5,7 +5,7 @@
                       [, eval_loss, eval_bpb at ~30 log-spaced token counts]
   RUN/result.json     status (running, completed, diverged, pruned, failed), final/best eval loss, tokens,
                       steps, N, FLOPs, wall time, error
-  RUN/checkpoint.pt   latest checkpoint while the run is unfinished (the trainer owns its format)
+  RUN/checkpoint/     latest checkpoint while the run is unfinished (meta.json + state; train/dist.py)
 
 JSON files are written atomically (temp file, then rename); metrics lines are appended whole and a torn
 last line (a kill mid-write) is ignored on read. Non-finite floats are stored as null.
@@ -20,7 +20,7 @@ from typing import Any, Iterable, Optional
 
 import pandas as pd
 
-CONFIG, METRICS, RESULT, CHECKPOINT = "config.json", "metrics.jsonl", "result.json", "checkpoint.pt"
+CONFIG, METRICS, RESULT, CHECKPOINT = "config.json", "metrics.jsonl", "result.json", "checkpoint"
 FINISHED = ("completed", "diverged")  # a re-run skips these: a diverged LR is a result, not an accident
 
 

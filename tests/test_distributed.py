@@ -1,0 +1,116 @@
+"""torchrun on CPU (gloo): two processes reproduce one; FSDP2 likewise; kill and resume; muP groups survive
+wrapping."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from windtunnel import runs
+
+ARGS = ["model=tiny64", "train.seq_len=64", "train.micro_batch_size=4", "train.batch_size_tokens=1024",
+        "train.eval_points=6", "train.eval_tokens=2048", "data.max_bytes=2000000", "train.threads=1", "train.log_every=1"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_cmd(nproc: int, out, *extra) -> list[str]:
+    if nproc == 1:
+        return [sys.executable, "-m", "windtunnel.cli", "train", *ARGS, *extra, "--out", str(out)]
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
+            f"--master_port={free_port()}", "-m", "windtunnel.cli", "train", *ARGS, *extra, "--out", str(out)]
+
+
+def run(cmd):
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
+def same_curves(a, b, rel):
+    ma, mb = runs.read_metrics(a), runs.read_metrics(b)
+    assert [m["step"] for m in ma] == [m["step"] for m in mb]
+    for x, y in zip(ma, mb):
+        for key in ("train_loss", "eval_loss", "grad_norm", "lr"):
+            if key in x:
+                assert y[key] == pytest.approx(x[key], rel=rel), (x["step"], key)
+    return ma
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist") / "one"
+    run(train_cmd(1, out, "train.total_tokens=40960"))
+    return out
+
+
+def test_two_process_ddp_equals_one_process(single, tmp_path):
+    run(train_cmd(2, tmp_path / "ddp", "train.total_tokens=40960"))
+    curve = same_curves(single, tmp_path / "ddp", rel=1e-4)
+    assert len(curve) == 41
+    config = runs.read_json(tmp_path / "ddp" / "config.json")
+    assert config["world_size"] == 2 and config["parallel"] == "ddp"
+
+
+def test_two_process_fsdp2_equals_one_process(single, tmp_path):
+    run(train_cmd(2, tmp_path / "fsdp", "train.total_tokens=40960", "train.parallel=fsdp"))
+    same_curves(single, tmp_path / "fsdp", rel=1e-4)
+    assert runs.read_json(tmp_path / "fsdp" / "config.json")["parallel"] == "fsdp"
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_kill_and_resume_continues_the_curve(tmp_path, parallel):
+    extra = ["train.total_tokens=122880", "train.checkpoint_every=10", f"train.parallel={parallel}"]
+    run(train_cmd(2, tmp_path / "whole", *extra))
+    proc = subprocess.Popen(train_cmd(2, tmp_path / "killed", *extra), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    meta = tmp_path / "killed" / "checkpoint" / "meta.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (meta.exists() and runs.read_json(meta)["step"] >= 30):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # every rank dies at once, mid-run
+    proc.wait()
+    killed_at = runs.read_json(meta)["step"]
+    assert 30 <= killed_at < 120 and runs.read_result(tmp_path / "killed")["status"] == "running"
+    run(train_cmd(2, tmp_path / "killed", *extra))
+    same_curves(tmp_path / "whole", tmp_path / "killed", rel=1e-6)  # the same arithmetic: exact
+    assert runs.read_result(tmp_path / "killed")["steps"] == 120
+
+
+def test_mup_groups_survive_ddp_and_fsdp2_wrapping():
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+    from torch.nn.parallel import DistributedDataParallel
+
+    from windtunnel.config import ModelConfig, OptimConfig
+    from windtunnel.model import Transformer, build_optimizer
+
+    def groups(model, opt):
+        names = {id(p): n for n, p in model.named_parameters()}
+        return {names[id(p)]: (g["lr_scale"], g["weight_decay"], g["lr"]) for g in opt.param_groups for p in g["params"]}
+
+    cfg = ModelConfig(d_model=128, n_layers=2, n_heads=4, vocab_size=256, dim_model_base=32)
+    optim = OptimConfig(lr=0.01, weight_decay=0.1, wd_rule="mup")
+    plain = Transformer(cfg)
+    want = groups(plain, build_optimizer(plain, optim))
+    assert {v[0] for v in want.values()} == {1.0, 0.25}  # m = 4: hidden matrices lr / 4
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    try:
+        ddp_model = Transformer(cfg)
+        DistributedDataParallel(ddp_model)
+        assert groups(ddp_model, build_optimizer(ddp_model, optim)) == want
+        sharded = Transformer(cfg)
+        for block in sharded.blocks:
+            fully_shard(block)
+        fully_shard(sharded)
+        assert type(next(sharded.parameters())).__name__ == "DTensor"
+        assert groups(sharded, build_optimizer(sharded, optim)) == want
+    finally:
+        dist.destroy_process_group()
