@@ -116,3 +116,11 @@ def test_too_small_corpus_is_a_clear_error(tmp_path):
     (tmp_path / "one" / "a.txt").write_text("tiny")
     with pytest.raises(ValueError, match="split of data.source='text_dir' has only"):
         prepare(DataConfig(source="text_dir", path=str(tmp_path / "one"), cache_dir=str(tmp_path / "c")))
+
+
+def test_mixture_draws_sources_by_weight():
+    main, extra = np.full(5000, 1, dtype=np.uint16), np.full(5000, 2, dtype=np.uint16)
+    batches = TokenBatches([(0.7, main), (0.3, extra)], seq_len=8, micro_batch=50, seed=0)
+    rows = torch.cat([batches.get(step, 0, "cpu")[0] for step in range(40)])  # (2000, 8)
+    assert set(rows[:, 0].tolist()) == {1, 2} and (rows == rows[:, :1]).all()  # a window comes from one source
+    assert (rows[:, 0] == 2).float().mean().item() == pytest.approx(0.3, abs=0.04)

@@ -1,12 +1,14 @@
 """The `windtunnel` command: thin argparse subcommands over the library."""
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 from . import laws, sizing
-from .config import ConfigError, TrialConfig, apply_override
+from .config import ConfigError, TrialConfig, apply_override, from_dict
 from .runs import load_results, load_runs
 
 LAW_NAMES = {"batch-size": "batch_size", "lr": "lr", "loss": "loss"}
@@ -31,12 +33,19 @@ def trial_from_overrides(overrides: list[str]) -> TrialConfig:
 
 def cmd_train(args) -> int:
     from .train import run_trial  # torch only when training
-    cfg = trial_from_overrides(args.overrides)
+    if args.config:
+        cfg = from_dict(json.loads(Path(args.config).read_text()))
+        for item in args.overrides:
+            apply_override(cfg, item)
+        cfg.validate()
+    else:
+        cfg = trial_from_overrides(args.overrides)
     out = Path(args.out or f"runs/train/{time.strftime('%Y%m%d-%H%M%S')}-{cfg.model.name}")
     print(f"training {cfg.model.name} ({cfg.model.parametrization}, N={sizing.n_params(cfg.model):,}) for "
           f"{cfg.train.total_tokens:,} tokens into {out}", file=sys.stderr)
     result = run_trial(cfg, out)
-    print(json.dumps({k: v for k, v in result.items() if k != "traceback"}, indent=1))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({k: v for k, v in result.items() if k != "traceback"}, indent=1))
     return 0 if result["status"] in ("completed", "diverged", "pruned") else 1
 
 
@@ -148,12 +157,42 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_launch(args) -> int:
+    from .launch import LaunchSpec, decay_trial, write_launch
+    spec = LaunchSpec(nnodes=args.nnodes, nproc_per_node=args.nproc_per_node, gpu_memory_gb=args.gpu_memory_gb,
+                      device=args.device, parallel=args.parallel, partition=args.partition, account=args.account,
+                      time_limit=args.time, round_batch=args.round_batch)
+    prediction, trial = {}, None
+    if args.decay_from:
+        if args.decay_tokens <= 0:
+            raise ConfigError("--decay-from needs --decay-tokens (the length of the decay, in tokens)")
+        trial = decay_trial(Path(args.decay_from), int(args.decay_tokens), args.data_mixture or [])
+    elif args.prediction:
+        path = Path(args.prediction)
+        prediction = json.loads((path / "prediction.json" if path.is_dir() else path).read_text())
+        if "trial" not in prediction:
+            raise ConfigError(f"{path} is not a prediction (no 'trial'); make one with windtunnel predict --json")
+    else:
+        raise ConfigError("give PREDICTION.json (from windtunnel predict --json) or --decay-from CHECKPOINT")
+    done = write_launch(prediction, spec, Path(args.out), trial=trial)
+    plan = done["plan"]
+    print(f"wrote {', '.join(done['files'])} into {args.out}: {plan['micro']} x {plan['accum']} x {spec.world} "
+          f"sequences per step, {plan['parallel']}", file=sys.stderr)
+    if not args.run:
+        print(done["command"])
+        return 0
+    script = ["sbatch", str(Path(args.out) / "job.sbatch")] if args.scheduler == "slurm" else \
+        ["bash", str(Path(args.out) / "launch.sh")]
+    return subprocess.call(script)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="windtunnel", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train one trial: windtunnel train model=tiny128 optim.lr=0.02 ...")
     p.add_argument("overrides", nargs="*", help="model=NAME (a ladder preset) and section.field=value items")
     p.add_argument("--out", help="run directory (default runs/train/DATE-MODEL)")
+    p.add_argument("--config", help="a TrialConfig as JSON (e.g. trial.json from windtunnel launch); overrides apply on top")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("runs", help="table of the runs under a directory")
     p.add_argument("dir")
@@ -190,6 +229,25 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", help="write prediction.json and prediction.md into this folder")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("launch", help="write (and --run) the full-scale run of a prediction: torchrun, sbatch, exports")
+    p.add_argument("prediction", nargs="?", help="prediction.json from windtunnel predict (or its --out folder)")
+    p.add_argument("--out", required=True, help="folder for trial.json, launch.sh, job.sbatch, exports, README.md")
+    p.add_argument("--nnodes", type=int, default=1)
+    p.add_argument("--nproc-per-node", type=int, default=1, help="GPUs (processes) per node")
+    p.add_argument("--gpu-memory-gb", type=float, default=80.0, help="memory of one GPU, sizes the micro-batch")
+    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cpu rehearses the launch with gloo")
+    p.add_argument("--parallel", choices=["auto", "ddp", "fsdp"], default="auto")
+    p.add_argument("--scheduler", choices=["local", "slurm"], default="local", help="what --run starts")
+    p.add_argument("--partition", default="")
+    p.add_argument("--account", default="")
+    p.add_argument("--time", default="72:00:00", help="SLURM wall time")
+    p.add_argument("--round-batch", action="store_true", help="round the batch to a multiple of the world size")
+    p.add_argument("--decay-from", help="a stable-phase checkpoint directory: launch a WSD decay from it instead")
+    p.add_argument("--decay-tokens", type=float, default=0, help="length of that decay in tokens")
+    p.add_argument("--data-mixture", action="append", help="WEIGHT:SOURCE[:PATH] mixed into the decay's data")
+    p.add_argument("--run", action="store_true", help="start it: bash launch.sh, or sbatch job.sbatch")
+    p.set_defaults(func=cmd_launch)
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["sweep"]:  # Hydra parses its own arguments (full override grammar)
         from . import sweep

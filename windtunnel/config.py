@@ -101,6 +101,10 @@ class DataConfig:
     eval_frac: float = 0.05  # fraction of documents held out for evaluation, chosen by hashing their paths
     max_bytes: int = 0  # cap on corpus bytes read (0 = all); keeps tiny CPU runs tiny
     cache_dir: str = ""  # where tokenized corpora are cached; "" = $WINDTUNNEL_CACHE or ~/.cache/windtunnel
+    tokenizer_file: str = ""  # a tokenizer.json to use instead of training a BPE (set for mixture sources)
+    mixture: List[str] = field(default_factory=list)  # other sources mixed into training batches, each
+    #   "WEIGHT:SOURCE[:PATH]" (e.g. "0.3:text_dir:/data/hq" for a decay on better data); this source gets
+    #   1 - sum(weights); held-out evals stay on this source
 
 
 @dataclass
@@ -243,6 +247,17 @@ def validate(cfg: TrialConfig) -> None:
     _need(d.source not in ("text_dir", "hf") or bool(d.path),
           f"data.source={d.source!r} needs data.path (a folder of text files, or a dataset name)")
     _need(0 < d.eval_frac < 1, f"data.eval_frac={d.eval_frac} must be in (0, 1)")
+    weights = []
+    for item in d.mixture:
+        parts = str(item).split(":", 2)
+        try:
+            weights.append(float(parts[0]))
+        except ValueError:
+            weights.append(-1.0)
+        _need(len(parts) >= 2 and 0 < weights[-1] < 1 and parts[1] in SOURCES,
+              f"data.mixture item {item!r} must look like WEIGHT:SOURCE[:PATH] with 0 < WEIGHT < 1 and SOURCE one of "
+              f"{', '.join(SOURCES)} (e.g. 0.3:text_dir:/data/hq)")
+    _need(sum(weights) < 1, f"data.mixture weights sum to {sum(weights):g}; they must leave a share (> 0) for data.source")
     _need(d.tokenizer != "bpe" or 257 <= d.bpe_vocab_size <= 65535,
           f"data.bpe_vocab_size={d.bpe_vocab_size} must be in [257, 65535] (tokens are stored as uint16)")
 

@@ -112,7 +112,7 @@ def cache_root(cfg: DataConfig) -> Path:
 
 def cache_key(cfg: DataConfig) -> str:
     """Corpus + tokenizer identity. File corpora add their (path, size) list so an edited corpus re-tokenizes."""
-    ident = {k: v for k, v in asdict(cfg).items() if k != "cache_dir"}
+    ident = {k: v for k, v in asdict(cfg).items() if k not in ("cache_dir", "mixture")}
     ident["version"] = CACHE_VERSION
     if cfg.tokenizer == "bytes":
         ident.pop("bpe_vocab_size")
@@ -144,8 +144,13 @@ def _bpe_token_bytes(tok) -> np.ndarray:
 
 
 def _build(cfg: DataConfig, out: Path) -> dict:
-    if cfg.tokenizer == "bpe":
+    if cfg.tokenizer == "bpe" and cfg.tokenizer_file:
+        from tokenizers import Tokenizer
+        tok = Tokenizer.from_file(cfg.tokenizer_file)
+        tok.save(str(out / "tokenizer.json"))
+    elif cfg.tokenizer == "bpe":
         tok = _train_bpe(cfg, out)
+    if cfg.tokenizer == "bpe":
         eot = tok.token_to_id(EOT)
         encode = lambda text: tok.encode(text.decode("utf-8", "replace")).ids + [eot]  # noqa: E731
         token_bytes, vocab = _bpe_token_bytes(tok), tok.get_vocab_size()
@@ -162,7 +167,7 @@ def _build(cfg: DataConfig, out: Path) -> dict:
             counts[split][1] += len(text)
             counts[split][2] += 1
     np.save(out / "token_bytes.npy", token_bytes)
-    meta = {"config": {k: v for k, v in asdict(cfg).items() if k != "cache_dir"}, "vocab_size": vocab,
+    meta = {"config": {k: v for k, v in asdict(cfg).items() if k not in ("cache_dir", "mixture")}, "vocab_size": vocab,
             **{f"{s}_{what}": counts[s][i] for s in counts for i, what in enumerate(("tokens", "bytes", "docs"))}}
     for split in ("train", "val"):
         if meta[f"{split}_tokens"] < 1024:
@@ -195,21 +200,47 @@ def prepare(cfg: DataConfig) -> Corpus:
                   token_bytes=np.load(final / "token_bytes.npy"), meta=meta)
 
 
+def prepare_mixture(cfg: DataConfig, main: Corpus) -> list[tuple[float, np.ndarray]]:
+    """(weight, train tokens) for the main corpus and each data.mixture source, all with the main tokenizer."""
+    sources, rest = [], 1.0
+    for item in cfg.mixture:
+        weight, source, *path = str(item).split(":", 2)
+        extra = DataConfig(**{**asdict(cfg), "source": source, "path": path[0] if path else "", "mixture": [],
+                              "max_bytes": 0, "tokenizer_file": str(main.path / "tokenizer.json")
+                              if cfg.tokenizer == "bpe" else ""})
+        sources.append((float(weight), prepare(extra).train))
+        rest -= float(weight)
+    return [(rest, main.train)] + sources
+
+
 # ----------------------------------------------------------------------------- batches
 
 class TokenBatches:
-    """Random windows of the train split. Batch (step, micro) is a pure function of (seed, rank, step,
-    micro), so a resumed run sees exactly the batches an uninterrupted run would have seen."""
+    """Random windows of the train split (or of a weighted mixture of splits). Batch (step, micro) is a pure
+    function of (seed, step, micro), so a resumed run sees exactly the batches an uninterrupted run would,
+    and W ranks that take micro-batches r*A ... r*A+A-1 see exactly one process's global batch."""
 
-    def __init__(self, tokens: np.ndarray, seq_len: int, micro_batch: int, seed: int, rank: int = 0):
-        if len(tokens) <= seq_len + 1:
-            raise ValueError(f"train split has {len(tokens)} tokens, fewer than train.seq_len + 1 = {seq_len + 1}")
-        self.tokens, self.seq_len, self.micro_batch, self.seed, self.rank = tokens, seq_len, micro_batch, seed, rank
+    def __init__(self, tokens, seq_len: int, micro_batch: int, seed: int):
+        self.sources = tokens if isinstance(tokens, list) else [(1.0, tokens)]  # [(weight, tokens)]
+        for _, toks in self.sources:
+            if len(toks) <= seq_len + 1:
+                raise ValueError(f"train split has {len(toks)} tokens, fewer than train.seq_len + 1 = {seq_len + 1}")
+        self.weights = np.array([w for w, _ in self.sources]) / sum(w for w, _ in self.sources)
+        self.seq_len, self.micro_batch, self.seed = seq_len, micro_batch, seed
 
     def get(self, step: int, micro: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, self.rank, step, micro])
-        starts = rng.integers(0, len(self.tokens) - self.seq_len - 1, size=self.micro_batch)
-        window = np.stack([self.tokens[s:s + self.seq_len + 1] for s in starts]).astype(np.int64)  # (B, T+1)
+        rng = np.random.default_rng([self.seed, 0, step, micro])
+        rows = []
+        if len(self.sources) == 1:  # (kept separate so single-source draws stay as they always were)
+            tokens = self.sources[0][1]
+            starts = rng.integers(0, len(tokens) - self.seq_len - 1, size=self.micro_batch)
+            rows = [tokens[s:s + self.seq_len + 1] for s in starts]
+        else:
+            for k in rng.choice(len(self.sources), size=self.micro_batch, p=self.weights):
+                tokens = self.sources[k][1]
+                s = rng.integers(0, len(tokens) - self.seq_len - 1)
+                rows.append(tokens[s:s + self.seq_len + 1])
+        window = np.stack(rows).astype(np.int64)  # (B, T+1)
         xy = torch.from_numpy(window)
         if torch.device(device).type == "cuda":
             xy = xy.pin_memory().to(device, non_blocking=True)

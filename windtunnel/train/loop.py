@@ -14,7 +14,7 @@ import torch
 
 from .. import __version__, runs, schedule, sizing
 from ..config import ConfigError, TrialConfig, to_dict
-from ..data import TokenBatches, eval_windows, prepare
+from ..data import TokenBatches, eval_windows, prepare, prepare_mixture
 from ..model import Transformer, build_optimizer
 from .core import EvalCallback, EvalReport, autocast_for, device_name, eval_steps
 from .dist import Dist, read_meta
@@ -99,7 +99,8 @@ def train(cfg: TrialConfig, run: Path, callback: Optional[EvalCallback], meta: d
     branches = {max(1, round(k * sizing.n_params(model_cfg) / bs)): k for k in t.branch_at_n}
     lr_plan = schedule.plan(dataclasses.replace(cfg.schedule, decay_frac=0.0) if branches else cfg.schedule, total, bs)
     decays = not branches and (cfg.schedule.kind == "cosine" or lr_plan.decay_start < total)
-    batches = TokenBatches(corpus.train, t.seq_len, micro, t.seed)
+    batches = TokenBatches(prepare_mixture(cfg.data, corpus) if cfg.data.mixture else corpus.train, t.seq_len,
+                           micro, t.seed)
     windows, n_bytes = eval_windows(corpus, t.seq_len, t.eval_tokens)
     eval_at = set(eval_steps(total, bs, t.eval_points))
     branch_losses = {}  # branch step -> final held-out loss of that decay branch

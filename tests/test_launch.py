@@ -1,0 +1,130 @@
+"""The full-scale hand-off: rendered scripts against snapshots, batch splits, clear errors, and a real
+two-process launch on CPU, plus a decay launched from a stable checkpoint with mixed-in data."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from windtunnel import laws, runs
+from windtunnel.config import ConfigError, to_dict
+from windtunnel.launch import LaunchSpec, decay_trial, full_scale_trial, split_batch, write_launch
+from windtunnel.predict import predict, target_model
+
+SNAPSHOTS = pathlib.Path(__file__).parent / "snapshots"
+SPEC = LaunchSpec(nnodes=4, nproc_per_node=8, gpu_memory_gb=80, partition="gpu", account="lm", round_batch=True)
+
+
+def minicpm_prediction() -> dict:
+    pred = predict(target_model("2.4B"), tokens=1.1e12, target_loss=2.5,
+                   batch_size=laws.REFERENCE["minicpm-batch-size"], lr=laws.REFERENCE["minicpm-lr"])
+    return json.loads(json.dumps(pred.to_json()))
+
+
+@pytest.mark.parametrize("name", ["launch.sh", "job.sbatch", "torchtitan.toml", "megatron_args.txt", "trial.json"])
+def test_rendered_files_match_snapshots(tmp_path, name):
+    write_launch(minicpm_prediction(), SPEC, tmp_path)
+    got = (tmp_path / name).read_text()
+    snap = SNAPSHOTS / f"minicpm-2.4b-4x8.{name}"
+    if os.environ.get("WINDTUNNEL_UPDATE_SNAPSHOTS"):
+        snap.write_text(got)
+    assert got == snap.read_text(), f"{name} changed; rerun with WINDTUNNEL_UPDATE_SNAPSHOTS=1 if intended"
+
+
+def test_full_scale_numbers():
+    trial, plan = full_scale_trial(minicpm_prediction(), SPEC)
+    t = trial.train
+    assert t.batch_size_tokens == 960 * 4096  # 971 predicted sequences, rounded to a multiple of 32 GPUs
+    assert plan["micro"] * plan["accum"] * SPEC.world * t.seq_len == t.batch_size_tokens
+    assert plan["parallel"] == "fsdp"  # 2.7B parameters x 16 bytes do not fit 40% of an 80 GB GPU: shard
+    assert t.device == "cuda" and t.dtype == "bf16" and t.keep_checkpoint
+    assert trial.optim.lr == 0.01 and trial.model.width_mult == 9
+    assert t.total_tokens == pytest.approx(1.1e12, rel=1e-3)
+
+
+def test_split_always_multiplies_back():
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        world = int(rng.choice([1, 2, 3, 4, 6, 8, 16, 64]))
+        seq = int(rng.choice([64, 512, 2048, 4096]))
+        seqs = world * int(rng.integers(1, 200))
+        micro, accum = split_batch(seqs * seq, seq, world, int(rng.integers(1, 64)))
+        assert micro * accum * world * seq == seqs * seq and micro >= 1
+    with pytest.raises(ConfigError, match="971 sequences cannot be split over a world size of 32; use 960 or 992"):
+        split_batch(971 * 4096, 4096, 32, 8)
+    with pytest.raises(ConfigError, match="one sequence does not fit in GPU memory"):
+        split_batch(64 * 4096, 4096, 8, 0)
+
+
+def test_unsplittable_prediction_is_refused_before_anything(tmp_path):
+    with pytest.raises(ConfigError, match="cannot be split over a world size of 32"):
+        write_launch(minicpm_prediction(), LaunchSpec(nnodes=4, nproc_per_node=8), tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def wt(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "windtunnel.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_predict_then_launch_runs_two_processes_on_cpu(tmp_path):
+    """predict --json > p.json && launch p.json --out full --run, for a tiny target on CPU (gloo)."""
+    fits = {"fits": {"batch_size": {"law": "batch_size", "form": "power_law", "units": {}, "n_points": 3,
+                                    "parameters": {"a": {"value": 1536.0, "interval": None},
+                                                   "b": {"value": 1.0, "interval": None}}, "samples": []}}}
+    (tmp_path / "fits.json").write_text(json.dumps(fits))
+    out = wt("predict", "--fits", "fits.json", "--reference", "minicpm", "--target", "tiny64", "--tokens", "40960",
+             "--target-loss", "1.5", "--seq-len", "64", "--json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    (tmp_path / "p.json").write_text(out.stdout)
+    assert json.loads(out.stdout)["predictions"]["batch_size_tokens"]["value"] == 1024  # 1536 / 1.5
+    out = wt("launch", "p.json", "--out", "full", "--nproc-per-node", "2", "--device", "cpu", "--gpu-memory-gb", "4",
+             "--run", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = runs.read_result(tmp_path / "full" / "run")
+    config = runs.read_json(tmp_path / "full" / "run" / "config.json")
+    assert result["status"] == "completed" and result["steps"] == 40 and config["world_size"] == 2
+    assert config["trial"]["train"]["batch_size_tokens"] == 1024 and config["trial"]["optim"]["lr"] == 0.01
+
+
+def test_decay_from_a_stable_checkpoint_with_mixed_data(tmp_path):
+    from conftest import tiny_trial
+    from windtunnel.train import run_trial
+    stable = tiny_trial(log_every=1, keep_checkpoint=True, checkpoint_every=20)
+    stable.schedule.kind = "constant"
+    run_trial(stable, tmp_path / "stable")
+    (tmp_path / "hq").mkdir()
+    for i in range(40):
+        (tmp_path / "hq" / f"{i}.txt").write_text("def good(x):\n    return x\n" * (50 + i))
+    ckpt = tmp_path / "stable" / "checkpoint"
+    assert runs.read_json(ckpt / "meta.json")["step"] == 40  # the last checkpoint before the end (60 steps)
+    trial = decay_trial(ckpt, 10 * 2048, [f"0.5:text_dir:{tmp_path / 'hq'}"])
+    assert trial.train.total_tokens == 50 * 2048 and trial.schedule.decay_tokens == 10 * 2048
+    assert trial.data.mixture == [f"0.5:text_dir:{tmp_path / 'hq'}"]
+    out = wt("launch", "--decay-from", str(ckpt), "--decay-tokens", str(10 * 2048), "--data-mixture",
+             f"0.5:text_dir:{tmp_path / 'hq'}", "--out", "decay", "--device", "cpu", "--gpu-memory-gb", "4", "--run",
+             cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    decayed = runs.read_metrics(tmp_path / "decay" / "run")
+    base = {m["step"]: m for m in runs.read_metrics(tmp_path / "stable")}
+    assert [m for m in decayed if m["step"] <= 40] == [base[m["step"]] for m in decayed if m["step"] <= 40]
+    assert decayed[-1]["step"] == 50 and decayed[-1]["lr"] < 0.01 * 0.5
+    result = runs.read_result(tmp_path / "decay" / "run")
+    assert result["status"] == "completed"
+    assert runs.read_json(tmp_path / "decay" / "run" / "config.json")["trial"]["train"]["init_from"] == str(ckpt.resolve())
+
+
+def test_checkpoint_of_another_shape_is_refused(tmp_path):
+    from conftest import tiny_trial
+    from windtunnel.train import run_trial
+    stable = tiny_trial(keep_checkpoint=True)
+    run_trial(stable, tmp_path / "stable")
+    other = tiny_trial()
+    other.model.d_model, other.model.n_heads = 128, 4
+    other.train.init_from = str(tmp_path / "stable" / "checkpoint")
+    with pytest.raises(ConfigError, match=r"different model shape \(d_model 64 there, 128 here"):
+        run_trial(other, tmp_path / "other")
+    assert not runs.read_metrics(tmp_path / "other")

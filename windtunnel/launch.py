@@ -1,0 +1,285 @@
+"""Hand a prediction to a full-scale run: the TrialConfig at the target size with its global batch split over
+GPUs, a torchrun script, an sbatch script, exports for torchtitan and Megatron-LM, and a README that says
+where each number came from. Rendering is a pure function of its inputs (no clock, no environment).
+"""
+import dataclasses
+import json
+import math
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import schedule, sizing
+from .config import ConfigError, TrialConfig, from_dict, to_dict
+
+BYTES_PER_PARAM = 16  # fp32 weights (4) + grads (4) + AdamW moments (8); bf16 autocast keeps fp32 masters
+ACT_BYTES_PER_TOKEN_LAYER = 40  # bf16 activations per token, layer and unit of width (Korthikanti et al.
+#                                 2022: 34 s b h for a GPT block with flash attention; SwiGLU's wider FFN ~40)
+LOGIT_BYTES_PER_TOKEN_VOCAB = 10  # bf16 logits + their fp32 copy and gradient for the loss
+USABLE_MEMORY = 0.85  # leave room for the allocator, NCCL buffers and fragmentation
+
+
+@dataclass
+class LaunchSpec:
+    nnodes: int = 1  # machines
+    nproc_per_node: int = 1  # GPUs (processes) per machine
+    gpu_memory_gb: float = 80.0  # memory of one GPU, for the micro-batch size and DDP vs FSDP2
+    device: str = "cuda"  # "cpu" to rehearse a launch with gloo on a laptop
+    parallel: str = "auto"  # "auto" (DDP when the model states fit in 40% of a GPU, else FSDP2), "ddp", "fsdp"
+    partition: str = ""  # SLURM partition
+    account: str = ""  # SLURM account
+    time_limit: str = "72:00:00"  # SLURM wall time
+    cpus_per_task: int = 16  # SLURM CPUs per node-task
+    master_port: int = 29500  # torchrun rendezvous port
+    round_batch: bool = False  # round the predicted batch to the nearest multiple of the world size
+
+    @property
+    def world(self) -> int:
+        return self.nnodes * self.nproc_per_node
+
+
+def memory_plan(trial: TrialConfig, spec: LaunchSpec) -> dict:
+    """Per-GPU memory of the model states and of one sequence's activations, the parallelism that fits, and
+    the largest micro-batch (sequences) that fits."""
+    m = trial.model
+    params = sizing.n_params(m) + sizing.n_embedding_params(m)
+    budget = spec.gpu_memory_gb * 2 ** 30 * USABLE_MEMORY
+    parallel = spec.parallel
+    if parallel == "auto":
+        parallel = "ddp" if BYTES_PER_PARAM * params < 0.4 * budget or spec.world == 1 else "fsdp"
+    states = BYTES_PER_PARAM * params / (spec.world if parallel == "fsdp" else 1)
+    per_seq = trial.train.seq_len * (ACT_BYTES_PER_TOKEN_LAYER * m.d_model * m.n_layers
+                                     + LOGIT_BYTES_PER_TOKEN_VOCAB * m.vocab_size)
+    max_micro = math.floor((budget - states) / per_seq)
+    return {"parallel": parallel, "params": params, "state_gb": states / 2 ** 30, "seq_gb": per_seq / 2 ** 30,
+            "max_micro": max_micro}
+
+
+def split_batch(batch_tokens: int, seq_len: int, world: int, max_micro: int) -> tuple[int, int]:
+    """(micro-batch sequences, accumulation steps) with micro x accum x world x seq_len = batch_tokens."""
+    if batch_tokens % seq_len:
+        raise ConfigError(f"the batch of {batch_tokens} tokens is not a whole number of {seq_len}-token sequences")
+    seqs = batch_tokens // seq_len
+    if seqs % world:
+        lower, upper = seqs // world * world, -(-seqs // world) * world
+        raise ConfigError(f"the batch of {seqs} sequences cannot be split over a world size of {world}; use "
+                          f"{lower or world} or {upper} sequences ({(lower or world) * seq_len} or {upper * seq_len} tokens), "
+                          f"or another number of GPUs")
+    per_rank = seqs // world
+    if max_micro < 1:
+        raise ConfigError("one sequence does not fit in GPU memory next to the model states; use more GPUs "
+                          "(--parallel fsdp shards the states), a shorter sequence, or GPUs with more memory")
+    micro = max(d for d in range(1, min(per_rank, max_micro) + 1) if per_rank % d == 0)
+    return micro, per_rank // micro
+
+
+def full_scale_trial(prediction: dict, spec: LaunchSpec) -> tuple[TrialConfig, dict]:
+    """The prediction's TrialConfig made ready for its GPUs: micro-batch, parallelism, bf16, compile."""
+    trial = from_dict(prediction["trial"])
+    t = trial.train
+    seqs = t.batch_size_tokens // t.seq_len
+    if spec.round_batch and seqs % spec.world:
+        batch = max(1, round(seqs / spec.world)) * spec.world * t.seq_len
+        steps = max(1, round(t.total_tokens / batch))
+        trial = dataclasses.replace(trial, train=dataclasses.replace(t, batch_size_tokens=batch, total_tokens=steps * batch))
+    plan = memory_plan(trial, spec)
+    micro, accum = split_batch(trial.train.batch_size_tokens, trial.train.seq_len, spec.world, plan["max_micro"])
+    on_gpu = spec.device == "cuda"
+    train = dataclasses.replace(trial.train, micro_batch_size=micro, parallel=plan["parallel"], device=spec.device,
+                                dtype="bf16" if on_gpu else "fp32", compile=on_gpu, keep_checkpoint=True,
+                                checkpoint_every=max(1, min(1000, trial.total_steps // 20)))
+    return dataclasses.replace(trial, train=train).validate(), {**plan, "micro": micro, "accum": accum,
+                                                                 "predicted_batch_tokens": seqs * t.seq_len}
+
+
+def decay_trial(checkpoint: Path, decay_tokens: int, mixture: list[str]) -> TrialConfig:
+    """A WSD decay of `decay_tokens` from a stable-phase checkpoint (MiniCPM's continuous training), with
+    the run's own config, optionally with other data mixed in for the decay (the paper adds high-quality
+    data there). Reads only the checkpoint's meta.json and its run's config.json."""
+    meta_file = Path(checkpoint) / "meta.json"
+    if not meta_file.exists():
+        raise ConfigError(f"--decay-from {checkpoint}: not a windtunnel checkpoint (no meta.json)")
+    meta = json.loads(meta_file.read_text())
+    config = Path(meta["run_dir"]) / "config.json"
+    if not config.exists():
+        raise ConfigError(f"--decay-from {checkpoint}: its run's config {config} is missing")
+    trial = from_dict(json.loads(config.read_text())["trial"])
+    bs, step = trial.train.batch_size_tokens, meta["step"]
+    decay_steps = max(1, round(decay_tokens / bs))
+    warmup = schedule.plan(trial.schedule, trial.total_steps, bs).warmup
+    sched = dataclasses.replace(trial.schedule, kind="wsd", warmup_tokens=warmup * bs, warmup_frac=0.0,
+                                decay_tokens=decay_steps * bs,
+                                half_life_tokens=trial.schedule.half_life_tokens or max(bs, decay_steps * bs // 4))
+    data = dataclasses.replace(trial.data, mixture=list(mixture)) if mixture else trial.data
+    train = dataclasses.replace(trial.train, total_tokens=(step + decay_steps) * bs, init_from=str(Path(checkpoint).resolve()),
+                                branch_at_n=[], tokens_per_param=0.0, keep_checkpoint=False)
+    return dataclasses.replace(trial, name=f"{trial.name}-decay{step}", schedule=sched, data=data, train=train).validate()
+
+
+# ----------------------------------------------------------------------------- renderers (pure)
+
+def render_launch_sh(trial: TrialConfig, spec: LaunchSpec) -> str:
+    rdzv = (f'--nnodes="$NNODES" --node_rank="$NODE_RANK" --nproc_per_node={spec.nproc_per_node} \\\n'
+            f'  --rdzv_backend=c10d --rdzv_endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv_id=windtunnel-{trial.model.name}')
+    return f"""#!/usr/bin/env bash
+# Full-scale training of {trial.model.name} as windtunnel predicted it (README.md beside this file says where
+# each number came from). {spec.nnodes} node(s) x {spec.nproc_per_node} process(es).
+#   one node:    bash launch.sh
+#   many nodes:  NNODES={spec.nnodes} NODE_RANK=<0..{spec.nnodes - 1}> MASTER_ADDR=<host of rank 0> bash launch.sh   (on each node)
+# A killed run resumes from its last checkpoint when started again with the same RUN_DIR.
+set -euo pipefail
+HERE="$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)"
+NNODES="${{NNODES:-{spec.nnodes}}}"
+NODE_RANK="${{NODE_RANK:-0}}"
+MASTER_ADDR="${{MASTER_ADDR:-127.0.0.1}}"
+MASTER_PORT="${{MASTER_PORT:-{spec.master_port}}}"
+RUN_DIR="${{RUN_DIR:-$HERE/run}}"
+exec torchrun {rdzv} \\
+  -m windtunnel.cli train --config "$HERE/trial.json" --out "$RUN_DIR"
+"""
+
+
+def render_sbatch(trial: TrialConfig, spec: LaunchSpec) -> str:
+    extra = "".join(f"#SBATCH --{k}={v}\n" for k, v in (("partition", spec.partition), ("account", spec.account)) if v)
+    return f"""#!/usr/bin/env bash
+#SBATCH --job-name=windtunnel-{trial.model.name}
+#SBATCH --nodes={spec.nnodes}
+#SBATCH --ntasks-per-node=1
+#SBATCH --gpus-per-node={spec.nproc_per_node}
+#SBATCH --cpus-per-task={spec.cpus_per_task}
+#SBATCH --time={spec.time_limit}
+#SBATCH --requeue
+#SBATCH --output=%x-%j.out
+{extra}# One task per node runs launch.sh, which starts torchrun's {spec.nproc_per_node} processes there. After a node
+# failure the requeued job resumes from the last checkpoint in RUN_DIR.
+set -euo pipefail
+HERE="$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)"
+export NNODES="$SLURM_NNODES"
+export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
+export MASTER_PORT={spec.master_port}
+export RUN_DIR="${{RUN_DIR:-$HERE/run}}"
+srun --kill-on-bad-exit=1 bash -c 'NODE_RANK="$SLURM_NODEID" bash "'"$HERE"'/launch.sh"'
+"""
+
+
+def _schedule_steps(trial: TrialConfig) -> schedule.SchedulePlan:
+    return schedule.plan(trial.schedule, trial.total_steps, trial.train.batch_size_tokens)
+
+
+def render_torchtitan_toml(trial: TrialConfig, spec: LaunchSpec, micro: int) -> str:
+    m, t, p = trial.model, trial.train, _schedule_steps(trial)
+    decay = p.total - p.decay_start
+    end = schedule.lr_factor(p.total, p)
+    return f"""# torchtitan job config (TOML; torchtitan <= 0.2.2 -- newer releases take Python configs with the same
+# keys) for {m.name}, exported by windtunnel. What torchtitan cannot express is listed in README.md:
+# muP's per-group LRs and multipliers, and MiniCPM's exponential (half-life) decay.
+[job]
+dump_folder = "./outputs/{m.name}"
+description = "windtunnel prediction for {m.name}"
+
+[model]
+name = "llama3"
+flavor = "{m.name}"  # register it: dim={m.d_model}, n_layers={m.n_layers}, n_heads={m.heads}, n_kv_heads={m.kv_heads}, ffn hidden {m.ffn_dim}
+
+[optimizer]
+name = "AdamW"
+lr = {trial.optim.lr!r}  # the muP base LR; windtunnel trains hidden matrices at lr / {m.width_mult:g}
+eps = {trial.optim.eps!r}
+weight_decay = {trial.optim.weight_decay!r}
+
+[lr_scheduler]
+warmup_steps = {p.warmup}
+decay_ratio = {decay / p.total:.6g}
+decay_type = "linear"  # nearest to windtunnel's {trial.schedule.decay_kind} decay; see README.md
+min_lr_factor = {end:.6g}
+
+[training]
+local_batch_size = {micro}
+global_batch_size = {t.batch_size_tokens // t.seq_len}
+seq_len = {t.seq_len}
+steps = {p.total}
+max_norm = {trial.optim.grad_clip!r}
+"""
+
+
+def megatron_args(trial: TrialConfig, micro: int) -> list[str]:
+    m, t, o, p = trial.model, trial.train, trial.optim, _schedule_steps(trial)
+    style = {"exp": "exponential", "linear": "linear", "cosine": "cosine", "1-sqrt": "minus_sqrt"}[trial.schedule.decay_kind]
+    args = [f"--num-layers {m.n_layers}", f"--hidden-size {m.d_model}", f"--ffn-hidden-size {m.ffn_dim}",
+            f"--num-attention-heads {m.heads}", f"--seq-length {t.seq_len}", f"--max-position-embeddings {t.seq_len}",
+            f"--micro-batch-size {micro}", f"--global-batch-size {t.batch_size_tokens // t.seq_len}",
+            f"--train-iters {p.total}", f"--lr {o.lr!r}", f"--min-lr {o.lr * p.floor!r}",
+            f"--lr-warmup-iters {p.warmup}", "--lr-decay-style WSD", f"--lr-wsd-decay-style {style}",
+            f"--lr-wsd-decay-iters {p.total - p.decay_start}", f"--lr-decay-iters {p.total}",
+            f"--weight-decay {o.weight_decay!r}", f"--adam-beta1 {o.beta1!r}", f"--adam-beta2 {o.beta2!r}",
+            f"--adam-eps {o.eps!r}", f"--clip-grad {o.grad_clip!r}", "--bf16", "--normalization RMSNorm", "--swiglu",
+            "--position-embedding-type rope", f"--rotary-base {int(m.rope_theta)}", "--disable-bias-linear",
+            f"--init-method-std {m.init_std / math.sqrt(m.width_mult):.6g}"]
+    if m.kv_heads != m.heads:
+        args[4:4] = ["--group-query-attention", f"--num-query-groups {m.kv_heads}"]
+    return args
+
+
+def render_readme(prediction: dict, trial: TrialConfig, spec: LaunchSpec, plan: dict) -> str:
+    m, t = trial.model, trial.train
+    rows = "\n".join(f"| {k} | {v['value']:.6g} | {'' if not v.get('interval') else '[%.4g, %.4g]' % tuple(v['interval'])} "
+                     f"| {v['source']} |" for k, v in prediction.get("predictions", {}).items())
+    notes = "".join(f"- {n}\n" for n in prediction.get("notes", []))
+    predicted = plan.get("predicted_batch_tokens", t.batch_size_tokens)
+    rounded = (f"The predicted batch of {predicted:,} tokens was rounded to {t.batch_size_tokens:,} to split evenly over "
+               f"{spec.world} GPUs (--round-batch). " if predicted != t.batch_size_tokens else "")
+    return f"""# Full-scale run: {m.name}
+
+N = {sizing.n_params(m):,} non-embedding parameters (d_model {m.d_model}, {m.n_layers} layers, {m.heads} heads,
+{m.kv_heads} kv heads), {t.total_tokens:,} tokens in {trial.total_steps:,} steps of {t.batch_size_tokens:,} tokens.
+
+## Where each number came from
+| quantity | value | interval | source |
+|---|---|---|---|
+{rows}
+
+{notes}
+## How the batch is split
+{rounded}{t.batch_size_tokens // t.seq_len} sequences of {t.seq_len} tokens = micro-batch {plan['micro']} x accumulation {plan['accum']} x
+world size {spec.world} ({spec.nnodes} node(s) x {spec.nproc_per_node} GPU(s)). Parallelism: {plan['parallel']} (model states
+{plan['state_gb']:.1f} GiB per GPU at {BYTES_PER_PARAM} bytes/parameter; activations about {plan['seq_gb']:.2f} GiB per sequence;
+{spec.gpu_memory_gb:g} GiB GPUs).
+
+## Files
+- `trial.json`: the TrialConfig windtunnel trains (`windtunnel train --config trial.json`).
+- `launch.sh`: torchrun, one node or many (NNODES / NODE_RANK / MASTER_ADDR); `job.sbatch`: the same under SLURM.
+- `torchtitan.toml`, `megatron_args.txt`: the same prediction for users who train elsewhere.
+
+## What the exports cannot express
+- **muP.** Both frameworks train one LR for every tensor and have no embedding multiplier ({m.scale_emb:g}), residual
+  branch multiplier ({m.scale_depth:g}/sqrt({m.n_layers})) or logit divisor (m = {m.width_mult:g}). The exports carry the base LR
+  {trial.optim.lr:g}; windtunnel's hidden matrices train at {trial.optim.lr / m.width_mult:.4g}. Run the muP model with windtunnel, or
+  port the multipliers and per-group LRs into the framework's model and optimizer.
+- **MiniCPM's exponential decay** 0.5^((s - S)/T) has no torchtitan option: the TOML uses a linear decay over the same
+  steps to the same final factor. Megatron's `exponential` WSD style is 2 x 0.5^r - 1 over the decay window (it reaches
+  0), not a half-life; the final LR differs.
+- **Tied embeddings** are Megatron's default (no `--untie-embeddings-and-output-weights`); torchtitan's llama3 unties them.
+"""
+
+
+def write_launch(prediction: dict, spec: LaunchSpec, out: Path, trial: TrialConfig | None = None) -> dict:
+    """Write trial.json, launch.sh, job.sbatch, torchtitan.toml, megatron_args.txt and README.md into out."""
+    if trial is None:
+        trial, plan = full_scale_trial(prediction, spec)
+    else:
+        plan = memory_plan(trial, spec)
+        micro, accum = split_batch(trial.train.batch_size_tokens, trial.train.seq_len, spec.world, plan["max_micro"])
+        trial = dataclasses.replace(trial, train=dataclasses.replace(
+            trial.train, micro_batch_size=micro, device=spec.device, parallel=plan["parallel"])).validate()
+        plan.update(micro=micro, accum=accum)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"trial.json": json.dumps(to_dict(trial), indent=1) + "\n", "launch.sh": render_launch_sh(trial, spec),
+             "job.sbatch": render_sbatch(trial, spec), "torchtitan.toml": render_torchtitan_toml(trial, spec, plan["micro"]),
+             "megatron_args.txt": " \\\n".join(megatron_args(trial, plan["micro"])) + "\n",
+             "README.md": render_readme(prediction, trial, spec, plan)}
+    for name, text in files.items():
+        (out / name).write_text(text)
+    for name in ("launch.sh", "job.sbatch"):
+        (out / name).chmod(0o755)
+    return {"trial": trial, "plan": plan, "files": sorted(files), "command": f"bash {shlex.quote(str(out / 'launch.sh'))}"}
