@@ -247,6 +247,27 @@ class TokenBatches:
         return xy[:, :-1], xy[:, 1:]  # inputs, next-token targets: (B, T) each
 
 
+class Prefetcher:
+    """The micro-batches first .. first+count-1 of each step, gathered and copied to the device by a
+    background thread one step ahead, so the GPU never waits on numpy (steps are asked for in order)."""
+
+    def __init__(self, batches: TokenBatches, first: int, count: int, device):
+        from concurrent.futures import ThreadPoolExecutor
+        self.batches, self.first, self.count, self.device = batches, first, count, device
+        self.pool = ThreadPoolExecutor(max_workers=1) if torch.device(device).type == "cuda" else None
+        self.pending: dict = {}
+
+    def _load(self, step: int) -> list:
+        return [self.batches.get(step, self.first + i, self.device) for i in range(self.count)]
+
+    def get(self, step: int) -> list:
+        if self.pool is None:
+            return self._load(step)
+        future = self.pending.pop(step, None) or self.pool.submit(self._load, step)
+        self.pending[step + 1] = self.pool.submit(self._load, step + 1)
+        return future.result()
+
+
 def eval_windows(corpus: Corpus, seq_len: int, eval_tokens: int) -> tuple[torch.Tensor, int]:
     """The fixed held-out set: the first eval_tokens of the val split as (n, seq_len + 1) windows, and the
     number of text bytes their targets stand for (for bits per byte)."""

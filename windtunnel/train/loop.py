@@ -6,7 +6,6 @@ step sets group["lr"] = optim.lr * lr_factor(step) * group["lr_scale"].
 import dataclasses
 import math
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Optional
 
@@ -18,6 +17,7 @@ from ..data import TokenBatches, eval_windows, prepare, prepare_mixture
 from ..model import Transformer, build_optimizer
 from .core import EvalCallback, EvalReport, autocast_for, device_name, eval_steps
 from .dist import Dist, read_meta
+from .step import TrainStep
 from .trial import branch_config, run_trial
 
 
@@ -91,10 +91,14 @@ def train(cfg: TrialConfig, run: Path, callback: Optional[EvalCallback], meta: d
     model = Transformer(model_cfg).to(device)
     wrapped = dist.wrap(model)
     opt = build_optimizer(model, cfg.optim, fused=device.type == "cuda")  # after wrapping: FSDP2 params
-    forward = torch.compile(wrapped) if t.compile else wrapped
-    autocast = autocast_for(device, t.dtype)
     total, bs = cfg.total_steps, t.batch_size_tokens
     accum = bs // per_pass  # micro-batches per rank per step
+    mode = t.compile_mode
+    if mode == "auto":  # CUDA graphs: only one micro-batch per step (accumulated grads would live in the graph's
+        # reused memory) and one process (they do not mix with DDP's and FSDP's communication hooks)
+        mode = "reduce-overhead" if device.type == "cuda" and dist.parallel == "none" and accum == 1 else "default"
+    forward = torch.compile(wrapped, mode=mode) if t.compile else wrapped
+    autocast = autocast_for(device, t.dtype)
     # With decay branches the run itself stays stable; each branch decays on its own.
     branches = {max(1, round(k * sizing.n_params(model_cfg) / bs)): k for k in t.branch_at_n}
     lr_plan = schedule.plan(dataclasses.replace(cfg.schedule, decay_frac=0.0) if branches else cfg.schedule, total, bs)
@@ -145,32 +149,17 @@ def train(cfg: TrialConfig, run: Path, callback: Optional[EvalCallback], meta: d
         report(EvalReport(0, 0, loss0, False))
     run_due_branches(step)
     tick = time.time()
+    train_step = TrainStep(model, wrapped, forward, opt, batches, dist, autocast, accum, cfg.optim.lr,
+                           cfg.optim.grad_clip)
     while step < total:
         factor = schedule.lr_factor(step, lr_plan)
-        for group in opt.param_groups:
-            group["lr"] = cfg.optim.lr * factor * group["lr_scale"]
-        loss_sum = torch.zeros((), device=device)
-        for i in range(accum):
-            # this rank's share of the global batch: micro-batches rank*accum ... rank*accum+accum-1
-            x, y = batches.get(step, dist.rank * accum + i, device)  # (B, T) each
-            sync = dist.parallel != "ddp" or i == accum - 1  # DDP: all-reduce gradients once per step
-            with nullcontext() if sync else wrapped.no_sync():
-                with autocast():
-                    loss = forward(x, y)
-                (loss / accum).backward()
-            loss_sum += loss.detach()
-        if cfg.optim.grad_clip > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        else:
-            grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        loss_mean, grad_norm = train_step(step, factor)
         step += 1
 
         is_eval = step in eval_at or step in branches
         if not (is_eval or step == 1 or step % t.log_every == 0):
             continue
-        train_loss = dist.mean(loss_sum / accum).item()  # the only host sync, once per logged step
+        train_loss = dist.mean(loss_mean).item()  # the only host sync, once per logged step
         grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
         train_s += time.time() - tick
         first_loss = first_loss if first_loss is not None else train_loss

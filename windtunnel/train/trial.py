@@ -15,7 +15,7 @@ from .dist import Dist
 
 # config keys that do not change what a run computes, so a run dir may be continued with other values
 IGNORED_KEYS = ("train.skip_completed", "train.keep_checkpoint", "train.device", "train.compile", "train.log_every",
-                "train.threads", "train.parallel")
+                "train.threads", "train.parallel", "train.compile_mode")
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
