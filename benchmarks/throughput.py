@@ -10,7 +10,6 @@ MFU = tokens/s x FLOPs per token / peak, with FLOPs per token from windtunnel.si
 """
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -179,11 +178,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, args.vocab, size=20_000_000 if not args.tiny else 200_000, dtype=np.uint16)
     compile_mode = "default" if device.type == "cuda" else None
-    try:
-        import transformers  # noqa: F401
-        have_peer = True
-    except ImportError:
-        have_peer = False
+    import importlib.util
+    have_peer = importlib.util.find_spec("transformers") is not None
     rows = []
     for name in args.sizes.split(","):
         model_cfg = sizing.preset(name, vocab_size=args.vocab, max_seq_len=max(args.seq, 64))

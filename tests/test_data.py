@@ -1,5 +1,4 @@
 """Corpora, tokenizers, the token cache, batches and the held-out set."""
-import math
 import os
 
 import numpy as np

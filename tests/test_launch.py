@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from windtunnel import laws, runs
-from windtunnel.config import ConfigError, to_dict
+from windtunnel.config import ConfigError
 from windtunnel.launch import LaunchSpec, decay_trial, full_scale_trial, split_batch, write_launch
 from windtunnel.predict import predict, target_model
 

@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from windtunnel.config import ModelConfig
 from windtunnel.model import Transformer

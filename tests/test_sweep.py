@@ -2,11 +2,9 @@
 shared storages, and the joblib / submitit launchers."""
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 

@@ -30,6 +30,7 @@ def test_loss_falls_well_below_uniform_and_tokens_add_up(finished):
     assert [m["step"] for m in evals] == eval_steps(60, 2048, 12)
     config = json.loads((out / "config.json").read_text())
     assert config["N"] == result["N"] == 94_528 and config["trial"]["model"]["vocab_size"] == 256
+    assert result["flops"] == config["flops_per_token"] * 60 * 2048
     assert not (out / runs.CHECKPOINT).exists()  # removed once finished
 
 

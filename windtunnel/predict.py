@@ -6,7 +6,6 @@ LRs under muP -> a WSD schedule -> a TrialConfig. Each number carries the law it
 from the fits' bootstrap draws.
 """
 import dataclasses
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -119,7 +118,7 @@ def predict(target: ModelConfig, *, tokens: float = 0, compute: float = 0, targe
 
     if isinstance(lr, FitResult) and lr.form == "hyper_power_law":
         base_lr = lr.params["c"] * n ** lr.params["e_N"]
-        numbers["lr"] = _number(base_lr, None, f"fitted lr* = c N^e_N (the optimum moved with size)")
+        numbers["lr"] = _number(base_lr, None, "fitted lr* = c N^e_N (the optimum moved with size)")
     elif isinstance(lr, FitResult):
         base_lr = lr.params["lr_star"]
         numbers["lr"] = {**_number(base_lr, None, "fitted LR optimum, transferred across width (muP)"),

@@ -67,7 +67,9 @@ def run_trial(cfg: TrialConfig, out_dir, callback: Optional[EvalCallback] = None
     dist.barrier()
     metrics = runs.read_metrics(run)
     evals = [m["eval_loss"] for m in metrics if m.get("eval_loss") is not None]
-    result = {**_summary(cfg, metrics, evals), **result, "world_size": dist.world, "session_wall_s": time.time() - start}
+    config = runs.read_json(run / runs.CONFIG) or {}  # written by the loop, with the tokenizer's vocab filled in
+    fpt = config.get("flops_per_token") or sizing.flops_per_token(cfg.model, cfg.train.seq_len)
+    result = {**_summary(cfg, metrics, evals, fpt), **result, "world_size": dist.world, "session_wall_s": time.time() - start}
     if dist.is_main:
         runs.write_json(run / runs.RESULT, result)
         if result["status"] in runs.FINISHED and not cfg.train.keep_checkpoint:
@@ -92,10 +94,11 @@ def branch_config(cfg: TrialConfig, step: int, checkpoint: Path, multiple: float
     return dataclasses.replace(cfg, name=f"{cfg.name}-decay{multiple:g}N", schedule=sched, train=train)
 
 
-def _summary(cfg: TrialConfig, metrics: list[dict], evals: list[float]) -> dict:
+def _summary(cfg: TrialConfig, metrics: list[dict], evals: list[float], flops_per_token: float) -> dict:
     last = metrics[-1] if metrics else {}
     train_s = last.get("train_s") or 0.0
     return {"final_eval_loss": evals[-1] if evals else None, "best_eval_loss": min(evals) if evals else None,
             "final_eval_bpb": next((m["eval_bpb"] for m in reversed(metrics) if m.get("eval_bpb") is not None), None),
             "steps": last.get("step", 0), "tokens": last.get("tokens", 0), "N": sizing.n_params(cfg.model),
+            "flops": flops_per_token * last.get("tokens", 0),
             "train_s": train_s, "tokens_per_s": last.get("tokens", 0) / train_s if train_s else None}

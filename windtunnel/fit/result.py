@@ -1,0 +1,108 @@
+"""Fit results, the canonical run table, and the NotFittable error shared by every law."""
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+# windtunnel's own tables -> canonical names
+WINDTUNNEL_COLUMNS = {"run": "run_dir", "N": "N", "bs": "train.batch_size_tokens", "tokens": "tokens",
+                      "loss": "eval_loss", "lr": "optim.lr", "param": "model.parametrization",
+                      "width": "model.d_model", "seed": "train.seed", "D": "tokens"}
+
+
+class NotFittable(ValueError):
+    """The data cannot identify the law; the message says why and what to add."""
+
+
+@dataclass
+class FitResult:
+    law: str  # "batch_size", "lr", "loss"
+    form: str  # a key of laws.FORMS
+    params: dict  # symbol -> value (symbols as in the form's docstring)
+    intervals: dict  # symbol -> [low, high] (bootstrap percentiles)
+    units: dict
+    n_points: int
+    diagnostics: list = field(default_factory=list)  # warnings a user must read before trusting the fit
+    details: dict = field(default_factory=dict)  # per-level / per-group intermediate results
+    samples: list = field(default_factory=list)  # bootstrap draws of params, for prediction intervals
+
+    def to_json(self) -> dict:
+        out = {k: v for k, v in asdict(self).items() if k not in ("params", "intervals")}
+        out["parameters"] = {k: {"value": v, "interval": self.intervals.get(k)} for k, v in self.params.items()}
+        return _plain(out)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "FitResult":
+        params = {k: v["value"] for k, v in data["parameters"].items()}
+        intervals = {k: v["interval"] for k, v in data["parameters"].items()}
+        return cls(law=data["law"], form=data["form"], params=params, intervals=intervals, units=data["units"],
+                   n_points=data["n_points"], diagnostics=data.get("diagnostics", []),
+                   details=data.get("details", {}), samples=data.get("samples", []))
+
+
+def _plain(obj):
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def _interval(samples: np.ndarray, level: float = 0.95) -> list:
+    samples = samples[np.isfinite(samples)]
+    if len(samples) < 2:
+        return [None, None]
+    q = (1 - level) / 2
+    return [float(np.quantile(samples, q)), float(np.quantile(samples, 1 - q))]
+
+
+# ----------------------------------------------------------------------------- tables
+
+def canonical(df: pd.DataFrame, columns: dict | None = None, *, bs_unit: str = "tokens", seq_len: int = 0,
+              n_kind: str = "non-embedding") -> tuple[pd.DataFrame, dict]:
+    """Rename a table to canonical columns (run, N, bs, tokens/D, loss, lr, param, width, seed) and convert
+    units: `bs_unit="sequences"` multiplies bs by seq_len; an `N_emb` column is subtracted from N when
+    n_kind="total" (making N non-embedding). Returns the table and its units."""
+    mapping = dict(WINDTUNNEL_COLUMNS)
+    mapping.update(columns or {})
+    out = pd.DataFrame(index=df.index)
+    for canon, source in mapping.items():
+        if source in df.columns:
+            out[canon] = df[source]
+    for bad in set(columns or {}) - set(out.columns):
+        raise NotFittable(f"--columns {bad}={columns[bad]}: no column {columns[bad]!r} in the table; "
+                          f"columns are: {', '.join(map(str, df.columns))}")
+    if bs_unit not in ("tokens", "sequences"):
+        raise NotFittable(f"bs_unit={bs_unit!r}: use tokens or sequences")
+    if bs_unit == "sequences" and "bs" in out:
+        if seq_len <= 0:
+            raise NotFittable("bs_unit=sequences needs seq_len (tokens per sequence), e.g. --seq-len 2048")
+        out["bs"] = out["bs"] * seq_len
+    if "N_emb" in out and n_kind == "total":
+        out["N"] = out["N"] - out["N_emb"]
+        n_kind = "non-embedding"
+    for col in ("N", "bs", "tokens", "D", "loss", "lr"):
+        if col in out:
+            out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)  # 6ND overflows int64
+    if "run" not in out:
+        out["run"] = np.arange(len(out)) if "tokens" not in out else out.groupby(
+            [c for c in ("N", "bs", "lr", "param", "seed") if c in out], dropna=False).ngroup()
+    units = {"N": f"parameters ({n_kind})", "bs": "tokens per optimizer step", "tokens": "tokens",
+             "loss": "nats/token (as logged)", "lr": "peak (base) learning rate"}
+    return out, units
+
+
+def _need(df: pd.DataFrame, cols: tuple, law: str) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise NotFittable(f"the {law} law needs columns {', '.join(cols)}; missing {', '.join(missing)} "
+                          f"(map them with --columns, e.g. --columns {missing[0]}=YOUR_COLUMN)")
+
+
