@@ -79,3 +79,32 @@ def test_cli_fit_file_then_predict(tmp_path):
     want = params["a"]["value"] / 2.5 ** params["b"]["value"]
     assert pred["batch_size_tokens"]["value"] == pytest.approx(want)
     assert pred["lr"]["value"] == 0.01 and "reference minicpm-lr" in pred["lr"]["source"]
+
+
+def test_cli_fits_the_loss_law_from_decay_branch_run_dirs(tmp_path):
+    """A WSD data/model sweep's run tree: stable runs (left out) and their decay branches (the points)."""
+    from windtunnel import runs as run_files
+    from windtunnel.config import TrialConfig, to_dict
+    truth = dict(E=1.5, A=300.0, B=900.0, alpha=0.34, beta=0.3)
+    for n in (1e6, 4e6, 1.6e7, 6.4e7):
+        trunk = tmp_path / f"N{n:g}"
+        cfg = TrialConfig()
+        cfg.train.branch_at_n = [10.0, 20.0, 40.0]
+        branch_dirs = []
+        for k in cfg.train.branch_at_n:
+            d = n * k / 0.9
+            loss = truth["E"] + truth["A"] * n ** -truth["alpha"] + truth["B"] * d ** -truth["beta"]
+            branch = TrialConfig()
+            branch_dirs.append((trunk / f"decay_{k:g}N", branch, {"N": n, "tokens": d, "final_eval_loss": loss}))
+        branch_dirs.append((trunk, cfg, {"N": n, "tokens": n * 40, "final_eval_loss": 9.9, "decayed_eval_loss": 9.9}))
+        for path, trial, result in branch_dirs:
+            path.mkdir(parents=True, exist_ok=True)
+            run_files.write_json(path / "config.json", {"trial": to_dict(trial), "N": n})
+            run_files.write_json(path / "result.json", {"status": "completed", **result})
+    out = subprocess.run([sys.executable, "-m", "windtunnel.cli", "fit", str(tmp_path), "--law", "loss", "--boot", "20",
+                          "--json"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    fit = json.loads(out.stdout)["fits"]["loss"]
+    assert fit["n_points"] == 12  # 4 sizes x 3 branches; the stable runs (loss 9.9) are not points
+    got = {k: v["value"] for k, v in fit["parameters"].items()}
+    assert got == pytest.approx(truth, rel=0.02)

@@ -86,7 +86,13 @@ def _fit_tables(args):
         runs = load_results(path)
         if runs.empty:
             raise FileNotFoundError(f"no run directories under {path}")
-        finished = runs[runs["status"].isin(["completed", "diverged"])]
+        finished = runs[runs["status"].isin(["completed", "diverged"])].copy()
+        # per-run loss: after a decay where there was one (a run with decay branches is represented by them,
+        # each branch a run of its own, so the stable run itself is left out); diverged runs lose
+        if "train.branch_at_n" in finished:
+            finished = finished[[not (isinstance(b, list) and b) for b in finished["train.branch_at_n"]]]
+        if "decayed_eval_loss" in finished:
+            finished["final_eval_loss"] = finished["decayed_eval_loss"].fillna(finished["final_eval_loss"])
         per_run, units = fit.canonical(finished, {"loss": "final_eval_loss", **_parse_columns(args.columns)}, **options)
         per_run.loc[finished["status"].to_numpy() == "diverged", "loss"] = float("inf")
         points, _ = fit.canonical(load_runs(path), _parse_columns(args.columns), **options)

@@ -133,7 +133,7 @@ class TrainConfig:
     #   multiples of N tokens (MiniCPM's data/model law); each writes its own run dir, with a decay of
     #   schedule.decay_frac of its own length; the run itself then stays in the stable phase
     init_from: str = ""  # a checkpoint to start from (its weights, optimizer and step): a decay branch
-    keep_checkpoint: bool = False  # keep checkpoint.pt after the run finishes (e.g. to continue it later)
+    keep_checkpoint: bool = False  # keep the checkpoint dir(s) after the run finishes (e.g. to branch a decay later)
     skip_completed: bool = True  # a run dir whose result.json says completed/diverged is not retrained
 
 
