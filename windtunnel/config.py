@@ -109,7 +109,7 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    total_tokens: int = 655_360  # training tokens of the run (steps = total_tokens / batch_size_tokens)
+    total_tokens: int = 524_288  # training tokens of the run (steps = total_tokens / batch_size_tokens)
     tokens_per_param: float = 0.0  # when > 0, total_tokens = tokens_per_param x N, in whole batches ("20N")
     batch_size_tokens: int = 8192  # global batch in tokens per optimizer step
     seq_len: int = 128  # tokens per sequence
