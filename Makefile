@@ -20,7 +20,7 @@ demo: install
 	$(VENV)/bin/windtunnel runs runs/batch_size_cpu
 	$(VENV)/bin/windtunnel fit runs/batch_size_cpu --law batch-size --out runs/batch_size_cpu/fits.json
 	$(VENV)/bin/windtunnel predict --fits runs/batch_size_cpu/fits.json --reference minicpm --target 2.4B \
-		--tokens 1.1e12 --target-loss 1.2 --out runs/batch_size_cpu/prediction
+		--tokens 1.1e12 --target-loss 1.35 --out runs/batch_size_cpu/prediction
 	$(VENV)/bin/windtunnel launch runs/batch_size_cpu/prediction --out runs/batch_size_cpu/launch-2.4b \
 		--nnodes 4 --nproc-per-node 8 --round-batch
 
