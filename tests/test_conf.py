@@ -56,6 +56,9 @@ def test_grid_jobs_are_checked_before_any_training():
                                           r"=1000 is not divisible"):
         preflight(["model=tiny32", "train.batch_size_tokens=4096,1000"])
     assert preflight(["model=tiny32,tiny64", "train.batch_size_tokens=2048,4096"]) == 4
+    with pytest.raises(ConfigError, match=r"sweep job \[model=tiny32.*\]: train.branch_at_n: the first decay branch, "
+                                          r"at 2N = 47,424 tokens for model=tiny32, starts before the warmup ends"):
+        preflight(["sweep=wsd_data_model_cpu", "schedule.warmup_tokens=65536"])
     assert preflight(["sweep=batch_size_cpu"]) == 12
 
 
