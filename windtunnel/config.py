@@ -135,6 +135,10 @@ class TrainConfig:
     init_from: str = ""  # a checkpoint to start from (its weights, optimizer and step): a decay branch
     keep_checkpoint: bool = False  # keep the checkpoint dir(s) after the run finishes (e.g. to branch a decay later)
     skip_completed: bool = True  # a run dir whose result.json says completed/diverged is not retrained
+    pack: int = 1  # sweeps: train up to this many grid points that differ only in optim.lr / train.seed as one
+    #               fused model in one process (train/packed.py); each still writes its own run dir
+    pack_members: List[str] = field(default_factory=list)  # set by the sweep for a packed job: each member's
+    #               overrides, e.g. ["optim.lr=0.01", "optim.lr=0.02"]; empty = one trial
 
 
 @dataclass
@@ -201,6 +205,9 @@ def _need(ok: bool, msg: str) -> None:
 
 def _one_of(value: str, allowed: tuple, where: str) -> None:
     _need(value in allowed, f"{where}={value!r} is unknown; use one of {', '.join(allowed)}")
+
+
+PACKABLE = ("optim.lr", "train.seed")  # what may differ between the trials of one packed job
 
 
 def validate(cfg: TrialConfig) -> None:
@@ -282,6 +289,10 @@ def validate(cfg: TrialConfig) -> None:
             "train.compile_mode")
     _need(t.diverge_factor > 1, f"train.diverge_factor={t.diverge_factor} must be > 1")
     _need(t.checkpoint_every >= 0, f"train.checkpoint_every={t.checkpoint_every} must be >= 0")
+    _need(t.pack >= 1, f"train.pack={t.pack} must be >= 1 (1 = one trial per process)")
+    for item in t.pack_members:
+        _need(item.partition("=")[0] in PACKABLE, f"train.pack_members: {item!r} changes more than the LR or seed; "
+                                                   f"only {', '.join(PACKABLE)} may differ within a pack")
     _need(t.tokens_per_param >= 0, f"train.tokens_per_param={t.tokens_per_param} must be >= 0")
     if t.branch_at_n:
         _need(s.kind == "wsd" and 0 < s.decay_frac < 1 and s.decay_tokens == 0,

@@ -19,9 +19,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import sizing
 from .config import ConfigError, SweepJobConfig, TuningConfig
-from .train import EvalReport, StopTrial, run_trial
+from .train import EvalReport, StopTrial, member_configs, run_packed, run_trial
 
 CONFIG_MODULE = "windtunnel.conf"
+GRID_SWEEPERS = ("BasicSweeper", "WindtunnelGridSweeper")  # sweepers that expand the grid up front
 
 
 def register_configs() -> None:
@@ -73,6 +74,8 @@ def app(cfg: DictConfig) -> float:
     out = Path(hc.runtime.output_dir)
     job_num = OmegaConf.select(hc.job, "num", default=None, throw_on_missing=False)  # unset outside -m
     meta = {"sweep": job.sweep_name, "overrides": ",".join(hc.overrides.task), "job_num": job_num}
+    if job.train.pack_members:
+        return _run_pack(job, hc, meta)
     result = run_trial(job.trial(), out, callback=pruning_callback(job.tuning), meta=meta)
     print(f"[windtunnel] {out}: {result['status']} final_eval_loss={result.get('final_eval_loss')}", file=sys.stderr)
     if result["status"] == "pruned" and job.tuning.trial_number >= 0:
@@ -80,12 +83,41 @@ def app(cfg: DictConfig) -> float:
         raise optuna.TrialPruned(result.get("error") or "pruned")
     # the value to compare trials on: the loss after a decay when there is one (a WSD run's end, or its
     # last decay branch), else the final held-out loss; NaN for diverged or failed runs
+    return _value(result, out)
+
+
+def _value(result: dict, out: Path) -> float:
     value = result.get("decayed_eval_loss") or result.get("final_eval_loss")
     if result["status"] != "completed" or value is None:
         if result["status"] == "failed":
             print(f"[windtunnel] {out} failed: {result['error']}", file=sys.stderr)
         return float("nan")
     return float(value)
+
+
+def _run_pack(job: SweepJobConfig, hc, meta: dict) -> float:
+    """A packed job (hydra/sweeper=windtunnel_grid with train.pack=K): its members train as one model, each
+    into the run dir the unpacked sweep would have given it. Returns the best member's value."""
+    from hydra._internal.config_loader_impl import get_overrides_dirname
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser, naming = OverridesParser.create(), hc.job.config.override_dirname
+    shared = [o for o in hc.overrides.task if not o.startswith("train.pack_members=")]
+    dirs, metas = [], []
+    sweep_dir = Path(hc.sweep.dir) if Path(hc.sweep.dir).is_absolute() else Path(hc.runtime.cwd) / hc.sweep.dir
+    for member in job.train.pack_members:
+        overrides = shared + member.split(" ")
+        name = get_overrides_dirname(parser.parse_overrides(overrides), list(naming.exclude_keys),
+                                     naming.item_sep, naming.kv_sep)
+        dirs.append(sweep_dir / name)
+        metas.append({**meta, "overrides": ",".join(overrides), "pack_job": hc.runtime.output_dir})
+    results = run_packed(member_configs(job.trial()), dirs, metas)
+    values = []
+    for out, result in zip(dirs, results):
+        print(f"[windtunnel] {out}: {result['status']} final_eval_loss={result.get('final_eval_loss')}", file=sys.stderr)
+        values.append(_value(result, out))
+    finite = [v for v in values if math.isfinite(v)]
+    return min(finite) if finite else float("nan")
 
 
 def preflight(overrides: list[str]) -> int:
@@ -99,7 +131,11 @@ def preflight(overrides: list[str]) -> int:
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
         base = compose("config", overrides=[o for o in overrides if not _is_sweep(parser, o)],
                        return_hydra_config=True)
-        if base.hydra.sweeper.get("_target_", "").endswith("BasicSweeper"):
+        grid = base.hydra.sweeper.get("_target_", "").endswith(GRID_SWEEPERS)
+        if base.train.pack > 1 and not grid:
+            raise ConfigError(f"train.pack={base.train.pack} packs the points of a grid; the sweeper "
+                              f"{base.hydra.sweeper.get('_target_')} proposes one trial per job: use train.pack=1")
+        if grid:
             params = [f"{k}={v}" for k, v in (base.hydra.sweeper.get("params") or {}).items()]
             jobs = BasicSweeper.split_arguments(parser.parse_overrides(params + overrides), None)[0]
         else:  # a search sweeper samples its own values: check the fixed part here, the rest per trial

@@ -11,14 +11,14 @@ from typing import Optional
 
 import torch
 
-from .. import __version__, runs, schedule, sizing
+from .. import runs, schedule, sizing
 from ..config import ConfigError, TrialConfig, to_dict
 from ..data import TokenBatches, eval_windows, prepare, prepare_mixture
 from ..model import Transformer, build_optimizer
-from .core import EvalCallback, EvalReport, autocast_for, device_name, eval_steps
+from .core import EvalCallback, EvalReport, autocast_for, eval_steps
 from .dist import Dist, read_meta
 from .step import TrainStep
-from .trial import branch_config, run_trial
+from .trial import branch_config, run_trial, with_vocab, write_config
 
 
 @torch.no_grad()
@@ -74,18 +74,10 @@ def train(cfg: TrialConfig, run: Path, callback: Optional[EvalCallback], meta: d
                           f"micro-batch {micro} x seq_len {t.seq_len} = {per_pass} tokens per pass; use a multiple "
                           f"of {per_pass} or a smaller train.micro_batch_size")
     corpus = prepare(cfg.data)
-    model_cfg = dataclasses.replace(cfg.model, vocab_size=cfg.model.vocab_size or corpus.vocab_size)
-    if model_cfg.vocab_size < corpus.vocab_size:
-        raise ValueError(f"model.vocab_size={model_cfg.vocab_size} is smaller than the tokenizer's "
-                         f"{corpus.vocab_size}; set model.vocab_size=0 to take it from the tokenizer")
+    model_cfg = with_vocab(cfg.model, corpus)
     cfg = dataclasses.replace(cfg, model=model_cfg)
     if dist.is_main:
-        runs.write_json(run / runs.CONFIG, {
-            "trial": to_dict(cfg), **meta, **runs.git_commit(), "version": __version__,
-            "device": device_name(device), "torch": torch.__version__, "world_size": dist.world,
-            "parallel": dist.parallel, "N": sizing.n_params(model_cfg),
-            "N_embedding": sizing.n_embedding_params(model_cfg),
-            "flops_per_token": sizing.flops_per_token(model_cfg, t.seq_len), "corpus": str(corpus.path)})
+        write_config(run, cfg, meta, dist, corpus)
 
     torch.manual_seed(t.seed)
     model = Transformer(model_cfg).to(device)
