@@ -35,3 +35,23 @@ def test_cpu_mode_runs_and_reports(tmp_path):
         if "peer_hf_llama" in r:  # transformers installed: the peer trained on the same windows
             assert r["ratio_windtunnel_over_peer"] == pytest.approx(wt["tokens_per_s"] / r["peer_hf_llama"]["tokens_per_s"])
     assert "| tiny64 |" in out.stdout
+
+
+def test_packed_benchmark_cpu_mode(tmp_path):
+    """benchmarks/packed.py --tiny: grid tokens/s is K x tokens/step / step time for the pack, tokens/step /
+    step time for one sequential trial, and the end-to-end packed grid gives the sequential grid's losses."""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "packed.py"), "--tiny", "--out",
+                          str(tmp_path / "p.json")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    doc = json.loads((tmp_path / "p.json").read_text())
+    assert doc["k"] == 2 and [r["tokens_per_step"] for r in doc["step"]] == [256, 512]
+    for r in doc["step"]:
+        seq, packed = r["sequential_compiled"], r["packed"]
+        assert seq["grid_tokens_per_s"] == pytest.approx(r["tokens_per_step"] / seq["s_per_step"])
+        assert packed["grid_tokens_per_s"] == pytest.approx(2 * r["tokens_per_step"] / packed["s_per_step"])
+        assert packed["speedup_vs_sequential_compiled"] == pytest.approx(packed["grid_tokens_per_s"] / seq["grid_tokens_per_s"])
+    for r in doc["grid"]:
+        assert r["packed"]["statuses"] == r["sequential_compiled"]["statuses"] == ["completed", "completed"]
+        assert r["packed"]["final_eval_loss"] == pytest.approx(r["sequential_compiled"]["final_eval_loss"], rel=1e-4)
+        assert r["packed"]["max_rel_diff_vs_sequential"] < 1e-4
+    assert "| 256 |" in (tmp_path / "p.md").read_text()

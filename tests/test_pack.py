@@ -92,6 +92,13 @@ def test_packed_sweep_writes_the_unpacked_sweeps_run_dirs(tmp_path):
         assert runs.read_json(packed[name] / runs.CONFIG)["pack"] == 2
     # the same packed command again trains nothing
     written = {name: (p / runs.RESULT).stat().st_mtime_ns for name, p in packed.items()}
-    out = wt("sweep", *grid, "hydra.sweep.dir=runs/packed", "train.pack=2", cwd=tmp_path)
+    out = wt("sweep", *grid, "hydra.sweep.dir=runs/packed", "trainer.pack=2", cwd=tmp_path)  # (alias)
     assert out.stderr.count(": completed") == 6
     assert {name: (p / runs.RESULT).stat().st_mtime_ns for name, p in packed.items()} == written
+
+
+def test_packing_needs_a_grid_sweeper(tmp_path):
+    out = wt("sweep", "-m", *TINY, "optim.lr=tag(log,interval(0.001,0.1))", "train.pack=2", cwd=tmp_path, check=False)
+    assert out.returncode != 0
+    assert "train.pack=2 packs the points of a grid" in out.stderr and "use train.pack=1" in out.stderr
+    assert not (tmp_path / "runs").exists() or not runs.run_dirs(tmp_path / "runs")  # nothing trained

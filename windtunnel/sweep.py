@@ -11,6 +11,7 @@ command again finds each grid point's run directory and skips finished runs: a k
 import math
 import sys
 from pathlib import Path
+from typing import Optional
 
 import hydra
 from hydra.core.config_store import ConfigStore
@@ -120,9 +121,10 @@ def _run_pack(job: SweepJobConfig, hc, meta: dict) -> float:
     return min(finite) if finite else float("nan")
 
 
-def preflight(overrides: list[str]) -> int:
-    """Compose and check every job of a grid sweep before any of them trains. Returns the number of jobs.
-    Raises ConfigError naming the job's overrides and the bad field."""
+def preflight(overrides: list[str], checked: Optional[dict] = None) -> int:
+    """Compose and check every job of a grid sweep before any of them trains. Returns the number of jobs
+    (and fills `checked` with the composed train.pack). Raises ConfigError naming the job's overrides and
+    the bad field."""
     from hydra import compose, initialize_config_module
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -132,6 +134,8 @@ def preflight(overrides: list[str]) -> int:
         base = compose("config", overrides=[o for o in overrides if not _is_sweep(parser, o)],
                        return_hydra_config=True)
         grid = base.hydra.sweeper.get("_target_", "").endswith(GRID_SWEEPERS)
+        if checked is not None:
+            checked["pack"] = base.train.pack
         if base.train.pack > 1 and not grid:
             raise ConfigError(f"train.pack={base.train.pack} packs the points of a grid; the sweeper "
                               f"{base.hydra.sweeper.get('_target_')} proposes one trial per job: use train.pack=1")
@@ -171,6 +175,8 @@ def main(argv: list[str]) -> int:
     space (interval) on the command line selects the Optuna sweeper, which is what it needs."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     multirun = "-m" in argv or "--multirun" in argv
+    # the trainer/ group fills the train section; trainer.pack=K is what people type for train.pack=K
+    argv = ["train.pack=" + a.partition("=")[2] if a.startswith("trainer.pack=") else a for a in argv]
     overrides = [a for a in argv if not a.startswith("-")]
     if multirun and _has_interval(OverridesParser.create(), overrides) and \
             not any(a.startswith("hydra/sweeper=") for a in overrides):
@@ -179,7 +185,10 @@ def main(argv: list[str]) -> int:
         argv = [*argv, "hydra/sweeper=windtunnel_optuna"]
         overrides.append("hydra/sweeper=windtunnel_optuna")
     if multirun and len(overrides) == len([a for a in argv if a not in ("-m", "--multirun")]):
-        preflight(overrides)  # only when every argument is an override (no --cfg, --help, ...)
+        checked: dict = {}
+        preflight(overrides, checked)  # only when every argument is an override (no --cfg, --help, ...)
+        if checked.get("pack", 1) > 1 and not any(a.startswith("hydra/sweeper=") for a in overrides):
+            argv = [*argv, "hydra/sweeper=windtunnel_grid"]  # Hydra's basic sweeper, plus packing
     sys.argv = ["windtunnel sweep", *argv]
     app()
     return 0
