@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from throughput import measure, windtunnel_step  # noqa: E402
 from windtunnel import sizing  # noqa: E402
 from windtunnel.config import OptimConfig, TrialConfig  # noqa: E402
-from windtunnel.data import TokenBatches  # noqa: E402
+from windtunnel.data import TokenBatches, prepare  # noqa: E402
 from windtunnel.train import run_packed, run_trial  # noqa: E402
 from windtunnel.train.core import autocast_for  # noqa: E402
 from windtunnel.train.packed import PackedModel  # noqa: E402
@@ -102,7 +102,7 @@ def grid_rows(args, device, root: Path) -> list[dict]:
             cfg = copy.deepcopy(base)
             cfg.optim.lr = lr
             cfgs.append(cfg)
-        run_trial(copy.deepcopy(cfgs[0]), root / f"prepare{bs}")  # tokenizes the corpus once, outside the timings
+        prepare(base.data)  # tokenizes (and caches) the corpus once, outside the timings
         row = {"model": args.model, "tokens_per_step": bs, "k": args.k, "steps_per_trial": args.grid_steps}
         for label in WAYS:
             if label == "sequential_cudagraphs" and device.type != "cuda":

@@ -60,3 +60,11 @@ def test_cosine_baseline_has_a_0p1_floor():
 def test_constant():
     p, f = factors(ScheduleConfig(kind="constant", warmup_frac=0.02))
     assert f[0] == pytest.approx(0.05) and f[19] == 1.0 and set(f[20:]) == {1.0}
+
+
+@pytest.mark.parametrize("kind, decay_frac, decays", [("wsd", 0.1, True), ("wsd", 0.0, False),
+                                                       ("cosine", 0.0, True), ("constant", 0.1, False)])
+def test_plan_says_whether_the_run_decays(kind, decay_frac, decays):
+    p, f = factors(ScheduleConfig(kind=kind, decay_frac=decay_frac, warmup_frac=0.01))
+    assert p.decays is decays
+    assert (f[999] < 0.5) is decays  # the last step's LR factor: decayed, or still at the peak

@@ -31,6 +31,11 @@ class SchedulePlan:
     half_life: float  # H in steps (exp decay)
     floor: float  # min factor after warmup
 
+    @property
+    def decays(self) -> bool:
+        """True when the LR decays within the run (cosine, or a WSD decay that starts before the end)."""
+        return self.kind == "cosine" or self.decay_start < self.total
+
 
 def default_floor(cfg: ScheduleConfig) -> float:
     """min_factor < 0 means "the kind's default": 0.1 for cosine (the paper's baseline), 0 otherwise."""

@@ -53,3 +53,30 @@ def autocast_for(device: torch.device, dtype: str):
     if dtype == "bf16" or (dtype == "auto" and device.type == "cuda"):
         return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext
+
+
+@torch.no_grad()
+def heldout_nats(loss_fn, windows: torch.Tensor, micro_batch: int, device, rank: int = 0, world: int = 1) -> torch.Tensor:
+    """Summed nats of this rank's share of the fixed held-out windows (n, T+1); loss_fn(x, y) gives the mean
+    next-token loss of a micro-batch, or one per packed trial. float64, shape () or (K,)."""
+    total = torch.zeros((), device=device, dtype=torch.float64)
+    mine = windows[rank::world]
+    for i in range(0, len(mine), micro_batch):
+        w = mine[i:i + micro_batch].to(device)
+        total = total + loss_fn(w[:, :-1], w[:, 1:]).double() * w[:, 1:].numel()
+    return total
+
+
+def loss_and_bpb(nats: float, windows: torch.Tensor, n_bytes: int) -> tuple[float, float]:
+    """Held-out nats/token and bits/byte from the summed nats of all the windows."""
+    return nats / windows[:, 1:].numel(), nats / (math.log(2) * n_bytes)
+
+
+def is_diverged(train_loss: float, first_loss: float, factor: float) -> bool:
+    """A train loss that is NaN/inf or above factor x the run's first logged loss."""
+    return not math.isfinite(train_loss) or train_loss > factor * first_loss
+
+
+def diverged_result(train_loss: float, step: int, first_loss: float, factor: float) -> dict:
+    return {"status": "diverged", "error": f"train loss {train_loss} at step {step} (first {first_loss:.4g}, "
+                                           f"limit x{factor})"}

@@ -15,28 +15,25 @@ from .. import runs, schedule, sizing
 from ..config import ConfigError, TrialConfig, to_dict
 from ..data import TokenBatches, eval_windows, prepare, prepare_mixture
 from ..model import Transformer, build_optimizer
-from .core import EvalCallback, EvalReport, autocast_for, eval_steps
+from .core import (EvalCallback, EvalReport, autocast_for, diverged_result, eval_steps, heldout_nats,
+                   is_diverged, loss_and_bpb)
 from .dist import Dist, read_meta
 from .step import TrainStep
 from .trial import branch_config, run_trial, with_vocab, write_config
 
 
-@torch.no_grad()
 def evaluate(model, windows: torch.Tensor, n_bytes: int, micro_batch: int, dist: Dist, autocast) -> tuple[float, float]:
     """Mean next-token loss (nats/token) on the fixed held-out windows (n, T+1), and bits per byte. Ranks
     split the windows and sum their nats."""
     was_training = model.training
     model.eval()
-    mine = windows[dist.rank::dist.world]
-    total = torch.zeros((), device=dist.device, dtype=torch.float64)
-    for i in range(0, len(mine), micro_batch):
-        w = mine[i:i + micro_batch].to(dist.device)
+
+    def loss(x, y):
         with autocast():
-            loss = model(w[:, :-1], w[:, 1:])
-        total += loss.double() * w[:, 1:].numel()
+            return model(x, y)
+    total = heldout_nats(loss, windows, micro_batch, dist.device, dist.rank, dist.world)
     model.train(was_training)
-    nats = dist.sum(total).item()
-    return nats / windows[:, 1:].numel(), nats / (math.log(2) * n_bytes)
+    return loss_and_bpb(dist.sum(total).item(), windows, n_bytes)
 
 
 def _start(cfg: TrialConfig, run: Path, model, opt, dist: Dist) -> tuple[int, Optional[float], float]:
@@ -94,7 +91,7 @@ def train(cfg: TrialConfig, run: Path, callback: Optional[EvalCallback], meta: d
     # With decay branches the run itself stays stable; each branch decays on its own.
     branches = {max(1, round(k * sizing.n_params(model_cfg) / bs)): k for k in t.branch_at_n}
     lr_plan = schedule.plan(dataclasses.replace(cfg.schedule, decay_frac=0.0) if branches else cfg.schedule, total, bs)
-    decays = not branches and (cfg.schedule.kind == "cosine" or lr_plan.decay_start < total)
+    decays = not branches and lr_plan.decays
     batches = TokenBatches(prepare_mixture(cfg.data, corpus) if cfg.data.mixture else corpus.train, t.seq_len,
                            micro, t.seed)
     windows, n_bytes = eval_windows(corpus, t.seq_len, t.eval_tokens)
@@ -157,15 +154,14 @@ def train(cfg: TrialConfig, run: Path, callback: Optional[EvalCallback], meta: d
         first_loss = first_loss if first_loss is not None else train_loss
         row = {"step": step, "tokens": step * bs, "lr": cfg.optim.lr * factor, "train_loss": train_loss,
                "grad_norm": grad_norm.item(), "train_s": train_s}
-        diverged = not math.isfinite(train_loss) or train_loss > t.diverge_factor * first_loss
+        diverged = is_diverged(train_loss, first_loss, t.diverge_factor)
         if is_eval and not diverged:
             row["eval_loss"], row["eval_bpb"] = evaluate(forward, windows, n_bytes, micro, dist, autocast)
             diverged = not math.isfinite(row["eval_loss"])
         if dist.is_main:
             runs.append_metrics(run, row)
         if diverged:
-            return {"status": "diverged", "error": f"train loss {train_loss} at step {step} (first {first_loss:.4g}, "
-                                                   f"limit x{t.diverge_factor})"}
+            return diverged_result(train_loss, step, first_loss, t.diverge_factor)
         if step in branches:
             save(step, run / "checkpoints" / f"step{step}")
         if step < total and ((t.checkpoint_every and step % t.checkpoint_every == 0) or

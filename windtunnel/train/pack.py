@@ -20,7 +20,7 @@ import torch
 from .. import runs, schedule, sizing
 from ..config import PACKABLE, ConfigError, TrialConfig, apply_override, to_dict
 from ..data import Prefetcher, TokenBatches, eval_windows, prepare, prepare_mixture
-from .core import autocast_for, eval_steps
+from .core import autocast_for, diverged_result, eval_steps, heldout_nats, is_diverged, loss_and_bpb
 from .dist import Dist
 from .packed import PackedModel
 from .trial import finish, finished_result, with_vocab, write_config
@@ -113,16 +113,11 @@ def _train(cfgs: list[TrialConfig], dirs: list[Path], metas: list[dict], dist: D
                for s in (seeds[:1] if shared else seeds)]
     windows, n_bytes = eval_windows(corpus, t.seq_len, t.eval_tokens)
     lr_plan = schedule.plan(cfg.schedule, total, bs)
-    decays = cfg.schedule.kind == "cosine" or lr_plan.decay_start < total
     eval_at = set(eval_steps(total, bs, t.eval_points))
 
     def evaluate() -> list[tuple[float, float]]:
-        nats = torch.zeros(k, device=device, dtype=torch.float64)
-        for i in range(0, len(windows), micro):
-            w = windows[i:i + micro].to(device)
-            nats += model.losses(w[:, :-1], w[:, 1:]).double() * w[:, 1:].numel()
-        nats = nats.tolist()  # one host sync for all trials
-        return [(n / windows[:, 1:].numel(), n / (math.log(2) * n_bytes)) for n in nats]
+        nats = heldout_nats(model.losses, windows, micro, device).tolist()  # (K,): one host sync for all trials
+        return [loss_and_bpb(n, windows, n_bytes) for n in nats]
 
     live = list(range(k))
     done: dict[int, dict] = {}
@@ -135,7 +130,8 @@ def _train(cfgs: list[TrialConfig], dirs: list[Path], metas: list[dict], dist: D
         for batch in zip(*(loader.get(step) for loader in loaders)):  # one (x, y) per data stream
             micro_batches.append(batch[0] if shared else (torch.stack([b[0] for b in batch]),  # (K, B, T)
                                                           torch.stack([b[1] for b in batch])))
-        loss_mean, grad_norm = model.train_step(micro_batches, schedule.lr_factor(step, lr_plan))
+        factor = schedule.lr_factor(step, lr_plan)
+        loss_mean, grad_norm = model.train_step(micro_batches, factor)
         step += 1
         is_eval = step in eval_at
         if not (is_eval or step == 1 or step % t.log_every == 0):
@@ -146,21 +142,19 @@ def _train(cfgs: list[TrialConfig], dirs: list[Path], metas: list[dict], dist: D
         for i in list(live):
             c = cfgs[i]
             first[i] = first[i] if first[i] is not None else train_loss[i]
-            row = {"step": step, "tokens": step * bs, "lr": c.optim.lr * schedule.lr_factor(step - 1, lr_plan),
-                   "train_loss": train_loss[i],
+            row = {"step": step, "tokens": step * bs, "lr": c.optim.lr * factor, "train_loss": train_loss[i],
                    "grad_norm": norms[i], "train_s": train_s}
-            diverged = not math.isfinite(train_loss[i]) or train_loss[i] > c.train.diverge_factor * first[i]
+            diverged = is_diverged(train_loss[i], first[i], c.train.diverge_factor)
             if evals is not None and not diverged:
                 row["eval_loss"], row["eval_bpb"] = evals[i]
                 diverged = not math.isfinite(row["eval_loss"])
             runs.append_metrics(dirs[i], row)
             if diverged:  # as a lone run: recorded and stopped; the rest of the pack goes on
-                done[i] = {"status": "diverged", "error": f"train loss {train_loss[i]} at step {step} (first "
-                                                          f"{first[i]:.4g}, limit x{c.train.diverge_factor})"}
+                done[i] = diverged_result(train_loss[i], step, first[i], c.train.diverge_factor)
                 model.freeze(i)
                 live.remove(i)
         tick = time.time()
     for i in live:
-        last = runs.read_metrics(dirs[i])[-1].get("eval_loss") if decays else None
+        last = runs.read_metrics(dirs[i])[-1].get("eval_loss") if lr_plan.decays else None
         done[i] = {"status": "completed", "error": None, "decayed_eval_loss": last}
     return [done[i] for i in range(k)]
