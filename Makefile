@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 # torch spec installed first; CI pins the local CPU build (TORCH=torch==2.13.0) to avoid a multi-GB CUDA wheel
-TORCH ?= torch>=2.4
+TORCH ?= torch>=2.6
 PY := $(VENV)/bin/python
 
 $(PY):

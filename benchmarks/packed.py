@@ -28,7 +28,7 @@ from throughput import measure, windtunnel_step  # noqa: E402
 from windtunnel import sizing  # noqa: E402
 from windtunnel.config import OptimConfig, TrialConfig  # noqa: E402
 from windtunnel.data import TokenBatches, prepare  # noqa: E402
-from windtunnel.train import run_packed, run_trial  # noqa: E402
+from windtunnel.train import run_trial, run_trials  # noqa: E402
 from windtunnel.train.core import autocast_for  # noqa: E402
 from windtunnel.train.packed import PackedModel  # noqa: E402
 
@@ -109,7 +109,7 @@ def grid_rows(args, device, root: Path) -> list[dict]:
                 continue
             start = time.time()
             if label == "packed":
-                results = run_packed(cfgs, [root / f"{label}{bs}_{i}" for i in range(args.k)])
+                results = run_trials(cfgs, [root / f"{label}{bs}_{i}" for i in range(args.k)])
             else:
                 mode = "default" if label == "sequential_compiled" else "reduce-overhead"
                 results = []
@@ -118,10 +118,10 @@ def grid_rows(args, device, root: Path) -> list[dict]:
                     c.train.compile_mode = mode
                     results.append(run_trial(c, root / f"{label}{bs}_{i}"))
             wall = time.time() - start
-            row[label] = {"wall_s": wall, "statuses": [r["status"] for r in results],
-                          "final_eval_loss": [r.get("final_eval_loss") for r in results],
-                          "train_s": sum(r.get("train_s") or 0 for r in results) if label != "packed"
-                          else max(r.get("train_s") or 0 for r in results)}
+            row[label] = {"wall_s": wall, "statuses": [r.status.value for r in results],
+                          "final_eval_loss": [r.final_eval_loss for r in results],
+                          "train_s": sum(r.train_s or 0 for r in results) if label != "packed"
+                          else max(r.train_s or 0 for r in results)}
         for label in WAYS[1:]:
             if label in row and "sequential_compiled" in row:
                 row[label]["wall_speedup_vs_sequential_compiled"] = row["sequential_compiled"]["wall_s"] / row[label]["wall_s"]

@@ -2,8 +2,8 @@ import os
 
 import pytest
 
+from windtunnel.compose import compose
 from windtunnel.config import TrialConfig
-from windtunnel.sizing import preset
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -21,16 +21,9 @@ def token_cache(tmp_path_factory):
 
 def tiny_trial(**train) -> TrialConfig:
     """A CPU trial of a few seconds: tiny64 on the embedded byte corpus."""
-    cfg = TrialConfig(name="tiny")
-    cfg.model = preset("tiny64")
-    cfg.data.max_bytes = 4_000_000
-    cfg.train.seq_len = 64
-    cfg.train.micro_batch_size = 16
-    cfg.train.batch_size_tokens = 2048
-    cfg.train.total_tokens = 2048 * 60
-    cfg.train.eval_tokens = 4096
-    cfg.train.eval_points = 12
-    cfg.train.log_every = 5
+    cfg = compose(["name=tiny", "model=tiny64", "data.max_bytes=4e6", "train.seq_len=64", "train.micro_batch_size=16",
+                   "train.batch_size_tokens=2048", f"train.total_tokens={2048 * 60}", "train.eval_tokens=4096",
+                   "train.eval_points=12", "train.log_every=5"])
     for key, value in train.items():
         setattr(cfg.train, key, value)
     return cfg

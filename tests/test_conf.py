@@ -1,4 +1,5 @@
-"""The Hydra config tree: every file composes into a valid trial; bad overrides fail before training."""
+"""The Hydra config tree (conf/ at the top level): every file composes into a valid trial; bad overrides fail
+before training."""
 import pathlib
 
 import pytest
@@ -6,16 +7,22 @@ from hydra import compose, initialize_config_module
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from windtunnel import sizing
+from windtunnel.compose import compose_config, to_job
 from windtunnel.config import ConfigError, SweepJobConfig
-from windtunnel.sweep import preflight, to_job
+from windtunnel.sweep.app import preflight
 
-CONF = pathlib.Path(__file__).resolve().parents[1] / "windtunnel" / "conf"
+CONF = pathlib.Path(__file__).resolve().parents[1] / "conf"
 SWEEPS = sorted(p.stem for p in (CONF / "sweep").glob("*.yaml"))
 
 
 def compose_job(overrides, hydra_node=False):
-    with initialize_config_module(config_module="windtunnel.conf", version_base="1.3"):
-        return compose("config", overrides=overrides, return_hydra_config=hydra_node)
+    return compose_config(overrides, hydra_node=hydra_node)
+
+
+def test_the_packaged_tree_is_the_top_level_conf():
+    import windtunnel.conf
+    assert pathlib.Path(windtunnel.conf.__file__).resolve().parent == CONF
+    assert len(SWEEPS) >= 9 and not (CONF / "model").exists()  # the model group comes from sizing.LADDER
 
 
 @pytest.mark.parametrize("name", SWEEPS)
@@ -46,8 +53,8 @@ def test_sweep_grids_match_the_paper():
 
 
 @pytest.mark.parametrize("name", sorted(sizing.LADDER))
-def test_model_group_mirrors_the_ladder(name):
-    job = to_job(compose_job([f"model={name}"]))
+def test_model_group_is_the_ladder(name):
+    job = to_job(compose_job([f"model={name}", "train.seq_len=128"]))
     assert job.model == sizing.preset(name)
 
 
@@ -63,8 +70,7 @@ def test_grid_jobs_are_checked_before_any_training():
 
 
 def test_unknown_model_names_the_override():
-    from hydra.errors import ConfigCompositionException
-    with pytest.raises(ConfigCompositionException, match=r"Could not find 'model/w9b'"):
+    with pytest.raises(ConfigError, match=r"model='w9b' is not in the ladder; use one of tiny32"):
         compose_job(["model=w9b"])
 
 

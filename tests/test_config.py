@@ -1,8 +1,9 @@
-"""Validation errors name the field and the fix, before any compute."""
+"""Validation errors name the field and the fix, before any compute; every override form Hydra accepts
+builds the same trial through compose(), the one way a trial is built."""
 import pytest
 
-from windtunnel.config import ConfigError, TrialConfig, apply_override, from_dict, to_dict
-from windtunnel.cli import trial_from_overrides
+from windtunnel.compose import compose, compose_record
+from windtunnel.config import ConfigError, TrialConfig, to_dict
 
 
 @pytest.mark.parametrize("override,match", [
@@ -21,25 +22,40 @@ from windtunnel.cli import trial_from_overrides
 ])
 def test_bad_values_are_named(override, match):
     with pytest.raises(ConfigError, match=match):
-        trial_from_overrides([override])
+        compose([override])
 
 
 def test_override_parsing():
-    cfg = trial_from_overrides(["model=tiny256", "train.total_tokens=2e6", "optim.lr=0.02", "train.compile=true",
-                                "model.parametrization=sp"])
+    cfg = compose(["model=tiny256", "train.total_tokens=2e6", "optim.lr=0.02", "train.compile=true",
+                   "model.parametrization=sp"])
     assert (cfg.model.d_model, cfg.model.name, cfg.train.total_tokens, cfg.optim.lr) == (256, "tiny256", 2_000_000, 0.02)
-    assert cfg.train.compile is True and cfg.model.parametrization == "sp"
-    for bad, match in [("optim.lrr=1", "unknown config key 'optim.lrr'"), ("optim=1", "optim is a section"),
-                       ("train.total_tokens=1.5", "not a valid int"), ("lr", "must look like section.field=value"),
-                       ("train.compile=maybe", "not a valid bool")]:
+    assert cfg.train.compile is True and cfg.model.parametrization == "sp" and cfg.name == "tiny256"
+    for bad, match in [(["optim.lrr=1"], r"unknown config key 'optim.lrr': OptimConfig has no field 'lrr'; check the key's spelling.*known here: beta1"),
+                       (["train.total_tokens=1.5"], r"train.total_tokens=1.5: Value .1.5. of type .float. could not be converted to Integer"),
+                       (["train.compile=maybe"], r"train.compile=maybe: Value .maybe. is not a valid bool"),
+                       (["model=9B"], r"model='9B' is not in the ladder; use one of tiny32"),
+                       (["train=tpu"], r"train='tpu' is not an option of the train group")]:
         with pytest.raises(ConfigError, match=match):
-            apply_override(TrialConfig(), bad)
-    with pytest.raises(ConfigError, match="model='9B' is not in the ladder"):
-        trial_from_overrides(["model=9B"])
+            compose(bad)
 
 
-def test_dict_round_trip():
-    cfg = trial_from_overrides(["model=w9m", "train.seq_len=512", "train.micro_batch_size=4", "train.batch_size_tokens=16384"])
-    assert from_dict(to_dict(cfg)) == cfg
-    with pytest.raises(ConfigError, match="unknown keys in optim: bogus"):
-        from_dict({**to_dict(cfg), "optim": {**to_dict(cfg.optim), "bogus": 1}})
+def test_lists_and_hydra_forms_work_in_train_too():
+    cfg = compose(["train.branch_at_n=[1,2]", "data.mixture=[0.3:stdlib]", "train=cpu"])
+    assert cfg.train.branch_at_n == [1.0, 2.0] and cfg.data.mixture == ["0.3:stdlib"] and cfg.train.device == "cpu"
+    assert compose(["train.total_tokens=1_048_576"]).train.total_tokens == 2 ** 20
+
+
+def test_the_ladder_is_the_model_group():
+    from windtunnel import sizing
+    for name in sizing.LADDER:
+        assert compose([f"model={name}", "train.seq_len=128"]).model == sizing.preset(name)
+
+
+def test_record_round_trip():
+    cfg = compose(["model=w9m", "train.seq_len=512", "train.micro_batch_size=4", "train.batch_size_tokens=16384"])
+    assert compose_record(to_dict(cfg)) == cfg
+    again = compose_record(to_dict(cfg), ["optim.lr=0.02", "train.branch_at_n=[3]"])
+    assert (again.optim.lr, again.train.branch_at_n, again.model) == (0.02, [3.0], cfg.model)
+    with pytest.raises(ConfigError, match="bogus"):
+        compose_record({**to_dict(cfg), "optim": {**to_dict(cfg.optim), "bogus": 1}})
+    assert isinstance(cfg, TrialConfig)

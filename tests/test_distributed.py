@@ -77,10 +77,10 @@ def test_kill_and_resume_continues_the_curve(tmp_path, parallel):
     os.killpg(proc.pid, signal.SIGKILL)  # every rank dies at once, mid-run
     proc.wait()
     killed_at = runs.read_json(meta)["step"]
-    assert 30 <= killed_at < 120 and runs.read_result(tmp_path / "killed")["status"] == "running"
+    assert 30 <= killed_at < 120 and runs.read_result(tmp_path / "killed").status == "running"
     run(train_cmd(2, tmp_path / "killed", *extra))
     same_curves(tmp_path / "whole", tmp_path / "killed", rel=1e-6)  # the same arithmetic: exact
-    assert runs.read_result(tmp_path / "killed")["steps"] == 120
+    assert runs.read_result(tmp_path / "killed").steps == 120
 
 
 def test_mup_groups_survive_ddp_and_fsdp2_wrapping():

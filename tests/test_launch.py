@@ -86,7 +86,7 @@ def test_predict_then_launch_runs_two_processes_on_cpu(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     result = runs.read_result(tmp_path / "full" / "run")
     config = runs.read_json(tmp_path / "full" / "run" / "config.json")
-    assert result["status"] == "completed" and result["steps"] == 40 and config["world_size"] == 2
+    assert result.status == "completed" and result.steps == 40 and config["world_size"] == 2
     assert config["trial"]["train"]["batch_size_tokens"] == 1024 and config["trial"]["optim"]["lr"] == 0.01
 
 
@@ -113,7 +113,7 @@ def test_decay_from_a_stable_checkpoint_with_mixed_data(tmp_path):
     assert [m for m in decayed if m["step"] <= 40] == [base[m["step"]] for m in decayed if m["step"] <= 40]
     assert decayed[-1]["step"] == 50 and decayed[-1]["lr"] < 0.01 * 0.5
     result = runs.read_result(tmp_path / "decay" / "run")
-    assert result["status"] == "completed"
+    assert result.status == "completed"
     assert runs.read_json(tmp_path / "decay" / "run" / "config.json")["trial"]["train"]["init_from"] == str(ckpt.resolve())
 
 

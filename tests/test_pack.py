@@ -6,7 +6,8 @@ import pytest
 
 from windtunnel import runs
 from windtunnel.config import ConfigError
-from windtunnel.train import member_configs, run_packed, run_trial
+from windtunnel.compose import compose
+from windtunnel.train import run_trial, run_trials
 
 from conftest import tiny_trial
 from test_sweep import TINY, wt
@@ -40,23 +41,23 @@ def test_packed_lr_grid_equals_lone_trials_with_one_diverging(tmp_path):
     # LR 30 blows up at step 2; 0.003 and 0.01 train on. (Above ~0.02 this tiny model is chaotic: a 1e-6
     # change of LR moves its curve by 1% after 20 steps, so the comparison uses LRs where float order is noise.)
     cfgs = lr_grid([0.003, 0.01, 30.0])
-    packed = run_packed(cfgs, [tmp_path / f"packed{i}" for i in range(3)])
+    packed = run_trials(cfgs, [tmp_path / f"packed{i}" for i in range(3)])
     alone = [run_trial(c, tmp_path / f"alone{i}") for i, c in enumerate(cfgs)]
-    assert [r["status"] for r in packed] == [r["status"] for r in alone] == ["completed", "completed", "diverged"]
-    assert packed[2]["steps"] == alone[2]["steps"] == 2  # stopped where the lone run stopped ...
-    assert packed[0]["steps"] == packed[1]["steps"] == 30  # ... while the rest of the pack went on
+    assert [r.status for r in packed] == [r.status for r in alone] == ["completed", "completed", "diverged"]
+    assert packed[2].steps == alone[2].steps == 2  # stopped where the lone run stopped ...
+    assert packed[0].steps == packed[1].steps == 30  # ... while the rest of the pack went on
     for i, rtol in enumerate([1e-4, 1e-4, 1e-3]):  # at LR 30 one step amplifies float-order noise to ~1e-4
         assert_same_curves(tmp_path / f"packed{i}", tmp_path / f"alone{i}", rtol)
-        assert packed[i]["final_eval_loss"] == pytest.approx(alone[i]["final_eval_loss"], rel=1e-4)
+        assert packed[i].final_eval_loss == pytest.approx(alone[i].final_eval_loss, rel=1e-4)
     # the same call again trains nothing: every run dir is finished
-    again = run_packed(cfgs, [tmp_path / f"packed{i}" for i in range(3)])
-    assert [r["session_wall_s"] for r in again] == [r["session_wall_s"] for r in packed]
+    again = run_trials(cfgs, [tmp_path / f"packed{i}" for i in range(3)])
+    assert [r.session_wall_s for r in again] == [r.session_wall_s for r in packed]
 
 
 def test_packed_seeds_draw_their_own_init_and_data(tmp_path):
     cfgs = lr_grid([0.01, 0.01], total_tokens=2048 * 12)
     cfgs[1].train.seed = 1
-    run_packed(cfgs, [tmp_path / f"packed{i}" for i in range(2)])
+    run_trials(cfgs, [tmp_path / f"packed{i}" for i in range(2)])
     for i, cfg in enumerate(cfgs):
         run_trial(cfg, tmp_path / f"alone{i}")
         assert_same_curves(tmp_path / f"packed{i}", tmp_path / f"alone{i}")
@@ -65,17 +66,15 @@ def test_packed_seeds_draw_their_own_init_and_data(tmp_path):
 
 
 def test_members_and_what_may_not_differ(tmp_path):
-    cfg = tiny_trial()
-    cfg.train.pack_members = ["optim.lr=0.01", "optim.lr=0.02 train.seed=3"]
-    members = member_configs(cfg)
+    # a packed job's members are composed like any trial: the shared overrides plus each member's own
+    members = [compose(["model=tiny64", "train.pack=2", *m.split(" ")]) for m in ["optim.lr=0.01", "optim.lr=0.02 train.seed=3"]]
     assert [(m.optim.lr, m.train.seed, m.train.pack_members) for m in members] == [(0.01, 0, []), (0.02, 3, [])]
     other = copy.deepcopy(members)
     other[1].model.d_model = 96
     with pytest.raises(ConfigError, match="model.d_model"):
-        run_packed(other, [tmp_path / "a", tmp_path / "b"])
-    cfg.train.pack_members = ["model.d_model=96"]
+        run_trials(other, [tmp_path / "a", tmp_path / "b"])
     with pytest.raises(ConfigError, match="train.pack_members"):
-        cfg.validate()
+        compose(["train.pack_members=['model.d_model=96']"])
 
 
 def test_packed_sweep_writes_the_unpacked_sweeps_run_dirs(tmp_path):
@@ -92,7 +91,7 @@ def test_packed_sweep_writes_the_unpacked_sweeps_run_dirs(tmp_path):
         assert runs.read_json(packed[name] / runs.CONFIG)["pack"] == 2
     # the same packed command again trains nothing
     written = {name: (p / runs.RESULT).stat().st_mtime_ns for name, p in packed.items()}
-    out = wt("sweep", *grid, "hydra.sweep.dir=runs/packed", "trainer.pack=2", cwd=tmp_path)  # (alias)
+    out = wt("sweep", *grid, "hydra.sweep.dir=runs/packed", "train.pack=2", cwd=tmp_path)
     assert out.stderr.count(": completed") == 6
     assert {name: (p / runs.RESULT).stat().st_mtime_ns for name, p in packed.items()} == written
 

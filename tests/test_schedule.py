@@ -26,9 +26,9 @@ def test_wsd_exp_half_life_exact():
 
 
 def test_lengths_in_tokens_win_over_fractions():
-    # tokens_per_step 4096: warmup 40960 tokens = 10 steps, decay 409600 = 100 steps, half-life 5000 steps
+    # batch_size_tokens 4096: warmup 40960 tokens = 10 steps, decay 409600 = 100 steps, half-life 5000 steps
     cfg = ScheduleConfig(kind="wsd", warmup_tokens=40960, decay_tokens=409600, half_life_tokens=5000 * 4096)
-    p = plan(cfg, total_steps=10_000, tokens_per_step=4096)
+    p = plan(cfg, total_steps=10_000, batch_size_tokens=4096)
     assert (p.warmup, p.decay_start, p.half_life) == (10, 9900, 5000)
     assert lr_factor(9900 + 5000, p) == pytest.approx(0.5)
 

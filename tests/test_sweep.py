@@ -10,7 +10,7 @@ import pytest
 
 from windtunnel import runs
 
-TINY = ["model=tiny32", "train.total_tokens=32768", "train.eval_points=6", "train.eval_tokens=2048"]
+TINY = ["model=tiny32", "train.seq_len=64", "train.total_tokens=32768", "train.eval_points=6", "train.eval_tokens=2048"]
 
 
 def wt(*args, cwd, timeout=600, check=True):
@@ -48,7 +48,7 @@ def test_bad_grid_point_fails_before_any_training(tmp_path):
     assert "train.batch_size_tokens=1000 is not divisible by train.seq_len" in out.stderr
     assert not (tmp_path / "runs").exists()
     out = wt("sweep", "-m", "model=w9b", cwd=tmp_path, check=False)
-    assert out.returncode != 0 and "Could not find 'model/w9b'" in out.stderr + out.stdout
+    assert out.returncode == 2 and "model='w9b' is not in the ladder; use one of tiny32" in out.stderr
     out = wt("sweep", "-m", *TINY, "optim.lr=tag(log,interval(0.1,0.001))", cwd=tmp_path, check=False)
     assert out.returncode != 0 and "optim.lr: interval(0.1, 0.001) has low >= high" in out.stderr + out.stdout
     assert not list((tmp_path / "runs").rglob("metrics.jsonl")) if (tmp_path / "runs").exists() else True
@@ -56,7 +56,7 @@ def test_bad_grid_point_fails_before_any_training(tmp_path):
 
 def load_study(storage, name):
     import optuna
-    from hydra_plugins.windtunnel_optuna_sweeper.storage import make_storage
+    from windtunnel.sweep.study import make_storage
     return optuna.load_study(study_name=name, storage=make_storage(storage))
 
 
@@ -99,7 +99,7 @@ def _concurrent_workers(tmp_path, storage, n_workers=2, n_trials=2):
             f"hydra.sweeper.n_trials={n_trials}", "hydra.sweeper.pruner=none", f"hydra.sweeper.storage='{storage}'",
             "hydra.sweeper.study_name=shared"]
     import optuna
-    from hydra_plugins.windtunnel_optuna_sweeper.storage import make_storage
+    from windtunnel.sweep.study import make_storage
     # the study exists before the workers start (as `optuna create-study` would make it), so that their
     # first connections do not race to create the schema
     optuna.create_study(study_name="shared", storage=make_storage(storage), load_if_exists=True)

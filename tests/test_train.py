@@ -18,19 +18,19 @@ def finished(tmp_path_factory):
 
 def test_loss_falls_well_below_uniform_and_tokens_add_up(finished):
     out, result = finished
-    assert result["status"] == "completed", result
+    assert result.status == "completed", result
     metrics = runs.read_metrics(out)
     evals = [m for m in metrics if "eval_loss" in m]
     assert evals[0]["step"] == 0 and evals[0]["eval_loss"] == pytest.approx(math.log(256), rel=0.1)
-    assert result["final_eval_loss"] < 0.6 * math.log(256)  # bytes: ln 256 = 5.55 nats for a uniform guess
-    assert result["final_eval_loss"] == evals[-1]["eval_loss"] < evals[1]["eval_loss"]
-    assert result["final_eval_bpb"] == pytest.approx(result["final_eval_loss"] / math.log(2), rel=1e-3)
+    assert result.final_eval_loss < 0.6 * math.log(256)  # bytes: ln 256 = 5.55 nats for a uniform guess
+    assert result.final_eval_loss == evals[-1]["eval_loss"] < evals[1]["eval_loss"]
+    assert result.final_eval_bpb == pytest.approx(result.final_eval_loss / math.log(2), rel=1e-3)
     assert [m["tokens"] for m in metrics] == [m["step"] * 2048 for m in metrics]
-    assert result["steps"] == 60 and result["tokens"] == 60 * 2048
+    assert result.steps == 60 and result.tokens == 60 * 2048
     assert [m["step"] for m in evals] == eval_steps(60, 2048, 12)
     config = json.loads((out / "config.json").read_text())
-    assert config["N"] == result["N"] == 94_528 and config["trial"]["model"]["vocab_size"] == 256
-    assert result["flops"] == config["flops_per_token"] * 60 * 2048
+    assert config["N"] == result.N == 94_528 and config["trial"]["model"]["vocab_size"] == 256
+    assert result.flops == config["flops_per_token"] * 60 * 2048
     assert not (out / runs.CHECKPOINT).exists()  # removed once finished
 
 
@@ -61,12 +61,12 @@ def test_resume_equals_uninterrupted(tmp_path, finished):
     out = tmp_path / "killed"
     with pytest.raises(KeyboardInterrupt):
         run_trial(tiny_trial(), out, callback=kill_after_third_eval)
-    assert runs.read_result(out)["status"] == "running" and (out / runs.CHECKPOINT).exists()
+    assert runs.read_result(out).status == "running" and (out / runs.CHECKPOINT).exists()
     partial = runs.read_metrics(out)
     assert partial[-1]["step"] == seen[-1] < 60
     result = run_trial(tiny_trial(), out)
     resumed = runs.read_metrics(out)
-    assert result["status"] == "completed"
+    assert result.status == "completed"
     assert [m["step"] for m in resumed] == [m["step"] for m in full]
     for a, b in zip(resumed, full):
         assert a.keys() == b.keys()
@@ -79,9 +79,9 @@ def test_huge_lr_diverges_and_keeps_its_curve(tmp_path):
     cfg.optim.lr = 30.0
     cfg.schedule.warmup_frac = 0.0
     result = run_trial(cfg, tmp_path / "hot")
-    assert result["status"] == "diverged", result
+    assert result.status == "diverged", result
     metrics = runs.read_metrics(tmp_path / "hot")
-    assert len(metrics) >= 2 and metrics[-1]["step"] == result["steps"] < 60
+    assert len(metrics) >= 2 and metrics[-1]["step"] == result.steps < 60
     last = metrics[-1]["train_loss"]
     assert last is None or last > 3.0 * metrics[1]["train_loss"]  # NaN is stored as null
     assert runs.is_finished(tmp_path / "hot")  # a diverged LR is a result: not retrained
@@ -94,7 +94,7 @@ def test_callback_can_prune(tmp_path):
         if report.step >= 3:
             raise StopTrial(f"pruned at {report.step}")
     result = run_trial(tiny_trial(), tmp_path / "p", callback=prune)
-    assert result["status"] == "pruned" and result["steps"] == 3 and "pruned at 3" in result["error"]
+    assert result.status == "pruned" and result.steps == 3 and "pruned at 3" in result.error
     assert not runs.is_finished(tmp_path / "p")
 
 
@@ -102,8 +102,8 @@ def test_failure_is_recorded_not_raised(tmp_path):
     cfg = tiny_trial()
     cfg.data.source, cfg.data.path = "text_dir", str(tmp_path / "missing")
     result = run_trial(cfg, tmp_path / "f")
-    assert result["status"] == "failed" and "missing" in result["error"]
-    assert runs.read_result(tmp_path / "f")["status"] == "failed"
+    assert result.status == "failed" and "missing" in result.error
+    assert runs.read_result(tmp_path / "f").status == "failed"
 
 
 def test_loader_skips_corrupt_run_dirs(tmp_path, finished):
@@ -133,7 +133,7 @@ def test_wsd_decay_branch_equals_a_standalone_wsd_run(tmp_path):
     cfg.train.branch_at_n = [0.5, 1.0]  # N = 94,528: branches at steps 23 and 46
     reports = []
     trunk = run_trial(cfg, tmp_path / "trunk", callback=reports.append)
-    assert trunk["status"] == "completed" and trunk["steps"] == 46  # the run stops at the last branch point
+    assert trunk.status == "completed" and trunk.steps == 46  # the run stops at the last branch point
     branch = runs.read_metrics(tmp_path / "trunk" / "decay_1N")
     stable = runs.read_metrics(tmp_path / "trunk")
     assert [r.branch for r in reports if r.decayed] == ["decay_0.5N", "decay_1N"]
@@ -154,8 +154,8 @@ def test_wsd_decay_branch_equals_a_standalone_wsd_run(tmp_path):
         if m["step"] > 46:  # the decay itself matches a from-scratch WSD run step for step
             assert m["lr"] == pytest.approx(alone[m["step"]]["lr"], rel=1e-12)
             assert m["train_loss"] == pytest.approx(alone[m["step"]]["train_loss"], rel=1e-5)
-    assert runs.read_result(tmp_path / "trunk" / "decay_1N")["final_eval_loss"] == pytest.approx(
-        runs.read_result(tmp_path / "solo")["final_eval_loss"], rel=1e-5)
+    assert runs.read_result(tmp_path / "trunk" / "decay_1N").final_eval_loss == pytest.approx(
+        runs.read_result(tmp_path / "solo").final_eval_loss, rel=1e-5)
     assert not (tmp_path / "trunk" / "checkpoints").exists()
     table = runs.load_results(tmp_path / "trunk")
     assert sorted(table["train.total_tokens"]) == [29 * 2048, 46 * 2048, 58 * 2048]

@@ -7,9 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import laws, sizing
-from .config import ConfigError, TrialConfig, apply_override, from_dict
-from .runs import load_results, load_runs
+from .config import ConfigError
 
 LAW_NAMES = {"batch-size": "batch_size", "lr": "lr", "loss": "loss"}
 
@@ -18,38 +16,30 @@ RESULT_COLUMNS = ["name", "status", "model.name", "model.parametrization", "N", 
                   "tokens_per_s", "run_dir"]
 
 
-def trial_from_overrides(overrides: list[str]) -> TrialConfig:
-    """`model=NAME` picks a ladder preset (applied first); every other item is a dotted override."""
-    cfg = TrialConfig()
-    cfg.model = sizing.preset(cfg.model.name)
-    for item in overrides:
-        if item.startswith("model="):
-            cfg.model = sizing.preset(item.split("=", 1)[1])
-    for item in overrides:
-        if not item.startswith("model="):
-            apply_override(cfg, item)
-    return cfg.validate()
-
-
 def cmd_train(args) -> int:
-    from .train import run_trial  # torch only when training
+    from . import sizing
+    from .compose import compose, compose_record
+    from .config import to_dict
     if args.config:
-        cfg = from_dict(json.loads(Path(args.config).read_text()))
-        for item in args.overrides:
-            apply_override(cfg, item)
-        cfg.validate()
+        record = json.loads(Path(args.config).read_text())
+        cfg = compose_record(record.get("trial", record), args.overrides)  # a config.json or a bare trial
     else:
-        cfg = trial_from_overrides(args.overrides)
+        cfg = compose(args.overrides)
+    if args.dry_run:
+        print(json.dumps(to_dict(sizing.resolve_tokens(cfg)), indent=1))
+        return 0
+    from .train import run_trial  # torch only when training
     out = Path(args.out or f"runs/train/{time.strftime('%Y%m%d-%H%M%S')}-{cfg.model.name}")
     print(f"training {cfg.model.name} ({cfg.model.parametrization}, N={sizing.n_params(cfg.model):,}) for "
           f"{cfg.train.total_tokens:,} tokens into {out}", file=sys.stderr)
     result = run_trial(cfg, out)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps({k: v for k, v in result.items() if k != "traceback"}, indent=1))
-    return 0 if result["status"] in ("completed", "diverged", "pruned") else 1
+        print(json.dumps({k: v for k, v in result.to_json().items() if k != "traceback"}, indent=1))
+    return 0 if result.status in ("completed", "diverged", "pruned") else 1
 
 
 def cmd_runs(args) -> int:
+    from .runs import load_results, load_runs
     table = load_runs(args.dir) if args.points else load_results(args.dir)
     if table.empty:
         print(f"no runs under {args.dir}", file=sys.stderr)
@@ -78,15 +68,17 @@ def _parse_columns(text: str) -> dict:
 
 def _fit_tables(args):
     """(points table, per-run table, units) in canonical columns, from a run directory or a CSV/Parquet file."""
-    from . import fit
     import pandas as pd
+
+    from . import fit
+    from .runs import RunStatus, load_results, load_runs
     path = Path(args.source)
     options = dict(bs_unit=args.bs_unit, seq_len=args.seq_len, n_kind=args.n_kind)
     if path.is_dir():
         runs = load_results(path)
         if runs.empty:
             raise FileNotFoundError(f"no run directories under {path}")
-        finished = runs[runs["status"].isin(["completed", "diverged"])].copy()
+        finished = runs[runs["status"].isin([RunStatus.COMPLETED.value, RunStatus.DIVERGED.value])].copy()
         # per-run loss: after a decay where there was one (a run with decay branches is represented by them,
         # each branch a run of its own, so the stable run itself is left out); diverged runs lose
         if "train.branch_at_n" in finished:
@@ -94,7 +86,7 @@ def _fit_tables(args):
         if "decayed_eval_loss" in finished:
             finished["final_eval_loss"] = finished["decayed_eval_loss"].fillna(finished["final_eval_loss"])
         per_run, units = fit.canonical(finished, {"loss": "final_eval_loss", **_parse_columns(args.columns)}, **options)
-        per_run.loc[finished["status"].to_numpy() == "diverged", "loss"] = float("inf")
+        per_run.loc[finished["status"].to_numpy() == RunStatus.DIVERGED.value, "loss"] = float("inf")
         points, _ = fit.canonical(load_runs(path), _parse_columns(args.columns), **options)
         return points[points["run"].isin(finished["run_dir"])], per_run, units
     if not path.exists():
@@ -141,6 +133,8 @@ def cmd_fit(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    from . import laws
+    from .config import ModelConfig
     from .fit import FitResult
     from .predict import predict, target_model
     fits = {}
@@ -151,7 +145,7 @@ def cmd_predict(args) -> int:
         fits.setdefault("batch_size", laws.REFERENCE["minicpm-batch-size"])
         fits.setdefault("lr", laws.REFERENCE["minicpm-lr"])
     target = target_model(args.target, _parse_columns(args.shape) and {
-        k: type(getattr(TrialConfig().model, k))(float(v)) for k, v in _parse_columns(args.shape).items()})
+        k: type(getattr(ModelConfig(), k))(float(v)) for k, v in _parse_columns(args.shape).items()})
     pred = predict(target, tokens=args.tokens, compute=args.compute, target_loss=args.target_loss,
                    batch_size=fits.get("batch_size"), lr=fits.get("lr"), loss=fits.get("loss"), seq_len=args.seq_len)
     if args.out:
@@ -167,7 +161,7 @@ def cmd_launch(args) -> int:
     from .launch import LaunchSpec, decay_trial, write_launch
     spec = LaunchSpec(nnodes=args.nnodes, nproc_per_node=args.nproc_per_node, gpu_memory_gb=args.gpu_memory_gb,
                       device=args.device, parallel=args.parallel, partition=args.partition, account=args.account,
-                      time_limit=args.time, round_batch=args.round_batch)
+                      time_limit=args.time, round_batch=args.round_batch, python=sys.executable)
     prediction, trial = {}, None
     if args.decay_from:
         if args.decay_tokens <= 0:
@@ -196,9 +190,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="windtunnel", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train one trial: windtunnel train model=tiny128 optim.lr=0.02 ...")
-    p.add_argument("overrides", nargs="*", help="model=NAME (a ladder preset) and section.field=value items")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, as for windtunnel sweep: model=NAME (a ladder "
+                                                 "entry), train=cpu|gpu, section.field=value, lists as key=[a,b]")
     p.add_argument("--out", help="run directory (default runs/train/DATE-MODEL)")
-    p.add_argument("--config", help="a TrialConfig as JSON (e.g. trial.json from windtunnel launch); overrides apply on top")
+    p.add_argument("--config", help="a recorded trial as JSON (a run's config.json, or trial.json from windtunnel "
+                                    "launch); overrides apply on top")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved trial as JSON and exit")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("runs", help="table of the runs under a directory")
     p.add_argument("dir")
@@ -256,13 +253,14 @@ def main(argv=None) -> int:
     p.set_defaults(func=cmd_launch)
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["sweep"]:  # Hydra parses its own arguments (full override grammar)
-        from . import sweep
+        from .sweep import app
         try:
-            return sweep.main(argv[1:])
+            return app.main(argv[1:])
         except ConfigError as err:
             print(f"windtunnel sweep: error: {err}", file=sys.stderr)
             return 2
-    sub.add_parser("sweep", help="Hydra multirun sweeps: windtunnel sweep -m sweep=batch_size_cpu (see conf/)")
+    sub.add_parser("sweep", help="Hydra multirun sweeps: windtunnel sweep -m sweep=batch_size_cpu (see conf/); "
+                                 "windtunnel sweep --help for Hydra's help")
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -1,7 +1,8 @@
-"""Plain dataclasses describing one trial, their validation, and dotted overrides.
+"""Plain dataclasses describing one trial, and their validation.
 
 Stdlib only. Hydra-legal types only (str/int/float/bool, no Literal, not frozen), so the same classes
-serve as Hydra structured-config schemas. Derived values are properties.
+serve as Hydra structured-config schemas (windtunnel/compose.py builds every trial from them). Derived
+values are properties.
 """
 import dataclasses
 import math
@@ -163,9 +164,20 @@ class TrialConfig:
         seqs = max(1, t.batch_size_tokens // t.seq_len)
         return max(d for d in range(1, min(seqs, 16) + 1) if seqs % d == 0)
 
-    @property
-    def grad_accum(self) -> int:
-        return self.train.batch_size_tokens // (self.train.seq_len * self.micro_batch)
+    def accum_per_rank(self, world: int) -> int:
+        """Micro-batches per rank per optimizer step, with the global batch split over `world` processes.
+        The one check that train.batch_size_tokens splits: ConfigError naming the fields otherwise."""
+        t, micro = self.train, self.micro_batch
+        per_pass = t.seq_len * micro * world  # tokens of one forward pass on every rank
+        if t.batch_size_tokens % per_pass:
+            names, values = ("train.seq_len x train.micro_batch_size", f"{t.seq_len} x {micro}")
+            if world > 1:
+                names, values = f"{names} x ranks", f"{values} x {world}"
+            raise ConfigError(
+                f"train.batch_size_tokens={t.batch_size_tokens} is not divisible by {names} = {values} = {per_pass}; "
+                f"use a multiple of {per_pass} (e.g. {max(1, round(t.batch_size_tokens / per_pass)) * per_pass}) "
+                f"or a smaller micro-batch")
+        return t.batch_size_tokens // per_pass
 
     def validate(self) -> "TrialConfig":
         validate(self)
@@ -193,9 +205,6 @@ class SweepJobConfig(TrialConfig):
     def trial(self) -> TrialConfig:
         return TrialConfig(name=self.name, model=self.model, optim=self.optim, schedule=self.schedule,
                            data=self.data, train=self.train)
-
-
-PRUNE_MODES = ("none", "divergence", "decayed")
 
 
 def _need(ok: bool, msg: str) -> None:
@@ -275,11 +284,7 @@ def validate(cfg: TrialConfig) -> None:
         _need(getattr(t, f) > 0, f"train.{f}={getattr(t, f)} must be a positive integer")
     _need(t.micro_batch_size >= 0, f"train.micro_batch_size={t.micro_batch_size} must be >= 0 (0 = automatic)")
     _need(t.seq_len <= m.max_seq_len, f"train.seq_len={t.seq_len} exceeds model.max_seq_len={m.max_seq_len}")
-    per_pass = t.seq_len * (t.micro_batch_size or 1)
-    _need(t.batch_size_tokens % per_pass == 0,
-          f"train.batch_size_tokens={t.batch_size_tokens} is not divisible by train.seq_len x "
-          f"train.micro_batch_size = {t.seq_len} x {t.micro_batch_size or 1} = {per_pass}; use a multiple of "
-          f"{per_pass} (e.g. {max(1, round(t.batch_size_tokens / per_pass)) * per_pass}) or a smaller micro-batch")
+    cfg.accum_per_rank(1)
     _need(t.total_tokens >= t.batch_size_tokens,
           f"train.total_tokens={t.total_tokens} is less than one batch (train.batch_size_tokens="
           f"{t.batch_size_tokens}); train longer")
@@ -301,63 +306,5 @@ def validate(cfg: TrialConfig) -> None:
         _need(all(b > 0 for b in t.branch_at_n), f"train.branch_at_n={list(t.branch_at_n)} must be positive multiples of N")
 
 
-# ----------------------------------------------------------------------------- dotted overrides
-
-def _coerce(text: str, typ: Any, key: str) -> Any:
-    typ = {"int": int, "float": float, "bool": bool, "str": str}.get(typ, typ) if isinstance(typ, str) else typ
-    try:
-        if typ is bool:
-            low = text.lower()
-            if low not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return low in ("true", "1", "yes")
-        if typ is int:
-            value = float(text)  # accepts 2e6 and 2_000_000
-            if value != int(value):
-                raise ValueError
-            return int(value)
-        if typ is float:
-            return float(text)
-        return text
-    except ValueError:
-        raise ConfigError(f"{key}={text!r} is not a valid {getattr(typ, '__name__', typ)}") from None
-
-
-def apply_override(cfg: TrialConfig, item: str) -> None:
-    """Apply one `section.field=value` override in place, with the field's type."""
-    key, sep, text = item.partition("=")
-    _need(bool(sep), f"override {item!r} must look like section.field=value (e.g. optim.lr=0.02)")
-    obj: Any = cfg
-    parts = key.strip().split(".")
-    for i, part in enumerate(parts):
-        names = {f.name: f for f in dataclasses.fields(obj)}
-        _need(part in names, f"unknown config key {'.'.join(parts[:i + 1])!r} in override {item!r}; "
-                             f"known here: {', '.join(sorted(names))}")
-        if i < len(parts) - 1:
-            obj = getattr(obj, part)
-            _need(dataclasses.is_dataclass(obj), f"{'.'.join(parts[:i + 1])} is a value, not a section")
-        else:
-            if dataclasses.is_dataclass(getattr(obj, part)):
-                raise ConfigError(f"{key} is a section; override one of its fields, e.g. "
-                                  f"{key}.{dataclasses.fields(getattr(obj, part))[0].name}=...")
-            setattr(obj, part, _coerce(text.strip(), names[part].type, key))
-
-
 def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
-
-
-def from_dict(data: dict) -> TrialConfig:
-    """Rebuild a TrialConfig from to_dict output (e.g. a run's config.json); unknown keys are an error."""
-    sections = {"model": ModelConfig, "optim": OptimConfig, "schedule": ScheduleConfig,
-                "data": DataConfig, "train": TrainConfig}
-    kwargs = {}
-    for key, value in data.items():
-        if key in sections:
-            known = {f.name for f in dataclasses.fields(sections[key])}
-            extra = set(value) - known
-            _need(not extra, f"unknown keys in {key}: {', '.join(sorted(extra))}")
-            kwargs[key] = sections[key](**value)
-        else:
-            kwargs[key] = value
-    return TrialConfig(**kwargs)

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import schedule, sizing
-from .config import ConfigError, TrialConfig, from_dict, to_dict
+from .compose import compose_record
+from .config import ConfigError, TrialConfig, to_dict
 
 BYTES_PER_PARAM = 16  # fp32 weights (4) + grads (4) + AdamW moments (8); bf16 autocast keeps fp32 masters
 ACT_BYTES_PER_TOKEN_LAYER = 40  # bf16 activations per token, layer and unit of width (Korthikanti et al.
@@ -31,6 +32,8 @@ class LaunchSpec:
     time_limit: str = "72:00:00"  # SLURM wall time
     cpus_per_task: int = 16  # SLURM CPUs per node-task
     master_port: int = 29500  # torchrun rendezvous port
+    python: str = "python3"  # the interpreter launch.sh runs torch.distributed.run with (`windtunnel launch`
+    #                          writes its own, so the script needs no activated environment); $PYTHON wins
     round_batch: bool = False  # round the predicted batch to the nearest multiple of the world size
 
     @property
@@ -75,7 +78,7 @@ def split_batch(batch_tokens: int, seq_len: int, world: int, max_micro: int) -> 
 
 def full_scale_trial(prediction: dict, spec: LaunchSpec) -> tuple[TrialConfig, dict]:
     """The prediction's TrialConfig made ready for its GPUs: micro-batch, parallelism, bf16, compile."""
-    trial = from_dict(prediction["trial"])
+    trial = compose_record(prediction["trial"])
     t = trial.train
     seqs = t.batch_size_tokens // t.seq_len
     if spec.round_batch and seqs % spec.world:
@@ -103,17 +106,12 @@ def decay_trial(checkpoint: Path, decay_tokens: int, mixture: list[str]) -> Tria
     config = Path(meta["run_dir"]) / "config.json"
     if not config.exists():
         raise ConfigError(f"--decay-from {checkpoint}: its run's config {config} is missing")
-    trial = from_dict(json.loads(config.read_text())["trial"])
-    bs, step = trial.train.batch_size_tokens, meta["step"]
-    decay_steps = max(1, round(decay_tokens / bs))
-    warmup = schedule.plan(trial.schedule, trial.total_steps, bs).warmup
-    sched = dataclasses.replace(trial.schedule, kind="wsd", warmup_tokens=warmup * bs, warmup_frac=0.0,
-                                decay_tokens=decay_steps * bs,
-                                half_life_tokens=trial.schedule.half_life_tokens or max(bs, decay_steps * bs // 4))
+    trial = compose_record(json.loads(config.read_text())["trial"])
+    step = meta["step"]
+    trial = schedule.decay_from(trial, step, max(1, round(decay_tokens / trial.train.batch_size_tokens)),
+                                str(Path(checkpoint).resolve()))
     data = dataclasses.replace(trial.data, mixture=list(mixture)) if mixture else trial.data
-    train = dataclasses.replace(trial.train, total_tokens=(step + decay_steps) * bs, init_from=str(Path(checkpoint).resolve()),
-                                branch_at_n=[], tokens_per_param=0.0, keep_checkpoint=False)
-    return dataclasses.replace(trial, name=f"{trial.name}-decay{step}", schedule=sched, data=data, train=train).validate()
+    return dataclasses.replace(trial, name=f"{trial.name}-decay{step}", data=data).validate()
 
 
 # ----------------------------------------------------------------------------- renderers (pure)
@@ -134,7 +132,8 @@ NODE_RANK="${{NODE_RANK:-0}}"
 MASTER_ADDR="${{MASTER_ADDR:-127.0.0.1}}"
 MASTER_PORT="${{MASTER_PORT:-{spec.master_port}}}"
 RUN_DIR="${{RUN_DIR:-$HERE/run}}"
-exec torchrun {rdzv} \\
+PYTHON="${{PYTHON:-{shlex.quote(spec.python)}}}"  # torchrun is this interpreter's torch.distributed.run
+exec "$PYTHON" -m torch.distributed.run {rdzv} \\
   -m windtunnel.cli train --config "$HERE/trial.json" --out "$RUN_DIR"
 """
 

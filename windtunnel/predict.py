@@ -10,13 +10,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import laws, sizing
+from . import laws, schedule, sizing
 from .config import ConfigError, ModelConfig, TrialConfig, to_dict
 from .fit import FitResult
 
 WARMUP_FRAC = 0.01  # MiniCPM does not state its warmup; 1% of tokens is the common choice
 DECAY_FRAC = 0.1  # MiniCPM: a decay of ~10% of tokens is enough (minicpm.md 4.3)
-HALF_LIVES_IN_DECAY = 4  # exp decay half-life = decay / 4: the LR ends at 1/16 of its peak
 
 
 @dataclass
@@ -140,9 +139,10 @@ def predict(target: ModelConfig, *, tokens: float = 0, compute: float = 0, targe
     numbers["steps"] = _number(steps, None, "tokens / batch")
     numbers["warmup_tokens"] = _number(round(WARMUP_FRAC * total), None, "1% of tokens (MiniCPM does not state it)")
     numbers["decay_tokens"] = _number(round(decay), None, "WSD decay = 10% of tokens (MiniCPM 4.3)")
-    numbers["half_life_tokens"] = _number(round(decay / HALF_LIVES_IN_DECAY), None,
-                                          "exp decay half-life = decay / 4 (LR ends at 1/16 of peak)")
     trial = TrialConfig(name=f"{target.name}-predicted", model=dataclasses.replace(target))
+    numbers["half_life_tokens"] = _number(round(schedule.half_life_tokens(trial.schedule, total)), None,
+                                          f"exp decay half-life = schedule.half_life_frac = "
+                                          f"{trial.schedule.half_life_frac:g} of tokens")
     trial.optim.lr = base_lr
     trial.schedule.kind, trial.schedule.decay_kind = "wsd", "exp"
     trial.schedule.warmup_tokens = int(numbers["warmup_tokens"]["value"])

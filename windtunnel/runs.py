@@ -3,25 +3,78 @@
   RUN/config.json     resolved TrialConfig + provenance (git commit, package version, device, N)
   RUN/metrics.jsonl   one JSON object per logged step: step, tokens, lr, train_loss, grad_norm
                       [, eval_loss, eval_bpb at ~30 log-spaced token counts]
-  RUN/result.json     status (running, completed, diverged, pruned, failed), final/best eval loss, tokens,
-                      steps, N, FLOPs, wall time, error
+  RUN/result.json     RunResult: status (RunStatus: running, completed, diverged, pruned, failed),
+                      final/best eval loss, tokens, steps, N, FLOPs, wall time, error
   RUN/checkpoint/     latest checkpoint while the run is unfinished (meta.json + state; train/dist.py)
 
 JSON files are written atomically (temp file, then rename); metrics lines are appended whole and a torn
 last line (a kill mid-write) is ignored on read. Non-finite floats are stored as null.
 """
+import dataclasses
 import json
 import math
 import os
 import subprocess
 import warnings
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import pandas as pd
 
 CONFIG, METRICS, RESULT, CHECKPOINT = "config.json", "metrics.jsonl", "result.json", "checkpoint"
-FINISHED = ("completed", "diverged")  # a re-run skips these: a diverged LR is a result, not an accident
+
+
+class RunStatus(str, Enum):
+    """A run's state in result.json (a str, so it compares equal to and serialises as its value)."""
+    RUNNING = "running"
+    COMPLETED = "completed"
+    DIVERGED = "diverged"  # a result: the LR (or batch) was too large; fits and sweeps count it
+    PRUNED = "pruned"  # stopped early by a sweep's pruner; a re-run trains it again
+    FAILED = "failed"  # an error; the message is in RunResult.error
+
+    @property
+    def finished(self) -> bool:
+        """A re-run skips these: a diverged LR is a result, not an accident."""
+        return self in (RunStatus.COMPLETED, RunStatus.DIVERGED)
+
+
+@dataclass
+class RunResult:
+    """RUN/result.json: how the run ended, and the summary of its logged metrics (held-out losses in
+    nats/token; decayed_eval_loss is the loss after a completed LR decay: the run's end or its last branch)."""
+    status: RunStatus
+    error: Optional[str] = None
+    traceback: Optional[str] = None
+    final_eval_loss: Optional[float] = None
+    best_eval_loss: Optional[float] = None
+    final_eval_bpb: Optional[float] = None
+    decayed_eval_loss: Optional[float] = None
+    steps: int = 0
+    tokens: int = 0
+    N: int = 0
+    flops: float = 0.0
+    train_s: float = 0.0
+    tokens_per_s: Optional[float] = None
+    world_size: int = 1
+    pack: int = 1  # trials trained together as one fused model (train/packed.py)
+    session_wall_s: float = 0.0
+    pid: Optional[int] = None  # of the process training it, while running
+
+    def __post_init__(self) -> None:
+        self.status = RunStatus(self.status)
+
+    @property
+    def finished(self) -> bool:
+        return self.status.finished
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None or k not in ("traceback", "pid")}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "RunResult":
+        return cls(**{k: v for k, v in data.items() if k in {f.name for f in dataclasses.fields(cls)}})
 
 
 def _clean(obj: Any) -> Any:
@@ -75,16 +128,23 @@ def rewrite_metrics(run_dir: Path, rows: Iterable[dict]) -> None:
     os.replace(tmp, path)
 
 
-def read_result(run_dir: Path) -> Optional[dict]:
+def read_result(run_dir: Path) -> Optional[RunResult]:
     try:
-        return read_json(Path(run_dir) / RESULT)
+        data = read_json(Path(run_dir) / RESULT)
     except json.JSONDecodeError:
         return None
+    return RunResult.from_json(data) if data and "status" in data else None
+
+
+def write_result(run_dir: Path, result: RunResult) -> RunResult:
+    """Write result.json atomically; returns the result as it reads back (non-finite floats as None)."""
+    write_json(Path(run_dir) / RESULT, result.to_json())
+    return RunResult.from_json(_clean(result.to_json()))
 
 
 def is_finished(run_dir: Path) -> bool:
     result = read_result(run_dir)
-    return bool(result) and result.get("status") in FINISHED
+    return result is not None and result.finished
 
 
 def git_commit() -> dict:

@@ -15,9 +15,9 @@ these end at 0 and a floor blends in as floor + (1 - floor) g; exp 0.5 ** ((s - 
 its end value, so a run may be extended.
 """
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from .config import ScheduleConfig
+from .config import ScheduleConfig, TrialConfig
 
 
 @dataclass
@@ -44,15 +44,21 @@ def default_floor(cfg: ScheduleConfig) -> float:
     return 0.1 if cfg.kind == "cosine" else 0.0
 
 
-def plan(cfg: ScheduleConfig, total_steps: int, tokens_per_step: int) -> SchedulePlan:
+def half_life_tokens(cfg: ScheduleConfig, total_tokens: int) -> float:
+    """The exp decay's half-life in tokens: schedule.half_life_tokens, else schedule.half_life_frac of the run's
+    tokens. The one rule for every run: a trial, a decay branch of a stable run, a launched decay, a
+    prediction (each pins it in tokens with this function, so it does not change with the run's length)."""
+    return cfg.half_life_tokens if cfg.half_life_tokens > 0 else cfg.half_life_frac * total_tokens
+
+
+def plan(cfg: ScheduleConfig, total_steps: int, batch_size_tokens: int) -> SchedulePlan:
     """Resolve lengths given as fractions of the run or in tokens (tokens win when > 0) into steps."""
     def steps(tokens: int, frac: float) -> int:
-        return round(tokens / tokens_per_step) if tokens > 0 else round(frac * total_steps)
+        return round(tokens / batch_size_tokens) if tokens > 0 else round(frac * total_steps)
 
     warmup = steps(cfg.warmup_tokens, cfg.warmup_frac)
     decay = steps(cfg.decay_tokens, cfg.decay_frac) if cfg.kind == "wsd" else 0
-    half_life = (cfg.half_life_tokens / tokens_per_step if cfg.half_life_tokens > 0
-                 else cfg.half_life_frac * total_steps)
+    half_life = half_life_tokens(cfg, total_steps * batch_size_tokens) / batch_size_tokens
     return SchedulePlan(kind=cfg.kind, decay_kind=cfg.decay_kind, total=total_steps, warmup=warmup,
                         decay_start=max(warmup, total_steps - decay), half_life=max(half_life, 1e-12),
                         floor=default_floor(cfg))
@@ -87,3 +93,18 @@ def lr_factor(step: int, p: SchedulePlan) -> float:
     length = max(p.total - p.decay_start, 1)
     progress = min((step - p.decay_start) / length, 1.0)
     return p.floor + (1 - p.floor) * _decay_shape(p.decay_kind, progress)
+
+
+def decay_from(cfg: TrialConfig, step: int, decay_steps: int, checkpoint: str) -> TrialConfig:
+    """The trial `cfg` continued from its stable-phase checkpoint at `step` with a WSD decay of decay_steps
+    (MiniCPM's continuous training): the same warmup in tokens, the half-life rule above. Used for the decay
+    branches of a stable run and for a decay launched from any checkpoint."""
+    s, t = cfg.schedule, cfg.train
+    batch_size_tokens, total = t.batch_size_tokens, step + decay_steps
+    warmup = plan(replace(s, decay_frac=0.0), cfg.total_steps, batch_size_tokens).warmup
+    sched = replace(s, kind="wsd", warmup_tokens=warmup * batch_size_tokens, warmup_frac=0.0,
+                    decay_tokens=decay_steps * batch_size_tokens,
+                    half_life_tokens=round(half_life_tokens(s, total * batch_size_tokens)))
+    train = replace(t, total_tokens=total * batch_size_tokens, tokens_per_param=0.0, branch_at_n=[],
+                    init_from=checkpoint, keep_checkpoint=False)
+    return replace(cfg, schedule=sched, train=train)

@@ -75,11 +75,6 @@ def flops_per_token(m: ModelConfig, seq_len: int, vocab_size: int = 0) -> float:
     return 6 * n_params(m) + head + 12 * m.n_layers * d_attn * seq_len
 
 
-def tokens_for(multiple_of_n: float, m: ModelConfig) -> int:
-    """Tokens for a data budget given in multiples of N (MiniCPM's "40N")."""
-    return int(multiple_of_n * n_params(m))
-
-
 def with_width(m: ModelConfig, d_model: int) -> ModelConfig:
     """The same model at another width, head_dim fixed (heads grow with width, as in the ladder)."""
     heads = max(1, d_model // m.head_dim)

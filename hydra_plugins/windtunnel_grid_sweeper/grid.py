@@ -1,16 +1,15 @@
 """The sweeper and its config node (registered as hydra/sweeper=windtunnel_grid)."""
-from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from pathlib import Path
+from typing import Any, Dict, List, Optional
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
+from hydra.core.plugins import Plugins
+from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from windtunnel.config import PACKABLE
-
-PACKS_DIR = "packs"  # a packed job's own Hydra output (its .hydra/ and log), under the sweep dir
+from windtunnel.sweep.grid import expand, pack_jobs
 
 
 @dataclass
@@ -24,41 +23,30 @@ ConfigStore.instance().store(group="hydra/sweeper", name="windtunnel_grid", node
                              provider="windtunnel")
 
 
-def pack_jobs(jobs: Sequence[Sequence[str]], k: int, first_pack: int = 0) -> List[List[str]]:
-    """Group jobs (lists of `key=value` overrides) that differ only in PACKABLE keys into packs of up to k.
-    A pack of two or more becomes one job: the shared overrides, train.pack_members=['<member overrides>',
-    ...] and its own output subdir; a lone point stays as it was. Order is kept, so packs are stable across
-    runs of the same command (a re-run finds the same run dirs)."""
-    if k <= 1:
-        return [list(job) for job in jobs]
-    groups: "OrderedDict[tuple, list[str]]" = OrderedDict()
-    for job in jobs:
-        shared = tuple(o for o in job if o.partition("=")[0] not in PACKABLE)
-        member = " ".join(o for o in job if o.partition("=")[0] in PACKABLE)
-        groups.setdefault(shared, []).append(member)
-    out, n = [], first_pack
-    for shared, members in groups.items():
-        for i in range(0, len(members), k):
-            chunk = members[i:i + k]
-            if len(chunk) == 1:
-                out.append([*shared, *filter(None, chunk[0].split(" "))])
-                continue
-            quoted = ",".join(f"'{m}'" for m in chunk)
-            out.append([*shared, f"train.pack_members=[{quoted}]", f"hydra.sweep.subdir={PACKS_DIR}/pack{n}"])
-            n += 1
-    return out
-
-
-class WindtunnelGridSweeper(BasicSweeper):
+class WindtunnelGridSweeper(Sweeper):
     def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None):
-        super().__init__(max_batch_size=max_batch_size, params=params)
-        self.pack, self.packs_made = 1, 0
+        self.max_batch_size, self.params = max_batch_size, dict(params or {})
+        self.config: Optional[DictConfig] = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
-        self.pack = int(OmegaConf.select(config, "train.pack", default=1) or 1)
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
 
-    def get_job_batch(self) -> Sequence[Sequence[str]]:
-        jobs = pack_jobs(super().get_job_batch(), self.pack, self.packs_made)
-        self.packs_made += sum(any(o.startswith("train.pack_members=") for o in job) for job in jobs)
-        return jobs
+    def sweep(self, arguments: List[str]) -> Any:
+        assert self.config is not None
+        pack = int(OmegaConf.select(self.config, "train.pack", default=1) or 1)
+        jobs = pack_jobs(expand([f"{k}={v}" for k, v in self.params.items()] + list(arguments)), pack)
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        size = self.max_batch_size or len(jobs)
+        returns = []
+        for start in range(0, len(jobs), size):
+            batch = [tuple(job) for job in jobs[start:start + size]]
+            self.validate_batch_is_legal(batch)
+            results = self.launcher.launch(batch, initial_job_idx=start)
+            for r in results:
+                _ = r.return_value  # re-raises the exception of a job that raised (as Hydra's basic sweeper)
+            returns.append(results)
+        return returns

@@ -2,6 +2,6 @@
 
 The published hydra-optuna-sweeper pins optuna<3 and has no pruning; this one asks Optuna for trials,
 launches them through any Hydra launcher, and tells Optuna the results. Jobs report intermediate values
-to the same storage through windtunnel's eval callback (windtunnel/sweep.py), so pruning works across
+to the same storage through windtunnel's eval callback (windtunnel/sweep/study.py), so pruning works across
 processes and machines.
 """

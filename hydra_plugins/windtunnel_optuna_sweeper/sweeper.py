@@ -7,12 +7,11 @@ from typing import Any, Dict, List, Optional
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from .storage import make_storage
+from windtunnel.sweep.study import make_storage
 
 log = logging.getLogger(__name__)
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp")
@@ -100,7 +99,7 @@ class WindtunnelOptunaSweeper(Sweeper):
             return optuna.pruners.MedianPruner(n_startup_trials=self.startup, n_warmup_steps=0)
         if self.pruner_name == "successive_halving":
             return optuna.pruners.SuccessiveHalvingPruner(reduction_factor=self.reduction)
-        return optuna.pruners.NopPruner()  # "divergence" is decided in the job (windtunnel/sweep.py)
+        return optuna.pruners.NopPruner()  # "divergence" is decided in the job (windtunnel/sweep/study.py)
 
     def sweep(self, arguments: List[str]) -> None:
         import optuna
@@ -142,18 +141,20 @@ class WindtunnelOptunaSweeper(Sweeper):
     @staticmethod
     def _tell(study, trial, ret) -> None:
         import optuna
-        if ret.status == JobStatus.COMPLETED:
-            value = ret.return_value
-            if value is None or not math.isfinite(float(value)):
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)  # diverged or failed: recorded, not fatal
-                log.warning(f"trial {trial.number}: no finite loss (diverged or failed), recorded as FAIL")
-            else:
-                study.tell(trial, float(value))
-        elif isinstance(ret._return_value, optuna.TrialPruned):
+        try:
+            value = ret.return_value  # a job that raised re-raises here (Hydra's public JobReturn API)
+        except optuna.TrialPruned:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        else:
+            return
+        except Exception as err:  # noqa: BLE001 -- a failed job is a FAIL trial; the study goes on
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            log.warning(f"trial {trial.number} raised {ret._return_value!r}; recorded as FAIL")
+            log.warning(f"trial {trial.number} raised {err!r}; recorded as FAIL")
+            return
+        if value is None or not math.isfinite(float(value)):
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)  # diverged or failed: recorded, not fatal
+            log.warning(f"trial {trial.number}: no finite loss (diverged or failed), recorded as FAIL")
+        else:
+            study.tell(trial, float(value))
 
     def _write_results(self, study) -> None:
         import optuna

@@ -1,10 +1,10 @@
-"""Training: run_trial(cfg, out_dir) trains one model (one process, or every rank under torchrun) and
-writes its run directory. Split by noun: core (reports, devices, evals), dist (process group, wrapping,
-checkpoints), trial (the run directory's life cycle), loop (the training loop), packed and pack (K same-shape
-trials as one fused model, each with its own run directory)."""
+"""Training: run_trial(cfg, out_dir) trains one trial (one process, or every rank under torchrun) and writes
+its run directory; run_trials(cfgs, out_dirs) trains several that differ only in LR and seed as one packed
+model. Split by noun: trial (the run directory's life cycle, decay branches), trainer (the one training
+loop), engines (a lone nn.Module trial, or a pack), step (the lone hot path), packed (the fused K-trial
+model), dist (process group, wrapping, checkpoints), core (reports, devices, evals)."""
 from .core import EvalCallback, EvalReport, StopTrial, eval_steps, resolve_device
-from .pack import member_configs, run_packed
-from .trial import branch_config, run_trial
+from .trial import branch_config, run_trial, run_trials
 
-__all__ = ["EvalCallback", "EvalReport", "StopTrial", "branch_config", "eval_steps", "member_configs",
-           "resolve_device", "run_packed", "run_trial"]
+__all__ = ["EvalCallback", "EvalReport", "StopTrial", "branch_config", "eval_steps", "resolve_device",
+           "run_trial", "run_trials"]

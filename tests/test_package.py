@@ -1,0 +1,50 @@
+"""The package as a user installs it: a non-editable wheel in a fresh virtual environment carries the Hydra
+tree (conf/ as windtunnel.conf) and the plugins, and runs a sweep from any directory."""
+import json
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_wheel_in_a_fresh_venv_runs_a_two_point_sweep(tmp_path):
+    dist = tmp_path / "dist"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(dist), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-2000:]
+    wheel = next(dist.glob("windtunnel-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "windtunnel/conf/config.yaml" in names and "windtunnel/conf/sweep/batch_size_cpu.yaml" in names
+    assert "hydra_plugins/windtunnel_grid_sweeper/grid.py" in names and not any(n.startswith("conf/") for n in names)
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    # the dependencies (torch, hydra, ...) come from this environment; windtunnel only from the wheel
+    (Path(site) / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    install = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
+                              "--no-index", "-q", str(wheel)], capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr[-2000:]
+
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    where = subprocess.run([str(python), "-c", "import windtunnel, windtunnel.conf; print(windtunnel.__file__); "
+                            "print(windtunnel.conf.__file__)"], cwd=work, capture_output=True, text=True, check=True)
+    assert all(line.startswith(site) for line in where.stdout.split()), where.stdout
+    sweep = subprocess.run([str(venv / "bin" / "windtunnel"), "sweep", "-m", "model=tiny32", "train=cpu",
+                            "train.seq_len=64", "train.batch_size_tokens=1024,2048", "train.total_tokens=8192",
+                            "train.eval_points=3", "train.eval_tokens=2048", "data.max_bytes=1000000"],
+                           cwd=work, capture_output=True, text=True, timeout=600)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    results = sorted((work / "runs" / "adhoc").glob("*/result.json"))
+    assert [json.loads(p.read_text())["status"] for p in results] == ["completed", "completed"]
+    assert sorted(json.loads((p.parent / "config.json").read_text())["trial"]["train"]["batch_size_tokens"]
+                  for p in results) == [1024, 2048]

@@ -1,0 +1,160 @@
+"""The one way a trial is built: Hydra composes conf/ (shipped as windtunnel.conf) with the user's overrides,
+and OmegaConf.to_object turns the result into plain dataclasses, once.
+
+`windtunnel train ARGS`, `windtunnel sweep ARGS` (its jobs), the members of a packed job and the tests all
+call compose(), so the same overrides give the same TrialConfig everywhere. The model group is the ladder
+of sizing.LADDER, registered here in Hydra's ConfigStore (no YAML copy that could drift).
+"""
+import dataclasses
+import re
+from typing import Any, Optional
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_module
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from . import sizing
+from .config import ConfigError, SweepJobConfig, TrialConfig
+
+CONFIG_MODULE = "windtunnel.conf"
+_NUMBER = re.compile(r"^[+-]?(\d[\d_]*\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def register_configs() -> None:
+    """The schema (conf/config.yaml names it first in its defaults list) and one model option per ladder
+    entry. Idempotent: ConfigStore replaces a node stored twice under one name."""
+    store = ConfigStore.instance()
+    store.store(name="trial_schema", node=SweepJobConfig)
+    for name in sizing.LADDER:
+        store.store(group="model", name=name, node=sizing.preset(name))
+
+
+register_configs()
+
+
+def _int_fields() -> set[str]:
+    """Dotted names of the int fields of a sweep job (their values may be written 1e6 on the command line)."""
+    out = set()
+
+    def walk(cls, prefix: str) -> None:
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(f.type):
+                walk(f.type, f"{prefix}{f.name}.")
+            elif f.type in (int, "int"):
+                out.add(prefix + f.name)
+    walk(SweepJobConfig, "")
+    return out
+
+
+INT_FIELDS = _int_fields()
+
+
+def normalize(overrides: list[str]) -> list[str]:
+    """Integral numbers in exponent or underscore form (train.total_tokens=1e6, =2_000_000, sweeps of them:
+    =1e6,2e6) become plain integers for int fields, which OmegaConf would refuse as floats."""
+    out = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if sep and key.lstrip("+~") in INT_FIELDS:
+            parts = value.split(",")
+            if all(_NUMBER.match(p.strip()) for p in parts):
+                numbers = [float(p.replace("_", "")) for p in parts]
+                if all(n.is_integer() for n in numbers):
+                    value = ",".join(str(int(n)) for n in numbers)
+        out.append(f"{key}{sep}{value}")
+    return out
+
+
+def compose_config(overrides: list[str], hydra_node: bool = False) -> DictConfig:
+    """conf/config.yaml composed with the overrides (Hydra's full grammar). Hydra's composition errors
+    become one ConfigError naming the override."""
+    return _compose("config", overrides, hydra_node)
+
+
+def _compose(name: str, overrides: list[str], hydra_node: bool = False) -> DictConfig:
+    overrides = normalize(list(overrides))
+    try:
+        if GlobalHydra.instance().is_initialized():  # inside the running sweep app: its Hydra, the same tree
+            return hydra_compose(name, overrides=overrides, return_hydra_config=hydra_node)
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+            return hydra_compose(name, overrides=overrides, return_hydra_config=hydra_node)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(hydra_error(err, overrides)) from None
+
+
+def hydra_error(err: Exception, overrides: list[str]) -> str:
+    """One readable message from a Hydra/OmegaConf error: what was wrong, in which override, and the fix."""
+    text = str(err).strip()
+    first = text.splitlines()[0] if text else type(err).__name__
+    missing_group = re.search(r"Could not find '(\w+)/([^']+)'", text)
+    if missing_group:
+        group, option = missing_group.groups()
+        if group == "model":
+            return (f"model={option!r} is not in the ladder; use one of {', '.join(sizing.LADDER)} "
+                    f"(or set model.d_model=..., model.n_layers=... on a ladder entry)")
+        return f"{group}={option!r} is not an option of the {group} group ({first})"
+    unknown = re.match(r"Could not override '([\w.]+)'", text)
+    if unknown:
+        return unknown_key(unknown.group(1))
+    merging = re.match(r"Error merging override (.+)", first)
+    if merging and err.__cause__ is not None:
+        cause = str(err.__cause__).strip().splitlines()[0]
+        return f"{merging.group(1)}: {cause}"
+    return first
+
+
+def unknown_key(key: str) -> str:
+    """The message for a key that is not a field: the known fields of the section it names."""
+    cls, parts = SweepJobConfig, key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        if not dataclasses.is_dataclass(fields.get(part)):
+            break
+        cls = fields[part]
+    known = sorted(f.name for f in dataclasses.fields(cls))
+    return (f"unknown config key {key!r}: {cls.__name__} has no field {parts[-1]!r}; check the key's spelling "
+            f"against windtunnel/config.py (known here: {', '.join(known)})")
+
+
+def _to_object(cfg: Any) -> Any:
+    try:
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as err:
+        raise ConfigError(str(err).splitlines()[0]) from None
+
+
+def to_job(cfg: DictConfig) -> SweepJobConfig:
+    """DictConfig -> dataclasses, once; then the same checks as any trial (tokens resolved from N)."""
+    job = _to_object(cfg)
+    sizing.resolve_tokens(job.trial()).validate()
+    return job
+
+
+def compose_job(overrides: list[str]) -> SweepJobConfig:
+    return to_job(compose_config(overrides))
+
+
+def compose(overrides: Optional[list[str]] = None) -> TrialConfig:
+    """The TrialConfig of these overrides, validated (train.total_tokens left as given: run_trial resolves
+    train.tokens_per_param and decay branches against N)."""
+    return compose_job(list(overrides or [])).trial()
+
+
+def compose_record(record: dict, overrides: Optional[list[str]] = None) -> TrialConfig:
+    """A recorded trial (a run's config.json "trial", a launch's trial.json) with field overrides on top,
+    through the same grammar (lists included)."""
+    try:
+        node = OmegaConf.merge(OmegaConf.structured(TrialConfig), record)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"the recorded trial does not fit windtunnel/config.py: {str(err).splitlines()[0]}") from None
+    ConfigStore.instance().store(name="_record", node=node)
+    return _to_object(_compose("_record", list(overrides or []))).validate()
+
+
+def dirname(overrides: list[str]) -> str:
+    """The run dir name Hydra gives a sweep job with these overrides (hydra.job.override_dirname)."""
+    return compose_config(overrides, hydra_node=True).hydra.job.override_dirname

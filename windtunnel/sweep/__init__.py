@@ -1,0 +1,1 @@
+"""Hydra sweeps (the app) and the glue the Hydra plugins import (Optuna studies, grid packing)."""

@@ -1,0 +1,169 @@
+"""The Hydra app: `windtunnel sweep [-m] key=value ...` runs one trial (or one pack of trials) per job.
+
+Config flows one way: Hydra composes conf/ (shipped as windtunnel.conf; schemas and the model ladder
+registered by windtunnel/compose.py), the job converts it once with compose.to_job into a SweepJobConfig and
+hands plain dataclasses to run_trial with the job's output directory. The job's return value goes to the
+sweeper: the held-out loss after a decay, or NaN for a diverged or failed trial (Optuna records NaN as a
+failed trial; the study goes on).
+
+Sweep directories are named without a timestamp (runs/<sweep_name>/<override string>), so running the same
+command again finds each grid point's run directory and skips finished runs: a killed sweep resumes.
+"""
+import math
+import sys
+from pathlib import Path
+from typing import Optional
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from .. import compose
+from ..config import ConfigError
+from . import grid
+
+GRID_SWEEPER = "windtunnel_grid"  # conf/config.yaml's default: expands the grid up front (and packs it)
+
+
+@hydra.main(version_base="1.3", config_path="pkg://windtunnel.conf", config_name="config")
+def app(cfg: DictConfig) -> float:
+    from ..train import StopTrial, run_trial, run_trials  # torch only when a job runs
+    from .study import pruning_callback
+    job = compose.to_job(cfg)
+    hc = HydraConfig.get()
+    out = Path(hc.runtime.output_dir)
+    job_num = OmegaConf.select(hc.job, "num", default=None, throw_on_missing=False)  # unset outside -m
+    meta = {"sweep": job.sweep_name, "overrides": ",".join(hc.overrides.task), "job_num": job_num}
+    if job.train.pack_members:
+        return _run_pack(job, hc, meta, run_trials)
+    result = run_trial(job.trial(), out, callback=pruning_callback(job.tuning, StopTrial), meta=meta)
+    print(f"[windtunnel] {out}: {result.status.value} final_eval_loss={result.final_eval_loss}", file=sys.stderr)
+    if result.status == "pruned" and job.tuning.trial_number >= 0:
+        import optuna
+        raise optuna.TrialPruned(result.error or "pruned")
+    return _value(result, out)
+
+
+def _value(result, out: Path) -> float:
+    """The value to compare trials on: the loss after a decay when there is one (a WSD run's end, or its
+    last decay branch), else the final held-out loss; NaN for diverged or failed runs."""
+    value = result.decayed_eval_loss or result.final_eval_loss
+    if result.status != "completed" or value is None:
+        if result.status == "failed":
+            print(f"[windtunnel] {out} failed: {result.error}", file=sys.stderr)
+        return float("nan")
+    return float(value)
+
+
+def _run_pack(job, hc, meta: dict, run_trials) -> float:
+    """A packed job (train.pack=K): its members, each composed from the shared overrides plus its own (as
+    the unpacked sweep would compose it), train as one model, each into the run dir the unpacked sweep
+    would have given it. Returns the best member's value."""
+    shared = [o for o in hc.overrides.task if not o.startswith("train.pack_members=")]
+    sweep_dir = Path(hc.sweep.dir) if Path(hc.sweep.dir).is_absolute() else Path(hc.runtime.cwd) / hc.sweep.dir
+    cfgs, dirs, metas = [], [], []
+    for member in job.train.pack_members:
+        overrides = shared + member.split(" ")
+        trial = compose.compose(overrides)
+        trial.train.pack, trial.train.pack_members = 1, []  # how it was trained is config.json's "pack"
+        cfgs.append(trial)
+        dirs.append(sweep_dir / compose.dirname(overrides))
+        metas.append({**meta, "overrides": ",".join(overrides), "pack_job": hc.runtime.output_dir})
+    results = run_trials(cfgs, dirs, metas)
+    values = []
+    for out, result in zip(dirs, results):
+        print(f"[windtunnel] {out}: {result.status.value} final_eval_loss={result.final_eval_loss}", file=sys.stderr)
+        values.append(_value(result, out))
+    finite = [v for v in values if math.isfinite(v)]
+    return min(finite) if finite else float("nan")
+
+
+def preflight(overrides: list[str], checked: Optional[dict] = None) -> int:
+    """Compose and check every job of a grid sweep before any of them trains. Returns the number of jobs
+    (and fills `checked` with the sweeper's class). Raises ConfigError naming the job's overrides and
+    the bad field."""
+    fixed = [o for o in overrides if not grid.is_sweep(o)]
+    base = compose.compose_config(fixed, hydra_node=True)
+    sweeper = str(base.hydra.sweeper.get("_target_", ""))
+    is_grid = sweeper.endswith(("WindtunnelGridSweeper", "BasicSweeper"))  # main() swaps the basic one for ours
+    if checked is not None:
+        checked["sweeper"] = sweeper
+    if base.train.pack > 1 and not is_grid:
+        raise ConfigError(f"train.pack={base.train.pack} packs the points of a grid; the sweeper {sweeper} proposes "
+                          f"one trial per job: use train.pack=1")
+    if is_grid:
+        params = [f"{k}={v}" for k, v in (base.hydra.sweeper.get("params") or {}).items()]
+        jobs = grid.expand(params + list(overrides))
+    else:  # a search sweeper samples its own values: check the fixed part here, the rest per trial
+        jobs = [fixed]
+    for job in jobs:
+        try:
+            compose.compose_job(job)
+        except ConfigError as err:
+            raise ConfigError(f"sweep job [{' '.join(job)}]: {err}") from None
+    return len(jobs)
+
+
+def _has_interval(overrides: list[str]) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import IntervalSweep
+    parser = OverridesParser.create()
+    for text in overrides:
+        try:
+            if isinstance(parser.parse_override(text).value(), IntervalSweep):
+                return True
+        except Exception:  # noqa: BLE001 -- Hydra reports the syntax error itself
+            pass
+    return False
+
+
+HELP = """usage: windtunnel sweep [-m] [KEY=VALUE ...] [--cfg job] [--hydra-help]
+
+One trial per job, composed from conf/ (the same trial `windtunnel train KEY=VALUE ...` builds).
+-m runs a grid (a=1,2 b=x,y) or, with interval(...), an Optuna search; re-running a sweep skips
+finished runs. Experiments: sweep=NAME (conf/sweep/; their questions and records under sweeps/).
+
+== Configuration groups (group=option) ==
+{groups}
+== The defaults (override any field as section.field=value) ==
+{config}"""
+
+
+def print_help() -> None:
+    """Hydra's own --help deep-copies its config repository once per group (about 2 s here); this reads the
+    same groups from the packaged tree and composes the defaults once."""
+    from importlib.resources import files
+    tree = files("windtunnel.conf")
+    groups = {d.name: sorted(f.name[:-5] for f in d.iterdir() if f.name.endswith(".yaml"))
+              for d in tree.iterdir() if d.is_dir() and not d.name.startswith("_")}
+    groups["model"] = list(compose.sizing.LADDER)
+    lines = "".join(f"{g}: {', '.join(options)}\n" for g, options in sorted(groups.items()))
+    print(HELP.format(groups=lines, config=OmegaConf.to_yaml(compose.compose_config([]))))
+
+
+def main(argv: list[str]) -> int:
+    """Entry for `windtunnel sweep ARGS`: check every grid job first, then hand ARGS to Hydra. A search
+    space (interval) on the command line selects the Optuna sweeper, which is what it needs."""
+    if "--help" in argv or "-h" in argv:
+        print_help()
+        return 0
+    multirun = "-m" in argv or "--multirun" in argv
+    argv = [a if a.startswith("-") else compose.normalize([a])[0] for a in argv]
+    overrides = [a for a in argv if not a.startswith("-")]
+    for a in overrides:
+        if a.partition("=")[0].lstrip("+~") in ("trainer", "trainer.pack"):
+            raise ConfigError(f"{a}: the trainer group is now `train` (one name for the group and the section): "
+                              f"write {a.replace('trainer', 'train', 1)}")
+    if multirun and _has_interval(overrides) and not any(a.startswith("hydra/sweeper=") for a in overrides):
+        print("windtunnel sweep: interval(...) is a search space; using hydra/sweeper=windtunnel_optuna",
+              file=sys.stderr)
+        argv = [*argv, "hydra/sweeper=windtunnel_optuna"]
+        overrides.append("hydra/sweeper=windtunnel_optuna")
+    if multirun and len(overrides) == len([a for a in argv if a not in ("-m", "--multirun")]):
+        checked: dict = {}
+        preflight(overrides, checked)  # only when every argument is an override (no --cfg, --help, ...)
+        if checked["sweeper"].endswith("BasicSweeper"):  # Hydra's default: ours is the same grid, plus packing
+            argv = [*argv, f"hydra/sweeper={GRID_SWEEPER}"]
+    sys.argv = ["windtunnel sweep", *argv]
+    app()
+    return 0

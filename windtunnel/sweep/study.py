@@ -1,0 +1,58 @@
+"""The Optuna side of a sweep, shared by the windtunnel_optuna sweeper plugin and the jobs it launches:
+storages from one string, and the job's pruning callback. Public Optuna APIs only."""
+import math
+import random
+import re
+import time
+
+from ..config import TuningConfig
+
+
+def make_storage(spec: str):
+    """`sqlite:///x.db`, `postgresql+psycopg2://user@host/db`, `mysql+pymysql://...` -> RDBStorage (SQLite for
+    one process, a server for many workers); anything else is a journal file, safe for many processes on
+    one machine or a shared file system."""
+    import optuna
+    if re.match(r"^[a-z][a-z0-9+]*://", spec):
+        for attempt in range(5):  # workers starting together race to create the schema: retry
+            try:
+                return optuna.storages.RDBStorage(spec)
+            except Exception:  # noqa: BLE001 -- sqlalchemy's error types vary by driver
+                if attempt == 4:
+                    raise
+                time.sleep(0.5 + random.random())
+    from optuna.storages.journal import JournalFileBackend
+    return optuna.storages.JournalStorage(JournalFileBackend(spec))
+
+
+def open_trial(tuning: TuningConfig):
+    """The Optuna trial a sweep job runs (the sweeper asked for it in another process), to report to."""
+    import optuna
+    storage = make_storage(tuning.storage)
+    study_id = storage.get_study_id_from_name(tuning.study_name)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, tuning.trial_number)
+    return optuna.Trial(optuna.load_study(study_name=tuning.study_name, storage=storage), trial_id)
+
+
+def pruning_callback(tuning: TuningConfig, stop: type):
+    """The job-side half of pruning: an eval callback (it receives the trainer's EvalReport objects) that
+    raises `stop` (the trainer's StopTrial) to end the trial. "decayed" reports only post-decay losses at
+    equal tokens to the study's pruner; "divergence" stops a trial whose held-out loss turns NaN or rises
+    above max_loss_ratio x its initial loss. None when the job is not an Optuna trial or does not prune."""
+    if tuning.trial_number < 0 or tuning.prune == "none":
+        return None
+    trial = open_trial(tuning)
+    initial = []
+
+    def callback(report) -> None:
+        if tuning.prune == "divergence":
+            initial.append(report.loss) if not initial else None
+            if not math.isfinite(report.loss) or report.loss > tuning.max_loss_ratio * initial[0]:
+                raise stop(f"divergence pruning: loss {report.loss:.4g} at {report.tokens} tokens "
+                           f"(initial {initial[0]:.4g} x {tuning.max_loss_ratio})")
+        elif report.decayed:
+            trial.report(report.loss, step=report.tokens)
+            if trial.should_prune():
+                raise stop(f"pruned by the study's pruner at {report.tokens} tokens after decay "
+                           f"(loss {report.loss:.4g})")
+    return callback

@@ -1,0 +1,203 @@
+"""The one training loop. A Trainer trains K >= 1 trials of one shape and batch size: K = 1 is a lone trial
+(one process, or every rank under torchrun; resumable from its checkpoint; decay branches; eval
+callbacks), K > 1 a pack (train/engines.py PackedEngine). Set-up, the step, held-out evals, metrics rows,
+checkpoints and the divergence rule live here once; rank 0 writes.
+
+Each step s (0-based) trains at lr_factor(s); a row is logged after the update at step s + 1 when it is
+step 1, a multiple of train.log_every, an eval point (~eval_points log-spaced in tokens) or a branch point.
+"""
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from .. import __version__, runs, schedule, sizing
+from ..config import ConfigError, ModelConfig, TrialConfig, to_dict
+from ..data import eval_windows, prepare, prepare_mixture
+from .core import EvalCallback, EvalReport, device_name, diverged_message, eval_steps, is_diverged
+from .dist import Dist, read_meta
+from .engines import ModuleEngine, PackedEngine
+
+# (the stable run's config, branch step, its checkpoint, multiple of N, branch run dir) -> the branch's RunResult
+BranchRunner = Callable[[TrialConfig, int, Path, float, Path], runs.RunResult]
+SHAPE_KEYS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "fixed_head_dim", "d_ff", "ffn_mult", "vocab_size")
+
+
+class Trainer:
+    def __init__(self, cfgs: list[TrialConfig], dirs: list[Path], metas: list[dict], dist: Dist,
+                 callback: Optional[EvalCallback] = None, run_branch: Optional[BranchRunner] = None):
+        t = cfgs[0].train
+        if t.threads > 0:
+            torch.set_num_threads(t.threads)
+        cfgs[0].accum_per_rank(dist.world)  # the global batch splits over the ranks: checked before any work
+        corpus = prepare(cfgs[0].data)
+        model_cfg = with_vocab(cfgs[0].model, corpus)
+        self.cfgs = [dataclasses.replace(c, model=model_cfg) for c in cfgs]
+        self.dirs, self.dist, self.callback, self.run_branch = dirs, dist, callback, run_branch
+        self.k = len(cfgs)
+        if dist.is_main:
+            for cfg, run, meta in zip(self.cfgs, dirs, metas):
+                write_config(run, cfg, meta, dist, corpus, **({"pack": self.k} if self.k > 1 else {}))
+        cfg = self.cfgs[0]
+        source = prepare_mixture(cfg.data, corpus) if cfg.data.mixture else corpus.train
+        windows, n_bytes = eval_windows(corpus, t.seq_len, t.eval_tokens)
+        self.engine = (ModuleEngine(cfg, dist, source, windows, n_bytes) if self.k == 1 else
+                       PackedEngine(self.cfgs, dist, source, windows, n_bytes))
+        self.total, self.batch_size_tokens = cfg.total_steps, t.batch_size_tokens
+        # With decay branches the run itself stays stable; each branch decays on its own.
+        self.branches = {max(1, round(k * sizing.n_params(model_cfg) / self.batch_size_tokens)): k
+                         for k in t.branch_at_n}
+        stable = dataclasses.replace(cfg.schedule, decay_frac=0.0) if self.branches else cfg.schedule
+        self.plan = schedule.plan(stable, self.total, self.batch_size_tokens)
+        self.decays = not self.branches and self.plan.decays
+        self.eval_at = set(eval_steps(self.total, self.batch_size_tokens, t.eval_points))
+        self.branch_losses: dict[int, Optional[float]] = {}  # branch step -> final held-out loss of that branch
+
+    # ------------------------------------------------------------------------- the loop
+
+    def run(self) -> list[runs.RunResult]:
+        """Train every trial to its end (or divergence); returns one RunResult per trial, in order."""
+        t, k, dist = self.cfgs[0].train, self.k, self.dist
+        step, first, train_s = self._start()
+        last_eval: list[Optional[float]] = [None] * k
+        if step == 0:
+            for i, (loss0, bpb0) in enumerate(self.engine.evaluate()):
+                self._append(i, {"step": 0, "tokens": 0, "eval_loss": loss0, "eval_bpb": bpb0, "train_s": 0.0})
+                self._report(EvalReport(0, 0, loss0, False))
+        self._run_due_branches(step)
+        live, done = list(range(k)), {}
+        tick = time.time()
+        while step < self.total and live:
+            factor = schedule.lr_factor(step, self.plan)
+            loss, grad_norm = self.engine.train_step(step, factor)
+            step += 1
+            is_eval = step in self.eval_at or step in self.branches
+            if not (is_eval or step == 1 or step % t.log_every == 0):
+                continue
+            losses, norms = self.engine.to_host(loss, grad_norm)
+            train_s += time.time() - tick
+            first = [f if f is not None else loss_i for f, loss_i in zip(first, losses)]
+            diverged = {i: is_diverged(losses[i], first[i], t.diverge_factor) for i in live}
+            evals = self.engine.evaluate() if is_eval and not all(diverged.values()) else None
+            tokens = step * self.batch_size_tokens
+            for i in list(live):
+                row = {"step": step, "tokens": tokens, "lr": self.cfgs[i].optim.lr * factor, "train_loss": losses[i],
+                       "grad_norm": norms[i], "train_s": train_s}
+                if evals is not None and not diverged[i]:
+                    row["eval_loss"], row["eval_bpb"] = evals[i]
+                    last_eval[i] = row["eval_loss"]
+                    diverged[i] = not math.isfinite(row["eval_loss"])
+                self._append(i, row)
+                if diverged[i]:  # recorded and stopped; the rest of a pack goes on
+                    done[i] = runs.RunResult(runs.RunStatus.DIVERGED,
+                                             error=diverged_message(losses[i], step, first[i], t.diverge_factor))
+                    self.engine.freeze(i)
+                    live.remove(i)
+            if not live:
+                break
+            if self.engine.checkpoints:
+                meta = {"first_loss": first[0], "train_s": train_s}
+                if step in self.branches:
+                    self._save(step, self.dirs[0] / "checkpoints" / f"step{step}", meta)
+                if step < self.total and ((t.checkpoint_every and step % t.checkpoint_every == 0) or
+                                          (not t.checkpoint_every and is_eval)):
+                    self._save(step, self.dirs[0] / runs.CHECKPOINT, meta)
+            if is_eval:
+                self._report(EvalReport(step, tokens, last_eval[0], self.decays and step == self.total))
+            self._run_due_branches(step)
+            tick = time.time()
+        for i in live:
+            # the loss to compare trials on: after a decay (the last branch's end, or this run's own end)
+            decayed = (self.branch_losses[max(self.branch_losses)] if self.branch_losses else
+                       last_eval[i] if self.decays else None)
+            done[i] = runs.RunResult(runs.RunStatus.COMPLETED, decayed_eval_loss=decayed)
+        return [done[i] for i in range(k)]
+
+    # ------------------------------------------------------------------------- pieces
+
+    def _append(self, i: int, row: dict) -> None:
+        if self.dist.is_main:
+            runs.append_metrics(self.dirs[i], row)
+
+    def _report(self, report: EvalReport) -> None:
+        """Callbacks (a lone trial's) run on rank 0; a stop it raises reaches every rank."""
+        if self.callback is None:
+            return
+        stop = None
+        if self.dist.is_main:
+            try:
+                self.callback(report)
+            except Exception as err:  # noqa: BLE001 -- re-raised below on every rank
+                stop = err
+        if self.dist.any(stop is not None):
+            raise stop if stop is not None else RuntimeError("stopped by rank 0")
+
+    def _save(self, step: int, path: Path, meta: dict) -> None:
+        cfg = self.cfgs[0]
+        self.engine.save(path, {"step": step, "tokens": step * self.batch_size_tokens, **meta,
+                                "run_dir": str(self.dirs[0]), "model": to_dict(cfg.model),
+                                "batch_size_tokens": self.batch_size_tokens, "schedule": to_dict(cfg.schedule)})
+
+    def _start(self) -> tuple[int, list[Optional[float]], float]:
+        """(step, first train loss per trial, train seconds): from a lone run's own checkpoint, or from
+        train.init_from (a stable-phase checkpoint of another run, whose curve up to that step is copied),
+        else a fresh start."""
+        cfg, run = self.cfgs[0], self.dirs[0]
+        own = run / runs.CHECKPOINT
+        path = None
+        if self.engine.checkpoints:
+            path = own if (own / "meta.json").exists() else Path(cfg.train.init_from) if cfg.train.init_from else None
+        if path is None:
+            for d in self.dirs:
+                if self.dist.is_main:
+                    runs.rewrite_metrics(d, [])
+            return 0, [None] * self.k, 0.0
+        meta = read_meta(path)
+        theirs, ours = meta.get("model", {}), to_dict(cfg.model)
+        bad = [f"{k} {theirs.get(k)} there, {ours[k]} here" for k in SHAPE_KEYS if k in theirs and theirs[k] != ours[k]]
+        if bad:
+            raise ConfigError(f"checkpoint {path} is from a different model shape ({'; '.join(bad)}); "
+                              f"start from a checkpoint of model={cfg.model.name}")
+        self.engine.load(path)
+        step = meta["step"]
+        if self.dist.is_main:
+            source = run if path == own else Path(meta.get("run_dir", ""))
+            runs.rewrite_metrics(run, [m for m in runs.read_metrics(source) if m["step"] <= step])
+        return step, [meta["first_loss"]], meta["train_s"]
+
+    def _run_due_branches(self, step: int) -> None:
+        """Decay branches whose start step has been reached (each continues this run's checkpoint there)."""
+        for at, multiple in sorted(self.branches.items()):
+            branch_dir = self.dirs[0] / f"decay_{multiple:g}N"
+            if at > step or at in self.branch_losses:
+                continue
+            if runs.is_finished(branch_dir):
+                self.branch_losses[at] = runs.read_result(branch_dir).final_eval_loss
+                continue
+            result = self.run_branch(self.cfgs[0], at, self.dirs[0] / "checkpoints" / f"step{at}", multiple, branch_dir)
+            if result.status == runs.RunStatus.FAILED:
+                raise RuntimeError(f"decay branch {branch_dir} failed: {result.error}")
+            self.branch_losses[at] = result.final_eval_loss
+            if result.final_eval_loss is not None:
+                self._report(EvalReport(result.steps, result.tokens, result.final_eval_loss, True, branch_dir.name))
+
+
+def with_vocab(model: ModelConfig, corpus) -> ModelConfig:
+    """The model config with vocab_size taken from the corpus's tokenizer when it is 0."""
+    model = dataclasses.replace(model, vocab_size=model.vocab_size or corpus.vocab_size)
+    if model.vocab_size < corpus.vocab_size:
+        raise ConfigError(f"model.vocab_size={model.vocab_size} is smaller than the tokenizer's "
+                          f"{corpus.vocab_size}; set model.vocab_size=0 to take it from the tokenizer")
+    return model
+
+
+def write_config(run: Path, cfg: TrialConfig, meta: dict, dist: Dist, corpus, **extra) -> None:
+    """config.json: the resolved trial (vocab filled in) and its provenance."""
+    runs.write_json(run / runs.CONFIG, {
+        "trial": to_dict(cfg), **meta, **runs.git_commit(), "version": __version__,
+        "device": device_name(dist.device), "torch": torch.__version__, "world_size": dist.world,
+        "parallel": dist.parallel, "N": sizing.n_params(cfg.model), "N_embedding": sizing.n_embedding_params(cfg.model),
+        "flops_per_token": sizing.flops_per_token(cfg.model, cfg.train.seq_len), "corpus": str(corpus.path), **extra})
