@@ -22,6 +22,10 @@ def test_wheel_in_a_fresh_venv_runs_a_two_point_sweep(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "windtunnel/conf/config.yaml" in names and "windtunnel/conf/sweep/batch_size_cpu.yaml" in names
     assert "hydra_plugins/windtunnel_grid_sweeper/grid.py" in names and not any(n.startswith("conf/") for n in names)
+    sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / "windtunnel").rglob("*.py")}
+    assert sources <= set(names), sorted(sources - set(names))  # every module of the package ships
+    tree = {"windtunnel/conf/" + p.relative_to(ROOT / "conf").as_posix() for p in (ROOT / "conf").rglob("*.yaml")}
+    assert tree <= set(names), sorted(tree - set(names))  # and every file of the Hydra tree
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)

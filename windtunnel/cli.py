@@ -12,8 +12,8 @@ from .config import ConfigError
 LAW_NAMES = {"batch-size": "batch_size", "lr": "lr", "loss": "loss"}
 
 RESULT_COLUMNS = ["name", "status", "model.name", "model.parametrization", "N", "optim.lr",
-                  "train.batch_size_tokens", "tokens", "final_eval_loss", "best_eval_loss", "final_eval_bpb",
-                  "tokens_per_s", "run_dir"]
+                  "train.batch_size_tokens", "tokens", "epochs", "overfit", "final_eval_loss", "best_eval_loss",
+                  "final_eval_bpb", "tokens_per_s", "run_dir"]
 
 
 def cmd_train(args) -> int:

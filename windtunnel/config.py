@@ -101,6 +101,10 @@ class DataConfig:
     bpe_vocab_size: int = 4096  # vocabulary size of the trained BPE
     eval_frac: float = 0.05  # fraction of documents held out for evaluation, chosen by hashing their paths
     max_bytes: int = 0  # cap on corpus bytes read (0 = all); keeps tiny CPU runs tiny
+    max_epochs: float = 1.0  # a trial may see its train split at most this many times (checked before training);
+    #                          1 = every token once, as MiniCPM's wind tunnel; up to ~4 repeats are worth nearly
+    #                          as much as new data (Muennighoff et al. 2023)
+    bpe_sample_bytes: int = 64_000_000  # the BPE is trained on a fixed sample of about this much train text
     cache_dir: str = ""  # where tokenized corpora are cached; "" = $WINDTUNNEL_CACHE or ~/.cache/windtunnel
     tokenizer_file: str = ""  # a tokenizer.json to use instead of training a BPE (set for mixture sources)
     mixture: List[str] = field(default_factory=list)  # other sources mixed into training batches, each
@@ -130,6 +134,8 @@ class TrainConfig:
     eval_tokens: int = 16384  # held-out tokens per eval
     checkpoint_every: int = 0  # steps between checkpoints; 0 = at every eval point
     diverge_factor: float = 3.0  # a train loss above this multiple of the first loss (or NaN) = diverged
+    overfit_margin: float = 0.02  # held-out loss ending more than this fraction above its best while the train
+    #                               loss kept falling = overfitting: flagged in result.json, left out of fits
     branch_at_n: List[float] = field(default_factory=list)  # WSD decay branches from the stable run at these
     #   multiples of N tokens (MiniCPM's data/model law); each writes its own run dir, with a decay of
     #   schedule.decay_frac of its own length; the run itself then stays in the stable phase
@@ -277,6 +283,8 @@ def validate(cfg: TrialConfig) -> None:
               f"data.mixture item {item!r} must look like WEIGHT:SOURCE[:PATH] with 0 < WEIGHT < 1 and SOURCE one of "
               f"{', '.join(SOURCES)} (e.g. 0.3:text_dir:/data/hq)")
     _need(sum(weights) < 1, f"data.mixture weights sum to {sum(weights):g}; they must leave a share (> 0) for data.source")
+    _need(d.max_epochs > 0, f"data.max_epochs={d.max_epochs} must be > 0 (1 = each train token seen once)")
+    _need(d.bpe_sample_bytes >= 0, f"data.bpe_sample_bytes={d.bpe_sample_bytes} must be >= 0 (0 = the whole train split)")
     _need(d.tokenizer != "bpe" or 257 <= d.bpe_vocab_size <= 65535,
           f"data.bpe_vocab_size={d.bpe_vocab_size} must be in [257, 65535] (tokens are stored as uint16)")
 
@@ -293,6 +301,7 @@ def validate(cfg: TrialConfig) -> None:
     _one_of(t.compile_mode, ("auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
             "train.compile_mode")
     _need(t.diverge_factor > 1, f"train.diverge_factor={t.diverge_factor} must be > 1")
+    _need(t.overfit_margin > 0, f"train.overfit_margin={t.overfit_margin} must be > 0 (a fraction of the best loss)")
     _need(t.checkpoint_every >= 0, f"train.checkpoint_every={t.checkpoint_every} must be >= 0")
     _need(t.pack >= 1, f"train.pack={t.pack} must be >= 1 (1 = one trial per process)")
     for item in t.pack_members:

@@ -59,6 +59,9 @@ class RunResult:
     tokens_per_s: Optional[float] = None
     world_size: int = 1
     pack: int = 1  # trials trained together as one fused model (train/packed.py)
+    epochs: Optional[float] = None  # tokens trained / unique train tokens of the corpus
+    overfit: bool = False  # held-out loss ended above its best by > train.overfit_margin as train loss fell
+    overfit_rise: Optional[float] = None  # final / best held-out loss - 1, when overfit
     session_wall_s: float = 0.0
     pid: Optional[int] = None  # of the process training it, while running
 

@@ -97,3 +97,15 @@ def resolve_tokens(cfg: TrialConfig) -> TrialConfig:
                               f"tokens for model={cfg.model.name}, starts before the warmup ends ({warmup:,.0f} tokens); "
                               f"shorten schedule.warmup_tokens / warmup_frac or branch later")
     return cfg
+
+
+def tokens_trained(cfg: TrialConfig) -> int:
+    """Tokens a trial draws from its data stream: its whole run, or with decay branches up to the end of its
+    last branch (a branch continues the stable run's stream and decays over decay_frac of its own length)."""
+    cfg = resolve_tokens(cfg)
+    t = cfg.train
+    if not t.branch_at_n:
+        return t.total_tokens
+    last = max(1, round(max(t.branch_at_n) * n_params(cfg.model) / t.batch_size_tokens))
+    frac = cfg.schedule.decay_frac
+    return (last + max(1, round(last * frac / (1 - frac)))) * t.batch_size_tokens

@@ -6,7 +6,7 @@ import pandas as pd
 from scipy.interpolate import PchipInterpolator
 
 from .. import laws
-from .result import FitResult, NotFittable, _interval, _need
+from .result import FitResult, NotFittable, _interval, _need, drop_overfit
 
 
 def tokens_to_reach(tokens: np.ndarray, loss: np.ndarray, level: float) -> float:
@@ -84,7 +84,7 @@ def batch_size_law(df: pd.DataFrame, *, n_levels: int = 8, early_frac: float = 0
     Then log bs_opt = log a - b log L over all sizes. Intervals: bootstrap over runs within each size.
     Optima at the edge of the swept grid are reported and left out of the fit."""
     _need(df, ("run", "N", "bs", "tokens", "loss"), "batch-size")
-    df = df.dropna(subset=["tokens", "loss"])  # train-only log rows carry no held-out loss
+    df, dropped = drop_overfit(df.dropna(subset=["tokens", "loss"]))  # train-only log rows carry no held-out loss
     sizes = {}  # N -> (bs per run, reach matrix (runs, levels), levels)
     for n, size in df.groupby("N"):
         curves = {r: (g["bs"].iloc[0], g["tokens"].to_numpy(float), g["loss"].to_numpy(float))
@@ -112,7 +112,7 @@ def batch_size_law(df: pd.DataFrame, *, n_levels: int = 8, early_frac: float = 0
     rng = np.random.default_rng(seed)
     draws = np.array([_power_fit(optima({n: rng.integers(0, len(v[0]), len(v[0])) for n, v in sizes.items()}))
                       for _ in range(n_boot)]).reshape(-1, 2)
-    diagnostics = []
+    diagnostics = list(dropped)
     if any(r["flag"] for r in rows):
         diagnostics.append(f"{sum(1 for r in rows if r['flag'])} of {len(rows)} loss levels flagged "
                            f"(optimum at the grid edge or no minimum) and left out")

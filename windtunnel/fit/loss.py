@@ -7,7 +7,7 @@ import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import logsumexp
 
-from .result import FitResult, NotFittable, _interval, _need
+from .result import FitResult, NotFittable, _interval, _need, drop_overfit
 
 # Parameter symbols per form, in the order of the optimiser's vector theta = (a, b, e, alpha, beta) with
 # A = e^a, B = e^b, E = e^e. MiniCPM's form is the same family with N and D in billions.
@@ -59,6 +59,7 @@ def loss_law(df: pd.DataFrame, *, form: str = "chinchilla", delta: float = 1e-3,
     if form not in LOSS_FORMS:
         raise NotFittable(f"form={form!r} is unknown; use chinchilla or minicpm")
     _need(df, ("N", "D", "loss"), "loss")
+    df, dropped = drop_overfit(df)
     spec = LOSS_FORMS[form]
     data = df[["N", "D", "loss"]].astype(float)
     data = data[np.isfinite(data).all(axis=1) & (data > 0).all(axis=1)]
@@ -92,7 +93,7 @@ def loss_law(df: pd.DataFrame, *, form: str = "chinchilla", delta: float = 1e-3,
     params = named(best.x)
     named_draws = [named(d) for d in draws]
     intervals = {k: _interval(np.array([d[k] for d in named_draws])) for k in params}
-    diagnostics = _loss_diagnostics(best, fits, logN, logD, logL, delta, spec["symbols"])
+    diagnostics = dropped + _loss_diagnostics(best, fits, logN, logD, logL, delta, spec["symbols"])
     pred = np.exp(logsumexp(np.stack([best.x[0] - best.x[3] * logN, best.x[1] - best.x[4] * logD,
                                       np.full_like(logN, best.x[2])]), axis=0))
     alpha, beta = best.x[3], best.x[4]

@@ -8,7 +8,7 @@ import pandas as pd
 # windtunnel's own tables -> canonical names
 WINDTUNNEL_COLUMNS = {"run": "run_dir", "N": "N", "bs": "train.batch_size_tokens", "tokens": "tokens",
                       "loss": "eval_loss", "lr": "optim.lr", "param": "model.parametrization",
-                      "width": "model.d_model", "seed": "train.seed", "D": "tokens"}
+                      "width": "model.d_model", "seed": "train.seed", "D": "tokens", "overfit": "overfit"}
 
 
 class NotFittable(ValueError):
@@ -97,6 +97,19 @@ def canonical(df: pd.DataFrame, columns: dict | None = None, *, bs_unit: str = "
     units = {"N": f"parameters ({n_kind})", "bs": "tokens per optimizer step", "tokens": "tokens",
              "loss": "nats/token (as logged)", "lr": "peak (base) learning rate"}
     return out, units
+
+
+def drop_overfit(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Rows of runs flagged as overfitting (held-out loss rose above its best while train loss fell) are left
+    out: their late points measure memorisation, not how loss falls with data. Returns the rest and the
+    diagnostic naming them."""
+    if "overfit" not in df or not df["overfit"].fillna(False).astype(bool).any():
+        return df, []
+    flagged = df["overfit"].fillna(False).astype(bool)
+    names = sorted({str(r) for r in df.loc[flagged, "run"]}) if "run" in df else []
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return df[~flagged], [f"left out {len(names) or int(flagged.sum())} overfitting run(s) (held-out loss rose above "
+                          f"its best while train loss fell; see the runs table's overfit column): {shown}"]
 
 
 def _need(df: pd.DataFrame, cols: tuple, law: str) -> None:

@@ -96,12 +96,29 @@ def preflight(overrides: list[str], checked: Optional[dict] = None) -> int:
         jobs = grid.expand(params + list(overrides))
     else:  # a search sweeper samples its own values: check the fixed part here, the rest per trial
         jobs = [fixed]
+    trials = []
     for job in jobs:
         try:
-            compose.compose_job(job)
+            trials.append((job, compose.compose_job(job).trial()))
         except ConfigError as err:
             raise ConfigError(f"sweep job [{' '.join(job)}]: {err}") from None
+    _check_budgets(trials)
     return len(jobs)
+
+
+def _check_budgets(trials: list) -> None:
+    """Every job's data budget (data.max_epochs), before any trains: each distinct corpus is tokenized here
+    once (the cache every job then reuses) and each trial's tokens are held against it."""
+    from .. import data  # torch, only when a sweep is about to run
+    corpora: dict = {}
+    for job, trial in trials:
+        key = data.cache_key(trial.data)
+        if key not in corpora:
+            corpora[key] = data.prepare(trial.data)
+        try:
+            data.check_budget(trial, corpora[key])
+        except ConfigError as err:
+            raise ConfigError(f"sweep job [{' '.join(job)}]: {err}") from None
 
 
 def _has_interval(overrides: list[str]) -> bool:

@@ -28,7 +28,8 @@ class Dist:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.device = resolve_device(device, int(os.environ.get("LOCAL_RANK", "0")))
-        if self.world > 1 and not torch_dist.is_initialized():
+        self.owns_group = self.world > 1 and not torch_dist.is_initialized()  # (a decay branch reuses its run's)
+        if self.owns_group:
             if self.device.type == "cuda":
                 torch.cuda.set_device(self.device)
             torch_dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
@@ -78,6 +79,14 @@ class Dist:
     def barrier(self) -> None:
         if self.world > 1:
             torch_dist.barrier()
+
+    def close(self) -> None:
+        """Tear the process group down before the interpreter exits: left to exit, gloo's threads are
+        destroyed while joinable and the process aborts ("terminate called without an active exception")."""
+        if self.owns_group and torch_dist.is_initialized():
+            torch_dist.barrier()
+            torch_dist.destroy_process_group()
+            self.owns_group = False
 
     # ------------------------------------------------------------------------- checkpoints
 

@@ -16,7 +16,7 @@ import torch
 
 from .. import __version__, runs, schedule, sizing
 from ..config import ConfigError, ModelConfig, TrialConfig, to_dict
-from ..data import eval_windows, prepare, prepare_mixture
+from ..data import Corpus, epochs, eval_windows, prepare_mixture
 from .core import EvalCallback, EvalReport, device_name, diverged_message, eval_steps, is_diverged
 from .dist import Dist, read_meta
 from .engines import ModuleEngine, PackedEngine
@@ -27,13 +27,12 @@ SHAPE_KEYS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "fixed_head_dim", 
 
 
 class Trainer:
-    def __init__(self, cfgs: list[TrialConfig], dirs: list[Path], metas: list[dict], dist: Dist,
+    def __init__(self, cfgs: list[TrialConfig], dirs: list[Path], metas: list[dict], dist: Dist, corpus: Corpus,
                  callback: Optional[EvalCallback] = None, run_branch: Optional[BranchRunner] = None):
         t = cfgs[0].train
         if t.threads > 0:
             torch.set_num_threads(t.threads)
         cfgs[0].accum_per_rank(dist.world)  # the global batch splits over the ranks: checked before any work
-        corpus = prepare(cfgs[0].data)
         model_cfg = with_vocab(cfgs[0].model, corpus)
         self.cfgs = [dataclasses.replace(c, model=model_cfg) for c in cfgs]
         self.dirs, self.dist, self.callback, self.run_branch = dirs, dist, callback, run_branch
@@ -200,4 +199,6 @@ def write_config(run: Path, cfg: TrialConfig, meta: dict, dist: Dist, corpus, **
         "trial": to_dict(cfg), **meta, **runs.git_commit(), "version": __version__,
         "device": device_name(dist.device), "torch": torch.__version__, "world_size": dist.world,
         "parallel": dist.parallel, "N": sizing.n_params(cfg.model), "N_embedding": sizing.n_embedding_params(cfg.model),
-        "flops_per_token": sizing.flops_per_token(cfg.model, cfg.train.seq_len), "corpus": str(corpus.path), **extra})
+        "flops_per_token": sizing.flops_per_token(cfg.model, cfg.train.seq_len), "corpus": str(corpus.path),
+        "corpus_manifest": corpus.meta["manifest"], "unique_train_tokens": corpus.unique_train_tokens,
+        "planned_epochs": epochs(cfg, corpus), **extra})

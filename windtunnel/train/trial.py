@@ -8,7 +8,7 @@ import traceback
 from pathlib import Path
 from typing import Optional
 
-from .. import runs, schedule, sizing
+from .. import data, runs, schedule, sizing
 from ..config import PACKABLE, ConfigError, TrialConfig, to_dict
 from .core import EvalCallback, StopTrial
 from .dist import Dist
@@ -49,6 +49,17 @@ def run_trials(cfgs: list[TrialConfig], out_dirs: list, metas: Optional[list[dic
     todo = [i for i, r in enumerate(results) if r is None]
     if not todo:
         return results
+    corpus, data_error = None, None
+    try:
+        corpus = data.prepare(cfgs[0].data)  # before any run dir is made: the budget is checked on it
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 -- a corpus that cannot be read fails the run, recorded below
+        data_error = err
+    for i in todo:
+        if corpus is not None:
+            data.check_budget(cfgs[i], corpus)
+            _check_corpus(dirs[i], corpus)
     dist = Dist(cfgs[0].train.device, cfgs[0].train.parallel if len(todo) == 1 else "none")
     if len(todo) > 1 and dist.world > 1:
         raise ConfigError("a packed job runs in one process; launch it without torchrun or use train.pack=1")
@@ -60,7 +71,9 @@ def run_trials(cfgs: list[TrialConfig], out_dirs: list, metas: Optional[list[dic
     start = time.time()
     branch = _branch_runner(metas[todo[0]]) if len(todo) == 1 else None
     try:
-        trainer = Trainer([cfgs[i] for i in todo], [dirs[i] for i in todo], [metas[i] for i in todo], dist,
+        if data_error is not None:
+            raise data_error
+        trainer = Trainer([cfgs[i] for i in todo], [dirs[i] for i in todo], [metas[i] for i in todo], dist, corpus,
                           callback=callback, run_branch=branch)
         outcome = trainer.run()
     except StopTrial as stop:
@@ -77,7 +90,7 @@ def run_trials(cfgs: list[TrialConfig], out_dirs: list, metas: Optional[list[dic
     for i, result in zip(todo, outcome):
         result = dataclasses.replace(result, world_size=dist.world, pack=len(todo), session_wall_s=time.time() - start)
         results[i] = finish(cfgs[i], dirs[i], result, write=dist.is_main)
-    dist.barrier()
+    dist.close()
     return results
 
 
@@ -116,6 +129,29 @@ def finished_result(cfg: TrialConfig, run: Path) -> Optional[RunResult]:
     return None
 
 
+def _check_corpus(run: Path, corpus) -> None:
+    """An unfinished run continues only on the corpus it began on (its files' manifest)."""
+    existing = runs.read_json(run / runs.CONFIG) if (run / runs.CONFIG).exists() else None
+    recorded = (existing or {}).get("corpus_manifest")
+    if recorded and recorded != corpus.meta["manifest"]:
+        raise ConfigError(f"run directory {run} began on another corpus (manifest {recorded} there, "
+                          f"{corpus.meta['manifest']} now: files were added, removed or changed); restore the "
+                          f"corpus, or train into another directory")
+
+
+def overfitting(metrics: list[dict], margin: float) -> Optional[float]:
+    """The rise (final / best held-out loss - 1) of a run whose held-out loss ended more than `margin` above
+    its best while its train loss went on falling (it memorised its data); None for any other curve."""
+    evals = [(m["step"], m["eval_loss"]) for m in metrics if m.get("eval_loss") is not None]
+    train = [(m["step"], m["train_loss"]) for m in metrics if m.get("train_loss") is not None]
+    if len(evals) < 3 or not train:
+        return None
+    best_step, best = min(evals, key=lambda e: e[1])
+    final = evals[-1][1]
+    at_best = [loss for step, loss in train if step <= best_step] or [train[0][1]]
+    return final / best - 1 if final > best * (1 + margin) and train[-1][1] < at_best[-1] else None
+
+
 def finish(cfg: TrialConfig, run: Path, result: RunResult, write: bool = True) -> RunResult:
     """Write result.json: the loop's outcome plus the summary of the logged metrics; drop checkpoints of a
     finished run unless train.keep_checkpoint."""
@@ -129,7 +165,10 @@ def finish(cfg: TrialConfig, run: Path, result: RunResult, write: bool = True) -
         result, final_eval_loss=evals[-1] if evals else None, best_eval_loss=min(evals) if evals else None,
         final_eval_bpb=next((m["eval_bpb"] for m in reversed(metrics) if m.get("eval_bpb") is not None), None),
         steps=last.get("step", 0), tokens=tokens, N=sizing.n_params(cfg.model), flops=flops_per_token * tokens,
-        train_s=train_s, tokens_per_s=tokens / train_s if train_s else None, pid=None)
+        train_s=train_s, tokens_per_s=tokens / train_s if train_s else None, pid=None,
+        epochs=tokens / config["unique_train_tokens"] if config.get("unique_train_tokens") else None,
+        overfit_rise=overfitting(metrics, cfg.train.overfit_margin))
+    result = dataclasses.replace(result, overfit=result.overfit_rise is not None)
     if not write:  # other ranks under torchrun: rank 0 writes
         return result
     result = runs.write_result(run, result)

@@ -1,0 +1,204 @@
+"""The data budget: epochs recorded, trials past data.max_epochs refused before compute (train, sweep,
+branches, packs), overfitting flagged and left out of fits, and a streaming, parallel, bounded-memory prepare
+that equals the one-document-at-a-time build token for token."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import tiny_trial
+from windtunnel import data, fit, runs, sizing
+from windtunnel.compose import compose
+from windtunnel.config import ConfigError, DataConfig
+from windtunnel.train import run_trial, run_trials
+from windtunnel.train.trial import overfitting
+
+
+def wt(*args, cwd, check=False):
+    return subprocess.run([sys.executable, "-m", "windtunnel.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.fixture()
+def small_dir(tmp_path):
+    """A text corpus of about 60k train tokens (bytes)."""
+    root = tmp_path / "small"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    words = ["alpha", "beta", "gamma", "delta", "wind", "tunnel", "loss", "token", "\n"]
+    for i in range(40):
+        (root / f"{i:02d}.txt").write_text(" ".join(rng.choice(words, 300)))
+    return root
+
+
+def small_trial(path, cache, **train):
+    cfg = tiny_trial(**{"total_tokens": 2048 * 20, "eval_points": 4, "eval_tokens": 1024, **train})
+    cfg.data.source, cfg.data.path, cfg.data.max_bytes, cfg.data.cache_dir = "text_dir", str(path), 0, str(cache)
+    cfg.data.eval_frac = 0.1
+    return cfg
+
+
+def test_three_epochs_are_recorded_and_more_than_max_epochs_are_refused(small_dir, tmp_path):
+    cfg = small_trial(small_dir, tmp_path / "c")
+    unique = data.prepare(cfg.data).unique_train_tokens
+    cfg.train.total_tokens = 3 * unique // 2048 * 2048  # about three epochs, in whole batches
+    with pytest.raises(ConfigError, match=r"trial 'tiny' would train .* = 2\.\d\d epochs of data.source=text_dir "
+                                          r"\(.* unique train tokens.*over data.max_epochs=1; use train.total_tokens <="):
+        run_trial(cfg, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()  # refused before anything was made
+    cfg.data.max_epochs = 4
+    result = run_trial(cfg, tmp_path / "three")
+    assert result.status == "completed" and result.epochs == pytest.approx(cfg.train.total_tokens / unique, rel=1e-9)
+    assert result.epochs == pytest.approx(3.0, abs=2048 / unique)
+    config = runs.read_json(tmp_path / "three" / runs.CONFIG)
+    assert config["unique_train_tokens"] == unique and config["planned_epochs"] == pytest.approx(result.epochs)
+    table = json.loads(wt("runs", str(tmp_path), "--json", cwd=tmp_path).stdout)
+    assert [round(r["epochs"], 6) for r in table] == [round(result.epochs, 6)] and table[0]["overfit"] is not None
+
+
+def test_branches_and_packs_are_held_to_the_budget(small_dir, tmp_path):
+    cfg = small_trial(small_dir, tmp_path / "c")
+    unique = data.prepare(cfg.data).unique_train_tokens
+    n = sizing.n_params(cfg.model)
+    cfg.schedule.warmup_tokens, cfg.schedule.decay_frac = 2048, 0.2
+    cfg.train.branch_at_n = [0.25, 0.9 * unique / n]  # the last branch point fits, its decay does not
+    assert sizing.resolve_tokens(cfg).train.total_tokens <= unique < sizing.tokens_trained(cfg)
+    with pytest.raises(ConfigError, match="epochs of data.source=text_dir"):
+        run_trial(cfg, tmp_path / "branches")
+    pack = [small_trial(small_dir, tmp_path / "c", total_tokens=unique // 2048 * 2048 + 4096) for _ in range(2)]
+    pack[1].optim.lr = 0.02
+    with pytest.raises(ConfigError, match="epochs"):
+        run_trials(pack, [tmp_path / "p0", tmp_path / "p1"])
+    assert not any((tmp_path / d).exists() for d in ("branches", "p0", "p1"))
+
+
+def test_cli_train_and_sweep_refuse_before_compute(tmp_path):
+    over = ["model=tiny32", "train.seq_len=64", "train.batch_size_tokens=1024", "data.max_bytes=1e6",
+            "train.total_tokens=2e6"]
+    out = wt("train", *over, "--out", str(tmp_path / "t"), cwd=tmp_path)
+    assert out.returncode == 2 and "data.max_epochs=1" in out.stderr and "epochs of data.source=stdlib" in out.stderr
+    assert not (tmp_path / "t").exists()
+    out = wt("sweep", "-m", *over[:-1], "train.total_tokens=8192,2e6", cwd=tmp_path)
+    assert out.returncode == 2 and "sweep job [" in out.stderr and "train.total_tokens=2000000" in out.stderr
+    assert "over data.max_epochs=1" in out.stderr and not (tmp_path / "runs").exists()
+
+
+def test_overfitting_is_flagged_on_its_curve_only():
+    def curve(evals, train):
+        return [{"step": s, "eval_loss": e, "train_loss": t} for s, (e, t) in enumerate(zip(evals, train))]
+    falls = [5.0, 4.0, 3.5, 3.3, 3.2, 3.15]
+    assert overfitting(curve(falls, falls), 0.02) is None  # clean
+    rises = [5.0, 4.0, 3.2, 3.4, 3.9, 4.5]  # held-out turns up while train keeps falling: memorising
+    assert overfitting(curve(rises, [5.0, 4.0, 3.0, 2.0, 1.0, 0.5]), 0.02) == pytest.approx(4.5 / 3.2 - 1)
+    assert overfitting(curve(rises, [5.0, 4.0, 3.0, 3.5, 4.0, 4.6]), 0.02) is None  # both rise: unstable, not overfit
+    assert overfitting(curve([5.0, 4.0, 3.2, 3.25, 3.22, 3.23], falls), 0.02) is None  # within the margin
+
+
+def _batch_points(overfit_run: bool) -> pd.DataFrame:
+    """Synthetic batch-size sweep (MiniCPM's law, a = 1.21e9, b = 6.24) with one extra run that overfits."""
+    from synthetic import batch_size_runs
+    points = batch_size_runs(seed=0)
+    extra = points[points["run"] == points["run"].iloc[0]].copy()
+    extra["run"], extra["loss"] = "memorised", extra["loss"].to_numpy()[::-1]  # its loss climbs back up
+    extra["overfit"] = True
+    points["overfit"] = False
+    return pd.concat([points, extra]) if overfit_run else points
+
+
+def test_fitters_leave_out_the_overfitting_run_with_a_diagnostic():
+    clean = fit.batch_size_law(_batch_points(False), n_boot=20)
+    mixed = fit.batch_size_law(_batch_points(True), n_boot=20)
+    assert mixed.params == clean.params
+    assert any("left out 1 overfitting run(s)" in d and "memorised" in d for d in mixed.diagnostics)
+    rng = np.random.default_rng(1)
+    n, d = np.exp(rng.uniform(np.log(1e7), np.log(1e9), 40)), np.exp(rng.uniform(np.log(1e9), np.log(1e11), 40))
+    table = pd.DataFrame({"run": range(40), "N": n, "D": d, "loss": 1.8 + 480 / n ** 0.35 + 2100 / d ** 0.37,
+                          "overfit": [False] * 39 + [True]})
+    table.loc[39, "loss"] = 9.0  # the flagged run's final loss is far off the law
+    res = fit.loss_law(table, n_boot=5)
+    assert res.params["E"] == pytest.approx(1.8, rel=0.02) and res.n_points == 39
+    assert any("left out 1 overfitting run(s)" in d for d in res.diagnostics)
+
+
+def test_parallel_streaming_prepare_equals_one_document_at_a_time(tmp_path, monkeypatch):
+    root = tmp_path / "many"
+    rng = np.random.default_rng(2)
+    for i in range(300):
+        (root / f"d{i % 7}").mkdir(parents=True, exist_ok=True)
+        (root / f"d{i % 7}" / f"{i}.txt").write_text(
+            "".join(chr(c) for c in rng.integers(32, 127, 2000)) + " naïve 東京\n" * (i % 5))
+    monkeypatch.setattr(data.cache, "CHUNK_BYTES", 50_000)  # many chunks, so the stream is exercised
+    cfg = DataConfig(source="text_dir", path=str(root), tokenizer="bpe", bpe_vocab_size=400, eval_frac=0.1)
+    one = data.prepare(DataConfig(**{**cfg.__dict__, "cache_dir": str(tmp_path / "one")}), workers=1)
+    par = data.prepare(DataConfig(**{**cfg.__dict__, "cache_dir": str(tmp_path / "par")}))
+    assert one.meta["train_tokens"] > 100_000 and one.meta["files"] == 300
+    assert np.array_equal(one.train, par.train) and np.array_equal(one.val, par.val)
+    assert (one.path / "manifest.tsv").read_text().count("\n") == 300
+
+
+@pytest.mark.slow
+def test_prepare_memory_stays_bounded(tmp_path):
+    """A 96 MB corpus tokenizes in 8 MB chunks: the process's peak memory grows by far less than the corpus."""
+    root = tmp_path / "big"
+    root.mkdir()
+    block = "".join(chr(c) for c in np.random.default_rng(3).integers(32, 127, 1_000_000)).encode()
+    for i in range(96):
+        (root / f"{i:03d}.txt").write_bytes(block[i:] + block[:i])
+    code = f"""
+import json, re
+from windtunnel.config import DataConfig
+from windtunnel.data import cache, prepare
+cache.CHUNK_BYTES = 8 * 2 ** 20  # the build holds one chunk at a time: its memory follows the chunk, not the corpus
+def status(field):  # kB, from the kernel's view of this process
+    return int(re.search(field + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+base = status("VmRSS")
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current RSS
+c = prepare(DataConfig(source="text_dir", path={str(root)!r}, cache_dir={str(tmp_path / 'c')!r}))
+print(json.dumps({{"base_mb": base / 1024, "peak_mb": status("VmHWM") / 1024, "tokens": int(c.meta["train_tokens"])}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    m = json.loads(out.stdout)
+    print(f"prepare of 96 MB: peak RSS {m['peak_mb']:.0f} MB (baseline {m['base_mb']:.0f} MB)")
+    assert m["tokens"] > 90_000_000 and m["peak_mb"] - m["base_mb"] < 48  # < half the corpus
+
+
+def test_an_unfinished_run_on_a_changed_corpus_is_refused(small_dir, tmp_path):
+    cfg = small_trial(small_dir, tmp_path / "c")
+    seen = []
+
+    def stop(report):
+        seen.append(report)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(cfg, tmp_path / "r", callback=stop)
+    (small_dir / "new.txt").write_text("a file added after the run began " * 50)
+    with pytest.raises(ConfigError, match=r"began on another corpus \(manifest .* there, .* now"):
+        run_trial(cfg, tmp_path / "r")
+
+
+def test_gpu_sweeps_fit_one_epoch_of_stdlib_site():
+    """Every GPU experiment in conf/sweep/ fits the GPU machine's stdlib+site corpus (BPE 8192) once."""
+    from test_conf import SWEEPS, compose_job
+    from windtunnel.compose import to_job
+    checked = 0
+    for name in SWEEPS:
+        base = compose_job([f"sweep={name}"], hydra_node=True)
+        if base.train.device != "cuda":
+            continue
+        assert base.data.source == "stdlib+site" and base.data.tokenizer == "bpe" and base.data.bpe_vocab_size == 8192
+        from windtunnel.sweep.grid import expand
+        params = [f"{k}={v}" for k, v in (base.hydra.sweeper.params or {}).items()]
+        for job in expand(params + [f"sweep={name}"]):
+            trial = to_job(compose_job(job)).trial()
+            assert sizing.tokens_trained(trial) <= STDLIB_SITE_GPU_TOKENS, (name, job)
+            checked += 1
+    assert checked >= 20
+
+
+# train tokens of data=stdlib_site_bpe on the GPU machine (torch 2.11 image), benchmarks/results/prepare_h200.json
+STDLIB_SITE_GPU_TOKENS = 111_375_447

@@ -1,0 +1,125 @@
+"""Where a corpus's documents come from, in a fixed order: the interpreter's standard library (and its
+site-packages), a folder of text files, or a Hugging Face dataset (streamed). Each document is (key, bytes);
+its key decides its split (a hash, so the split never changes when documents are added elsewhere).
+
+The set of files is fixed by a manifest, (key, size) per file in sorted order; its hash is part of the
+token cache's key and is recorded by every trial, so a sweep and a re-run months later see the same
+corpus, or are told that it changed.
+"""
+import hashlib
+import json
+import math
+import site
+import sysconfig
+from pathlib import Path
+from typing import Iterator
+
+from ..config import DataConfig
+
+
+def _python_files(root: Path, skip_site: bool) -> Iterator[tuple[str, Path]]:
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if skip_site and ("site-packages" in rel or "dist-packages" in rel):
+            continue
+        if path.is_file():
+            yield rel, path
+
+
+def files(cfg: DataConfig) -> list[tuple[str, Path]]:
+    """(key, path) of every file of a file source, in the fixed (sorted) order."""
+    if cfg.source == "text_dir":
+        root = Path(cfg.path).expanduser()
+        if not root.is_dir():
+            raise FileNotFoundError(f"data.path={cfg.path!r} is not a folder of text files")
+        return [(p.relative_to(root).as_posix(), p) for p in sorted(root.rglob("*"))
+                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)]
+    out = list(_python_files(Path(sysconfig.get_paths()["stdlib"]), skip_site=True))
+    if cfg.source == "stdlib+site":
+        for sp in sorted(set(site.getsitepackages())):
+            out += [(f"site/{rel}", p) for rel, p in _python_files(Path(sp), skip_site=False)]
+    return out
+
+
+def manifest(cfg: DataConfig) -> list[tuple[str, int]]:
+    """(key, size in bytes) of each file, in order; for a Hugging Face dataset, its name, config, split and
+    files (its rows are not listed)."""
+    if cfg.source == "hf":
+        return [(f"hf:{cfg.path}:{cfg.hf_config}:{cfg.hf_split}:{cfg.hf_data_files}:{cfg.text_field}", 0)]
+    return [(key, path.stat().st_size) for key, path in files(cfg)]
+
+
+def manifest_hash(cfg: DataConfig) -> str:
+    return hashlib.sha1(json.dumps(manifest(cfg)).encode()).hexdigest()[:16]
+
+
+def _hf_rows(cfg: DataConfig) -> Iterator[tuple[str, bytes]]:
+    try:
+        import datasets
+    except ImportError:
+        raise ImportError("data.source='hf' needs the `datasets` package: pip install datasets") from None
+    if Path(cfg.path).is_dir() and any((Path(cfg.path) / f).exists() for f in ("dataset_info.json", "dataset_dict.json")):
+        ds = datasets.load_from_disk(cfg.path)  # a dataset saved with save_to_disk
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds[cfg.hf_split]
+        columns = ds.column_names
+    else:  # streamed: a multi-GB dataset (FineWeb-Edu, say) is read row by row, never held whole
+        extra = {"data_files": cfg.hf_data_files} if cfg.hf_data_files else {}
+        ds = datasets.load_dataset(cfg.path, cfg.hf_config or None, split=cfg.hf_split, streaming=True, **extra)
+        columns = list(ds.features) if ds.features is not None else [cfg.text_field]
+    if cfg.text_field not in columns:
+        raise KeyError(f"data.text_field={cfg.text_field!r} is not a column of {cfg.path}; "
+                       f"columns: {', '.join(columns)}")
+    for i, row in enumerate(ds):
+        yield f"{i}", row[cfg.text_field].encode("utf-8")
+
+
+def documents(cfg: DataConfig) -> Iterator[tuple[str, bytes]]:
+    """(key, bytes) in the fixed order, stopping once data.max_bytes (if > 0) have been read."""
+    source = _hf_rows(cfg) if cfg.source == "hf" else ((key, path.read_bytes()) for key, path in files(cfg))
+    total = 0
+    for key, text in source:
+        if not text:
+            continue
+        yield key, text
+        total += len(text)
+        if cfg.max_bytes and total >= cfg.max_bytes:
+            return
+
+
+def is_eval(key: str, eval_frac: float) -> bool:
+    """Held-out membership from a hash of the document key: stable, order-free."""
+    h = int.from_bytes(hashlib.sha1(key.encode()).digest()[:8], "big")
+    return h / 2 ** 64 < eval_frac
+
+
+def bpe_sample(cfg: DataConfig) -> Iterator[list[str]]:
+    """The train documents a BPE is trained on, in batches (the trainer counts words in parallel over a
+    batch): about data.bpe_sample_bytes of them, every k-th train file of a file source (k from the
+    manifest's sizes, so the sample is deterministic, spread over the whole corpus, and only its own files
+    are read), or the first train rows of a dataset."""
+    if cfg.source == "hf":
+        texts = (text for key, text in documents(cfg) if not is_eval(key, cfg.eval_frac))
+    else:
+        chosen, total = [], 0
+        for key, path in files(cfg):  # the files documents() would read, up to data.max_bytes
+            if cfg.max_bytes and total >= cfg.max_bytes:
+                break
+            size = path.stat().st_size
+            total += size
+            if size and not is_eval(key, cfg.eval_frac):
+                chosen.append(path)
+        train_bytes = sum(p.stat().st_size for p in chosen)
+        stride = max(1, math.ceil(train_bytes / cfg.bpe_sample_bytes)) if cfg.bpe_sample_bytes else 1
+        texts = (path.read_bytes() for path in chosen[::stride])
+    batch, taken = [], 0
+    for text in texts:
+        batch.append(text.decode("utf-8", "replace"))
+        taken += len(text)
+        if len(batch) == 256:
+            yield batch
+            batch = []
+        if cfg.bpe_sample_bytes and taken >= cfg.bpe_sample_bytes:
+            break
+    if batch:
+        yield batch
