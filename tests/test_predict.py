@@ -108,3 +108,50 @@ def test_cli_fits_the_loss_law_from_decay_branch_run_dirs(tmp_path):
     assert fit["n_points"] == 12  # 4 sizes x 3 branches; the stable runs (loss 9.9) are not points
     got = {k: v["value"] for k, v in fit["parameters"].items()}
     assert got == pytest.approx(truth, rel=0.02)
+
+
+def _demo_law():
+    """The CPU demo's batch-size fit: a = 751, b = 0.77 with b's interval [-0.59, 2.33] (b not identified)."""
+    from windtunnel.fit import FitResult
+    return FitResult(law="batch_size", form="power_law", params={"a": 751.0, "b": 0.77},
+                     intervals={"a": [300.0, 1700.0], "b": [-0.59, 2.33]}, units={}, n_points=9, diagnostics=[],
+                     details={"optima": [{"loss": 1.4 + 0.1 * i, "bs_opt": 400.0, "flag": None, "N": 23712.0}
+                                         for i in range(9)]},
+                     samples=[{"a": 751.0 * (1 + 0.01 * i), "b": 0.77 + 0.1 * (i - 5)} for i in range(10)])
+
+
+def test_predict_refuses_an_unidentified_law_and_force_records_why(tmp_path):
+    from windtunnel.predict import NotIdentified
+    target = target_model("2.4B")
+    with pytest.raises(NotIdentified, match=r"b = 0.77 has the interval \[-0.59, 2.33\], which includes 0"):
+        predict(target, tokens=1.1e12, target_loss=1.5, batch_size=_demo_law(), lr=laws.REFERENCE["minicpm-lr"])
+    pred = predict(target, tokens=1.1e12, target_loss=1.5, batch_size=_demo_law(), lr=laws.REFERENCE["minicpm-lr"],
+                   force=True)
+    assert any("includes 0" in w for w in pred.warnings) and any(n.startswith("WARNING (--force)") for n in pred.notes)
+    assert "WARNING (--force)" in pred.to_markdown() and pred.to_json()["warnings"] == pred.warnings
+    # through the CLI: exit 2 with the reason; --force writes the warning into prediction.json and the launch README
+    fits = tmp_path / "fits.json"
+    fits.write_text(json.dumps({"fits": {"batch_size": _demo_law().to_json()}}))
+    args = [sys.executable, "-m", "windtunnel.cli", "predict", "--fits", str(fits), "--reference", "minicpm",
+            "--target", "2.4B", "--tokens", "1.1e12", "--target-loss", "1.5"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "includes 0" in out.stderr and "--force" in out.stderr
+    out = subprocess.run(args + ["--force", "--out", str(tmp_path / "p")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert any("includes 0" in w for w in json.loads((tmp_path / "p" / "prediction.json").read_text())["warnings"])
+    out = subprocess.run([sys.executable, "-m", "windtunnel.cli", "launch", str(tmp_path / "p"), "--out",
+                          str(tmp_path / "l"), "--nnodes", "4", "--nproc-per-node", "8", "--round-batch"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "includes 0" in (tmp_path / "l" / "README.md").read_text()
+
+
+def test_predict_refuses_a_target_far_outside_the_data():
+    from windtunnel.predict import NotIdentified
+    lr = lr_optimum(lr_sweep().query("param == 'sp'"))  # lr* = c N^e_N fitted on N up to 5e7
+    big = target_model(shape={"d_model": 4096, "n_layers": 40, "n_heads": 32})  # N = 7.7e9: 153x the largest proxy
+    with pytest.raises(NotIdentified, match=r"lr law: the target's N = 7.7\de\+09 is 153x the largest fitted size"):
+        predict(big, tokens=1e11, target_loss=2.5, batch_size=laws.REFERENCE["minicpm-batch-size"], lr=lr)
+    pred = predict(target_model("w166m"), tokens=1e10, target_loss=2.5,
+                   batch_size=laws.REFERENCE["minicpm-batch-size"], lr=lr)
+    assert pred.extrapolation["lr_size_ratio"] == pytest.approx(166216064 / (48 * 1024 ** 2), rel=1e-6)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from .config import ConfigError
 
-LAW_NAMES = {"batch-size": "batch_size", "lr": "lr", "loss": "loss"}
+LAW_NAMES = {"batch-size": "batch_size", "batch-size-data": "batch_size_data", "lr": "lr", "loss": "loss",
+             "isoflop": "isoflop", "critical-batch": "critical_batch"}
 
 RESULT_COLUMNS = ["name", "status", "model.name", "model.parametrization", "N", "optim.lr",
                   "train.batch_size_tokens", "tokens", "epochs", "overfit", "final_eval_loss", "best_eval_loss",
@@ -85,17 +86,31 @@ def _fit_tables(args):
             finished = finished[[not (isinstance(b, list) and b) for b in finished["train.branch_at_n"]]]
         if "decayed_eval_loss" in finished:
             finished["final_eval_loss"] = finished["decayed_eval_loss"].fillna(finished["final_eval_loss"])
+        finished = _shape(finished, args)
         per_run, units = fit.canonical(finished, {"loss": "final_eval_loss", **_parse_columns(args.columns)}, **options)
         per_run.loc[finished["status"].to_numpy() == RunStatus.DIVERGED.value, "loss"] = float("inf")
         points, _ = fit.canonical(load_runs(path), _parse_columns(args.columns), **options)
         return points[points["run"].isin(finished["run_dir"])], per_run, units
     if not path.exists():
         raise FileNotFoundError(f"{path} is neither a run directory nor a file")
-    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    table = _shape(pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path), args)
     data, units = fit.canonical(table, _parse_columns(args.columns), **options)
     if "D" not in data and "tokens" in data:
         data["D"] = data["tokens"]
     return data, data, units
+
+
+def _shape(table, args):
+    """--derive, then --where, then --drop-top, on the table as read (its own column names)."""
+    from .fit import columns
+    for item in args.derive or []:
+        name, sep, expr = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--derive {item!r} must look like NAME=EXPR (e.g. D=C/(6*N))")
+        table = columns.derive(table, name, expr)
+    for expr in args.where or []:
+        table = columns.where(table, expr)
+    return columns.drop_top(table, args.drop_by, args.drop_top) if args.drop_top else table
 
 
 def cmd_fit(args) -> int:
@@ -107,12 +122,20 @@ def cmd_fit(args) -> int:
         try:
             if law == "batch_size":
                 results[law] = fit.batch_size_law(points, n_boot=args.boot, units=units)
+            elif law == "isoflop":
+                results[law] = fit.isoflop_law(per_run, n_boot=args.boot, units=units)
+            elif law == "critical_batch":
+                results[law] = fit.critical_batch_law(points, n_boot=args.boot, units=units)
+            elif law == "batch_size_data":
+                results[law] = fit.batch_size_data_law(per_run, n_boot=args.boot, units=units)
             elif law == "lr":
                 results[law] = fit.lr_optimum(per_run, n_boot=args.boot, units=units)
             else:
                 results[law] = fit.loss_law(per_run, form=args.form, n_boot=args.boot, units=units)
         except fit.NotFittable as err:
             errors[law] = str(err)
+            continue
+        results[law].diagnostics += fit.quality(results[law])
     doc = {"source": str(args.source), "fits": {k: v.to_json() for k, v in results.items()}, "not_fittable": errors}
     if args.out:
         Path(args.out).write_text(json.dumps(doc, indent=1))
@@ -147,7 +170,8 @@ def cmd_predict(args) -> int:
     target = target_model(args.target, _parse_columns(args.shape) and {
         k: type(getattr(ModelConfig(), k))(float(v)) for k, v in _parse_columns(args.shape).items()})
     pred = predict(target, tokens=args.tokens, compute=args.compute, target_loss=args.target_loss,
-                   batch_size=fits.get("batch_size"), lr=fits.get("lr"), loss=fits.get("loss"), seq_len=args.seq_len)
+                   batch_size=fits.get("batch_size"), lr=fits.get("lr"), loss=fits.get("loss"), seq_len=args.seq_len,
+                   force=args.force)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -214,6 +238,12 @@ def main(argv=None) -> int:
     p.add_argument("--seq-len", type=int, default=0, help="tokens per sequence when --bs-unit sequences")
     p.add_argument("--n-kind", choices=["non-embedding", "total"], default="non-embedding",
                    help="what N counts; with 'total' a mapped N_emb column is subtracted")
+    p.add_argument("--derive", action="append", help="a column from others, NAME=EXPR (e.g. D=C/(6*N); numbers, "
+                                                     "columns, + - * / **, log exp sqrt; `odd names` in backticks)")
+    p.add_argument("--where", action="append", help="keep the rows where EXPR holds (e.g. 'D > 1e9 and N < 1e10')")
+    p.add_argument("--drop-top", type=int, default=0, help="drop the K rows of highest --drop-by (Epoch drops the "
+                                                           "5 highest-loss Chinchilla points)")
+    p.add_argument("--drop-by", default="loss", help="the column --drop-top ranks (as named in the table)")
     p.add_argument("--boot", type=int, default=200, help="bootstrap resamples for the intervals")
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", help="write the fits as JSON here (input of windtunnel predict --fits)")
@@ -229,6 +259,8 @@ def main(argv=None) -> int:
     p.add_argument("--compute", type=float, default=0, help="FLOP budget C = 6 N D (N non-embedding)")
     p.add_argument("--target-loss", type=float, default=0, help="the loss the batch size is chosen for")
     p.add_argument("--seq-len", type=int, default=4096)
+    p.add_argument("--force", action="store_true", help="predict from laws the data do not identify (or too far "
+                                                        "outside them), recording why in the prediction")
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", help="write prediction.json and prediction.md into this folder")
     p.set_defaults(func=cmd_predict)

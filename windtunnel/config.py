@@ -174,16 +174,16 @@ class TrialConfig:
         """Micro-batches per rank per optimizer step, with the global batch split over `world` processes.
         The one check that train.batch_size_tokens splits: ConfigError naming the fields otherwise."""
         t, micro = self.train, self.micro_batch
-        per_pass = t.seq_len * micro * world  # tokens of one forward pass on every rank
-        if t.batch_size_tokens % per_pass:
+        pass_tokens = t.seq_len * micro * world  # tokens of one forward pass on every rank
+        if t.batch_size_tokens % pass_tokens:
             names, values = ("train.seq_len x train.micro_batch_size", f"{t.seq_len} x {micro}")
             if world > 1:
                 names, values = f"{names} x ranks", f"{values} x {world}"
             raise ConfigError(
-                f"train.batch_size_tokens={t.batch_size_tokens} is not divisible by {names} = {values} = {per_pass}; "
-                f"use a multiple of {per_pass} (e.g. {max(1, round(t.batch_size_tokens / per_pass)) * per_pass}) "
+                f"train.batch_size_tokens={t.batch_size_tokens} is not divisible by {names} = {values} = {pass_tokens}; "
+                f"use a multiple of {pass_tokens} (e.g. {max(1, round(t.batch_size_tokens / pass_tokens)) * pass_tokens}) "
                 f"or a smaller micro-batch")
-        return t.batch_size_tokens // per_pass
+        return t.batch_size_tokens // pass_tokens
 
     def validate(self) -> "TrialConfig":
         validate(self)

@@ -58,11 +58,11 @@ def memory_plan(trial: TrialConfig, spec: LaunchSpec) -> dict:
             "max_micro": max_micro}
 
 
-def split_batch(batch_tokens: int, seq_len: int, world: int, max_micro: int) -> tuple[int, int]:
-    """(micro-batch sequences, accumulation steps) with micro x accum x world x seq_len = batch_tokens."""
-    if batch_tokens % seq_len:
-        raise ConfigError(f"the batch of {batch_tokens} tokens is not a whole number of {seq_len}-token sequences")
-    seqs = batch_tokens // seq_len
+def split_batch(batch_size_tokens: int, seq_len: int, world: int, max_micro: int) -> tuple[int, int]:
+    """(micro-batch sequences, accumulation steps) with micro x accum x world x seq_len = batch_size_tokens."""
+    if batch_size_tokens % seq_len:
+        raise ConfigError(f"the batch of {batch_size_tokens} tokens is not a whole number of {seq_len}-token sequences")
+    seqs = batch_size_tokens // seq_len
     if seqs % world:
         lower, upper = seqs // world * world, -(-seqs // world) * world
         raise ConfigError(f"the batch of {seqs} sequences cannot be split over a world size of {world}; use "

@@ -142,6 +142,17 @@ REFERENCE: dict[str, ReferenceLaw] = {r.name: r for r in [
                  "y": "peak LR"}, "Step Law (arXiv 2503.04715)", {"N": -0.713, "D": 0.307}),
     ReferenceLaw("steplaw-batch-size", "hyper_power_law", {"c": 0.58}, {"D": "tokens", "y": "batch in tokens"},
                  "Step Law (arXiv 2503.04715)", {"D": 0.571}),
+    ReferenceLaw("porian-isoflop", "hyper_power_law", {"c": 0.118}, {"C": "FLOPs", "y": "compute-optimal N"},
+                 "Porian et al. 2024 (arXiv 2406.19146), tuned RefinedWeb: N* = 0.118 C^0.497 (CI 0.491-0.505)",
+                 {"C": 0.497}),
+    ReferenceLaw("llama3-isoflop", "hyper_power_law", {"c": 0.29}, {"C": "FLOPs", "y": "compute-optimal tokens"},
+                 "Llama 3 (arXiv 2407.21783): D* = 0.29 C^0.53", {"C": 0.53}),
+    ReferenceLaw("chinchilla-approach2", "hyper_power_law", {"c": float("nan")}, {"C": "FLOPs", "y": "compute-optimal N"},
+                 "Hoffmann et al. 2022, Approach 2: N* ~ C^0.49 (constant not stated)", {"C": 0.49}),
+    ReferenceLaw("zhang-critical-batch", "hyper_power_law", {"c": float("nan")},
+                 {"N": "parameters", "y": "critical batch in sequences of 512 tokens"},
+                 "Zhang et al. 2024 (arXiv 2410.21676): critical batch 745 .. 2533 sequences over 85M .. 1.2B, "
+                 "~ N^0.468 (scaling-laws.md; constant not stated)", {"N": 0.468}),
     ReferenceLaw("kaplan-critical-batch", "power_law", {"a": 2e8, "b": 1 / 0.21},
                  {"x": "loss, nats/token", "y": "critical batch in tokens"},
                  "Kaplan et al. 2020: B_crit = B* / L^(1/alpha_B), B* ~ 2e8, alpha_B ~ 0.21 (from memory; "

@@ -16,6 +16,47 @@ from .fit import FitResult
 
 WARMUP_FRAC = 0.01  # MiniCPM does not state its warmup; 1% of tokens is the common choice
 DECAY_FRAC = 0.1  # MiniCPM: a decay of ~10% of tokens is enough (minicpm.md 4.3)
+# How far a prediction may reach past the data its laws were fitted on before it is refused (--force goes on):
+LOSS_FACTOR = 1.25  # a target loss below the lowest fitted loss / 1.25 (or above the highest x 1.25)
+SIZE_FACTOR = 100.0  # a target N above 100 x the largest proxy's N (MiniCPM went from 0.036B proxies to 2.4B: 67x)
+EXPONENTS = {"batch_size": ("b",), "lr": ("e_N", "e_D"), "loss": ("alpha", "beta"), "batch_size_data": ("b",)}
+
+
+class NotIdentified(ConfigError):
+    """The laws cannot say what the prediction asks; the message lists each reason and how to go on."""
+
+
+def identification(fits: dict, n: float, loss: float | None) -> tuple[list[str], dict]:
+    """Reasons a prediction from these fitted laws would not be supported by their data, and how far it
+    extrapolates (target N / largest proxy N, target loss against the fitted losses)."""
+    problems, reach = [], {}
+    for name, fit in fits.items():
+        if not isinstance(fit, FitResult):
+            continue
+        for key, value in fit.params.items():
+            if value is None or not np.isfinite(value):
+                problems.append(f"{name} law: {key} = {value} is not a finite number")
+        for key in (k for k in EXPONENTS.get(name, ()) if k in fit.params):
+            low, high = fit.intervals.get(key) or (None, None)
+            if low is not None and low <= 0 <= high:
+                problems.append(f"{name} law: {key} = {fit.params[key]:.3g} has the interval [{low:.3g}, {high:.3g}], "
+                                f"which includes 0: the data do not identify it")
+        for key in ("a", "c", "A", "B", "E"):
+            if key in fit.params and fit.params[key] is not None and fit.params[key] <= 0:
+                problems.append(f"{name} law: {key} = {fit.params[key]:.3g} is not positive (a non-physical law)")
+        sizes = [o["N"] for o in fit.details.get("optima", []) if o.get("N")] or fit.details.get("sizes", [])
+        if sizes and name in ("lr", "loss"):
+            reach[f"{name}_size_ratio"] = n / max(sizes)
+            if n > SIZE_FACTOR * max(sizes):
+                problems.append(f"{name} law: the target's N = {n:.3g} is {n / max(sizes):.0f}x the largest fitted "
+                                f"size ({max(sizes):.3g}); more than {SIZE_FACTOR:g}x is beyond what it can say")
+        losses = [o["loss"] for o in fit.details.get("optima", []) if o.get("bs_opt") and not o.get("flag")]
+        if name == "batch_size" and losses and loss is not None:
+            reach["batch_size_loss_range"] = [min(losses), max(losses)]
+            if not min(losses) / LOSS_FACTOR <= loss <= max(losses) * LOSS_FACTOR:
+                problems.append(f"batch_size law: the target loss {loss:.4g} is outside the fitted losses "
+                                f"[{min(losses):.4g}, {max(losses):.4g}] by more than a factor {LOSS_FACTOR:g}")
+    return problems, reach
 
 
 @dataclass
@@ -25,10 +66,13 @@ class Prediction:
     numbers: dict  # name -> {"value", "interval", "source"}
     trial: TrialConfig
     notes: list = field(default_factory=list)
+    extrapolation: dict = field(default_factory=dict)  # target N / largest proxy N, fitted loss range
+    warnings: list = field(default_factory=list)  # reasons it would have been refused (predicted with --force)
 
     def to_json(self) -> dict:
         return {"target": {**to_dict(self.target), "N": sizing.n_params(self.target)}, "tokens": self.tokens,
-                "predictions": self.numbers, "notes": self.notes, "trial": to_dict(self.trial)}
+                "predictions": self.numbers, "notes": self.notes, "extrapolation": self.extrapolation,
+                "warnings": self.warnings, "trial": to_dict(self.trial)}
 
     def to_markdown(self) -> str:
         t = self.target
@@ -39,7 +83,9 @@ class Prediction:
             iv = v.get("interval") or [None, None]
             shown = "" if iv[0] is None else f"[{iv[0]:.4g}, {iv[1]:.4g}]"
             lines.append(f"| {name} | {v['value']:.4g} | {shown} | {v['source']} |")
-        return "\n".join(lines + [""] + [f"- {n}" for n in self.notes]) + "\n"
+        reach = [f"- extrapolation: {k} = {v if not isinstance(v, float) else f'{v:.3g}'}"
+                 for k, v in self.extrapolation.items()]
+        return "\n".join(lines + [""] + [f"- {n}" for n in self.notes] + reach) + "\n"
 
 
 def _number(value: float, draws=None, source: str = "") -> dict:
@@ -68,10 +114,12 @@ def target_model(name: str = "", shape: dict | None = None) -> ModelConfig:
 
 def predict(target: ModelConfig, *, tokens: float = 0, compute: float = 0, target_loss: float = 0,
             batch_size: FitResult | laws.ReferenceLaw | None = None, lr: FitResult | laws.ReferenceLaw | None = None,
-            loss: FitResult | None = None, seq_len: int = 4096, seed: int = 0) -> Prediction:
+            loss: FitResult | None = None, seq_len: int = 4096, seed: int = 0, force: bool = False) -> Prediction:
     """Predict loss, batch size, LRs and schedule for `target` trained on `tokens` (or a FLOP budget
     `compute` = 6 N D with N non-embedding). `target_loss` overrides the loss law (MiniCPM picks the batch
-    size for the loss it expects to reach)."""
+    size for the loss it expects to reach). A fitted law that its data do not identify (an exponent's interval
+    includes 0, a non-physical constant) or a target too far outside its data raises NotIdentified with every
+    reason; force=True goes on and records them as warnings in the prediction."""
     n = sizing.n_params(target)
     if tokens <= 0 and compute > 0:
         tokens = compute / (6 * n)
@@ -90,6 +138,11 @@ def predict(target: ModelConfig, *, tokens: float = 0, compute: float = 0, targe
         raise ConfigError("the batch-size law needs the loss the target will reach: give --target-loss or a fitted "
                           "loss law (windtunnel fit ... --law loss)")
 
+    problems, reach = identification({"batch_size": batch_size, "lr": lr, "loss": loss}, n, L)
+    if problems and not force:
+        raise NotIdentified("the prediction is refused: " + "; ".join(problems) + ". Fix the sweep (more sizes, "
+                            "longer runs, a wider grid) or pass --force to predict anyway with these warnings recorded")
+    notes += [f"WARNING (--force): {p}" for p in problems]
     if isinstance(batch_size, FitResult):
         a, b = batch_size.params["a"], batch_size.params["b"]
         pairs = batch_size.samples
@@ -115,9 +168,12 @@ def predict(target: ModelConfig, *, tokens: float = 0, compute: float = 0, targe
     numbers["batch_size_sequences"] = _number(seqs, [max(1, round(x / seq_len)) for x in (bs_draws or [])],
                                               f"batch_size_tokens / seq_len {seq_len}, rounded")
 
-    if isinstance(lr, FitResult) and lr.form == "hyper_power_law":
-        base_lr = lr.params["c"] * n ** lr.params["e_N"]
-        numbers["lr"] = _number(base_lr, None, "fitted lr* = c N^e_N (the optimum moved with size)")
+    if isinstance(lr, FitResult) and lr.form in ("hyper_power_law", "step_law"):
+        p = lr.params
+        base_lr = p.get("c", 1.0) * n ** p.get("e_N", 0.0) * tokens ** p.get("e_D", 0.0)
+        draws = [s.get("c", 1.0) * n ** s.get("e_N", 0.0) * tokens ** s.get("e_D", 0.0) for s in lr.samples]
+        numbers["lr"] = _number(base_lr, draws or None, f"fitted lr* = c N^e_N{' D^e_D' if 'e_D' in p else ''} "
+                                                        f"at N={n:.3g}, D={tokens:.3g}")
     elif isinstance(lr, FitResult):
         base_lr = lr.params["lr_star"]
         numbers["lr"] = {**_number(base_lr, None, "fitted LR optimum, transferred across width (muP)"),
@@ -154,4 +210,5 @@ def predict(target: ModelConfig, *, tokens: float = 0, compute: float = 0, targe
     if trial.model.max_seq_len < seq_len:
         trial.model.max_seq_len = seq_len
     trial.validate()
-    return Prediction(target=target, tokens=float(total), numbers=numbers, trial=trial, notes=notes)
+    return Prediction(target=target, tokens=float(total), numbers=numbers, trial=trial, notes=notes,
+                      extrapolation=reach, warnings=problems)

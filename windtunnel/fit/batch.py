@@ -6,7 +6,7 @@ import pandas as pd
 from scipy.interpolate import PchipInterpolator
 
 from .. import laws
-from .result import FitResult, NotFittable, _interval, _need, drop_overfit
+from .result import FitResult, NotFittable, _interval, _need, drop_overfit, leave_one_out, loo_warnings
 
 
 def tokens_to_reach(tokens: np.ndarray, loss: np.ndarray, level: float) -> float:
@@ -15,8 +15,10 @@ def tokens_to_reach(tokens: np.ndarray, loss: np.ndarray, level: float) -> float
     log tokens: linear interpolation of a convex curve between sparse evals biases the result by up to ~20%
     at 5 evals per decade, differently for each batch size, which would shift the iso-loss optimum."""
     keep = (tokens > 0) & np.isfinite(loss)
-    order = np.argsort(tokens[keep])
-    x, y = np.log(tokens[keep][order]), np.minimum.accumulate(loss[keep][order])
+    if not keep.any():
+        return float("nan")
+    frame = pd.DataFrame({"t": tokens[keep], "l": loss[keep]}).groupby("t")["l"].min()  # one point per token count
+    x, y = np.log(frame.index.to_numpy(float)), np.minimum.accumulate(frame.to_numpy(float))
     hit = np.flatnonzero(y <= level)
     if len(hit) == 0 or hit[0] == 0:
         return float("nan")
@@ -46,24 +48,46 @@ def _levels(curves: dict, n_levels: int, early_frac: float) -> np.ndarray:
     return np.geomspace(lo, hi, n_levels) if hi > lo else np.array([])
 
 
-def _size_optima(bs: np.ndarray, reach: np.ndarray, levels: np.ndarray, min_steps: float) -> list[dict]:
-    """Per loss level: the parabola in (log bs, log tokens) through the runs that reached it, and its minimum.
-    bs: (runs,), reach: (runs, levels) tokens to reach each level. A run's point counts only if it took at
-    least min_steps optimizer steps to get there (before that it is in warmup)."""
+def _size_optima(bs: np.ndarray, reach: np.ndarray, levels: np.ndarray, min_steps: float,
+                 budget: np.ndarray = None, censor: bool = True) -> list[dict]:
+    """Per loss level: the parabola in (log bs, log tokens) through the runs' tokens to reach it, and its
+    minimum. bs: (runs,), reach: (runs, levels) tokens to reach each level (NaN: never reached), budget:
+    (runs,) tokens each run trained. A run that never reached a level needed more than its whole run: with
+    `censor`, its point is a lower bound (censored regression: the parabola is refitted with each violated
+    bound raised to the curve until none is violated) instead of being dropped, which would bias the optimum
+    towards the batch sizes that did reach it. A point counts only after min_steps optimizer steps (before
+    that a run is in warmup). Levels that fewer than 3 batch sizes reach are skipped."""
     out = []
     for j, level in enumerate(levels):
         ok = np.isfinite(reach[:, j]) & (reach[:, j] >= min_steps * bs)
         if len(set(bs[ok])) < 3:
+            out.append({"loss": float(level), "bs_opt": None, "n_runs": int(ok.sum()), "censored": 0,
+                        "flag": "reached by fewer than 3 batch sizes"})
             continue
-        x, y = np.log(bs[ok]), np.log(reach[ok, j])
-        c2, c1, _ = np.polyfit(x, y, 2)
+        cen = ~np.isfinite(reach[:, j]) & censor & (budget is not None)
+        x_ok, y_ok = np.log(bs[ok]), np.log(reach[ok, j])
+        c2, c1, c0 = np.polyfit(x_ok, y_ok, 2)
+        if cen.any():
+            # least squares with the censored points as lower bounds: minimise the reached points' squared
+            # residuals plus max(0, bound - curve)^2, by alternately raising each bound to the curve and refitting
+            x_cen, bound = np.log(bs[cen]), np.log(budget[cen])
+            x = np.concatenate([x_ok, x_cen])
+            for _ in range(200):
+                y_cen = np.maximum(bound, np.polyval([c2, c1, c0], x_cen))
+                new = np.polyfit(x, np.concatenate([y_ok, y_cen]), 2)
+                converged = np.allclose(new, [c2, c1, c0], rtol=1e-10, atol=1e-12)
+                c2, c1, c0 = new
+                if converged:
+                    break
+        else:
+            x = x_ok
+        row = {"loss": float(level), "n_runs": int(ok.sum()), "censored": int(cen.sum())}
         if c2 <= 0:
-            out.append({"loss": float(level), "bs_opt": None, "n_runs": int(ok.sum()),
-                        "flag": "no minimum (parabola opens down)"})
+            out.append({**row, "bs_opt": None, "flag": "no minimum (parabola opens down)"})
             continue
         x_star = -c1 / (2 * c2)
         edge = not (x.min() < x_star < x.max())
-        out.append({"loss": float(level), "bs_opt": float(math.exp(x_star)), "n_runs": int(ok.sum()),
+        out.append({**row, "bs_opt": float(math.exp(x_star)),
                     "flag": "optimum at the edge of the swept grid" if edge else None})
     return out
 
@@ -77,7 +101,20 @@ def _power_fit(rows: list[dict]) -> tuple[float, float]:
 
 
 def batch_size_law(df: pd.DataFrame, *, n_levels: int = 8, early_frac: float = 0.05, min_steps: float = 4,
-                   n_boot: int = 200, seed: int = 0, units: dict | None = None) -> FitResult:
+                   n_boot: int = 200, seed: int = 0, censor: bool = True, units: dict | None = None) -> FitResult:
+    """(see _batch_size_law); every numerical failure is a NotFittable with its reason, never a traceback."""
+    try:
+        return _batch_size_law(df, n_levels=n_levels, early_frac=early_frac, min_steps=min_steps, n_boot=n_boot,
+                               seed=seed, censor=censor, units=units)
+    except (ValueError, ArithmeticError, np.linalg.LinAlgError) as err:
+        if isinstance(err, NotFittable):
+            raise
+        raise NotFittable(f"the batch-size fit failed numerically ({type(err).__name__}: {err}); check that each "
+                          f"run's rows are one curve (map `run` to a run id with --columns run=...)") from None
+
+
+def _batch_size_law(df: pd.DataFrame, *, n_levels: int, early_frac: float, min_steps: float, n_boot: int, seed: int,
+                    censor: bool, units: dict | None) -> FitResult:
     """MiniCPM's batch-size law bs_opt = a / L^b from per-size batch-size sweeps (canonical columns run, N,
     bs, tokens, loss: one row per held-out eval). Per size and loss level, the tokens each run needed to
     reach the level; a parabola in log-log through them; its minimum is that level's optimal batch size.
@@ -94,14 +131,15 @@ def batch_size_law(df: pd.DataFrame, *, n_levels: int = 8, early_frac: float = 0
         levels = _levels(curves, n_levels, early_frac)
         bs = np.array([c[0] for c in curves.values()], dtype=float)
         reach = np.array([[tokens_to_reach(t, l, lv) for lv in levels] for _, t, l in curves.values()])
-        sizes[n] = (bs, reach.reshape(len(bs), len(levels)), levels)
+        budget = np.array([np.nanmax(t) for _, t, _ in curves.values()], dtype=float)
+        sizes[n] = (bs, reach.reshape(len(bs), len(levels)), levels, budget)
     if not sizes:
         raise NotFittable("no model size has runs at 3 or more batch sizes; the batch-size law needs a sweep of "
                           ">= 3 (MiniCPM: 6) batch sizes per size")
 
     def optima(pick: dict) -> list[dict]:
-        return [{"N": float(n), **o} for n, (bs, reach, levels) in sizes.items()
-                for o in _size_optima(bs[pick[n]], reach[pick[n]], levels, min_steps)]
+        return [{"N": float(n), **o} for n, (bs, reach, levels, budget) in sizes.items()
+                for o in _size_optima(bs[pick[n]], reach[pick[n]], levels, min_steps, budget[pick[n]], censor)]
 
     rows = optima({n: np.arange(len(v[0])) for n, v in sizes.items()})
     a, b = _power_fit(rows)
@@ -113,20 +151,25 @@ def batch_size_law(df: pd.DataFrame, *, n_levels: int = 8, early_frac: float = 0
     draws = np.array([_power_fit(optima({n: rng.integers(0, len(v[0]), len(v[0])) for n, v in sizes.items()}))
                       for _ in range(n_boot)]).reshape(-1, 2)
     diagnostics = list(dropped)
-    if any(r["flag"] for r in rows):
-        diagnostics.append(f"{sum(1 for r in rows if r['flag'])} of {len(rows)} loss levels flagged "
-                           f"(optimum at the grid edge or no minimum) and left out")
+    for flag in sorted({r["flag"] for r in rows if r["flag"]}):
+        diagnostics.append(f"{sum(1 for r in rows if r['flag'] == flag)} of {len(rows)} loss levels left out: {flag}")
+    if censor and any(r.get("censored") for r in rows):
+        diagnostics.append(f"{sum(r.get('censored', 0) for r in rows)} (run, level) points never reached, counted "
+                           f"as needing more than their run's tokens (censored)")
     if len(sizes) < 2:
         diagnostics.append("one model size only: b rests on the loss range of one sweep (MiniCPM used 3 sizes)")
     b_low, b_high = _interval(draws[:, 1])
     if b_low is not None and b_low <= 0 <= b_high:
         diagnostics.append(f"b's interval [{b_low:.3g}, {b_high:.3g}] includes 0: these runs show no clear change of "
                            f"the optimal batch with loss (train longer, or sweep sizes whose losses differ more)")
+    loo = leave_one_out(len(good), lambda keep: dict(zip(("a", "b"), _power_fit([r for r, k in zip(good, keep) if k]))),
+                        {"a": a, "b": b}, [f"N={r['N']:.3g} L={r['loss']:.4g}" for r in good])
+    diagnostics += loo_warnings(loo, {"b": b})
     return FitResult(law="batch_size", form="power_law", params={"a": a, "b": b},
                      intervals={"a": _interval(draws[:, 0]), "b": _interval(draws[:, 1])},
                      units={"x": "loss (as logged, nats/token)", "y": "batch size in tokens", **(units or {})},
                      n_points=len(good), diagnostics=diagnostics,
-                     details={"optima": rows, "sizes": [float(n) for n in sizes]},
+                     details={"optima": rows, "sizes": [float(n) for n in sizes], "leave_one_out": loo},
                      samples=[{"a": x, "b": y} for x, y in draws if np.isfinite(x)])
 
 

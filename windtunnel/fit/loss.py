@@ -7,7 +7,7 @@ import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import logsumexp
 
-from .result import FitResult, NotFittable, _interval, _need, drop_overfit
+from .result import FitResult, NotFittable, _interval, _need, drop_overfit, loo_warnings
 
 # Parameter symbols per form, in the order of the optimiser's vector theta = (a, b, e, alpha, beta) with
 # A = e^a, B = e^b, E = e^e. MiniCPM's form is the same family with N and D in billions.
@@ -18,6 +18,8 @@ LOSS_FORMS = {
                 "grid_ab": np.arange(-10.0, 5.0, 2.5), "units": {"N": "1e9 parameters", "D": "1e9 tokens"}},
 }
 _BOUNDS = [(-30.0, 60.0), (-30.0, 60.0), (-10.0, 5.0), (0.0, 3.0), (0.0, 3.0)]
+_POLISH = {"maxiter": 1000, "ftol": 1e-15, "gtol": 1e-12}  # the best start only: its optimum to ~1e-9
+_OPTIONS = {"maxiter": 1000}  # scipy's default tolerances for the many starts (each then only ranks a basin)
 
 
 def _huber_objective(theta, logN, logD, logL, delta):
@@ -42,13 +44,32 @@ def _grid_objective(starts, logN, logD, logL, delta):
     return np.sum(np.where(r <= delta, 0.5 * r ** 2, delta * (r - 0.5 * delta)), axis=1)
 
 
-def _minimize(theta0, logN, logD, logL, delta):
+def _leave_one_out_shifts(theta, logN, logD, logL, delta) -> np.ndarray:
+    """theta_{-i} - theta for every point i, by one Newton step: removing point i leaves the gradient -g_i at
+    the optimum, so the shift is H^-1 g_i (H by central differences of the analytic gradient). (n, 5)."""
+    a, b, e, alpha, beta = theta
+    t1, t2 = a - alpha * logN, b - beta * logD
+    lse = np.logaddexp(np.logaddexp(t1, t2), e)
+    r = lse - logL
+    dr = np.where(np.abs(r) <= delta, r, delta * np.sign(r))
+    p1, p2, p3 = dr * np.exp(t1 - lse), dr * np.exp(t2 - lse), dr * np.exp(e - lse)
+    per_point = np.stack([p1, p2, p3, -p1 * logN, -p2 * logD], axis=1)  # (n, 5) gradient of each point's term
+    eps, hessian = 1e-5, np.zeros((5, 5))
+    for j in range(5):
+        step = np.zeros(5)
+        step[j] = eps
+        hessian[:, j] = (_huber_objective(theta + step, logN, logD, logL, delta)[1]
+                         - _huber_objective(theta - step, logN, logD, logL, delta)[1]) / (2 * eps)
+    return np.linalg.lstsq(0.5 * (hessian + hessian.T), per_point.T, rcond=None)[0].T
+
+
+def _minimize(theta0, logN, logD, logL, delta, options=None):
     return minimize(_huber_objective, theta0, args=(logN, logD, logL, delta), jac=True, method="L-BFGS-B",
-                    bounds=_BOUNDS, options={"maxiter": 1000, "ftol": 1e-15, "gtol": 1e-12})
+                    bounds=_BOUNDS, options=options or _OPTIONS)
 
 
 def loss_law(df: pd.DataFrame, *, form: str = "chinchilla", delta: float = 1e-3, n_starts: int = 500,
-             n_boot: int = 100, seed: int = 0, units: dict | None = None) -> FitResult:
+             n_boot: int = 100, seed: int = 0, loo: bool = True, units: dict | None = None) -> FitResult:
     """Chinchilla Approach 3 (canonical columns N, D, loss; one row per finished run or checkpoint):
     minimise the *sum* of Huber(delta) on log residuals of log L = LSE(a - alpha ln N, b - beta ln D, e) with
     L-BFGS-B and analytic gradients from a grid of starts (alpha, beta in 0..2 step 0.5, e in -1..1 step 0.5,
@@ -79,12 +100,13 @@ def loss_law(df: pd.DataFrame, *, form: str = "chinchilla", delta: float = 1e-3,
         starts = starts[np.argsort(_grid_objective(starts, logN, logD, logL, delta))[:n_starts]]
     fits = [_minimize(s, logN, logD, logL, delta) for s in starts]
     fits.sort(key=lambda f: f.fun)
-    best = fits[0]
+    best = _minimize(fits[0].x, logN, logD, logL, delta, _POLISH)  # polished: the same optimum as strict everywhere
+    fits[0] = best
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(n_boot):
         i = rng.integers(0, len(logL), len(logL))
-        draws.append(_minimize(best.x, logN[i], logD[i], logL[i], delta).x)
+        draws.append(_minimize(best.x, logN[i], logD[i], logL[i], delta, _POLISH).x)  # from the optimum: strict
     draws = np.array(draws).reshape(-1, 5)
 
     def named(theta):
@@ -99,6 +121,12 @@ def loss_law(df: pd.DataFrame, *, form: str = "chinchilla", delta: float = 1e-3,
     alpha, beta = best.x[3], best.x[4]
     details = {"objective": float(best.fun), "starts": len(starts), "rmse_log": float(np.sqrt(np.mean(
         (np.log(pred) - logL) ** 2))), "a_N": float(beta / (alpha + beta)) if alpha + beta > 0 else None}
+    if loo:  # each point left out once: one Newton step from the optimum (the influence function)
+        shifts = _leave_one_out_shifts(best.x, logN, logD, logL, delta)  # (n, 5)
+        details["leave_one_out"] = {k: {"max_change": float(np.abs(shifts[:, j]).max()),
+                                        "point": int(np.abs(shifts[:, j]).argmax())}
+                                    for j, k in ((3, spec["symbols"][3]), (4, spec["symbols"][4]))}
+        diagnostics += loo_warnings(details["leave_one_out"], params)
     return FitResult(law="loss", form="chinchilla" if form == "chinchilla" else "minicpm_loss", params=params,
                      intervals=intervals, units={**spec["units"], "L": "loss as logged", **(units or {})},
                      n_points=len(logL), diagnostics=diagnostics, details=details, samples=named_draws)

@@ -1,92 +1,189 @@
-"""The LR optimum per size and parametrization, and the muTransfer verdict."""
+"""The LR optimum per cell (model size, and token budget when it varies), the LR law across cells, the muP
+transfer verdict, and Step Law's batch-size law bs* = c D^b.
+
+A cell is one (parametrization, N, D) sweep; within it the loss at each LR is the mean over seeds of the
+best batch size's runs (the optimum LR at the best batch). LRs are grouped on a log grid with a relative
+tolerance, so 0.0003453 and 0.000345 are one grid point. A cell's optimum is the minimum of a parabola in log
+LR through the best point and its neighbours; an optimum at the edge of its grid (or next to a diverged LR)
+is flagged and left out of the law: it only says the optimum lies beyond the grid.
+"""
 import numpy as np
 import pandas as pd
 
 from .. import laws
-from .result import FitResult, NotFittable, _interval, _need
+from .result import FitResult, NotFittable, _interval, _need, leave_one_out, loo_warnings
 
 
-def _lr_star(lr: np.ndarray, loss: np.ndarray) -> tuple[float, dict]:
-    """Optimum of one LR sweep (mean loss per LR, diverged = inf): a parabola in log LR through the best
+def log_grid(values, rtol: float = 0.02) -> np.ndarray:
+    """Each value replaced by its cluster's representative: sorted values whose neighbours differ by less than
+    rtol (relative) are one grid point, named by its most common value (0.000345 and 0.0003453 are one)."""
+    values = np.asarray(values, dtype=float)
+    order = np.argsort(values)
+    logs = np.log(values[order])
+    cluster = np.concatenate([[0], np.cumsum(np.diff(logs) > np.log1p(rtol))])
+    members = values[order]
+    names = np.array([pd.Series(members[cluster == c]).mode().iloc[0] for c in range(cluster[-1] + 1)])
+    out = np.empty_like(values)
+    out[order] = names[cluster]
+    return out
+
+
+def _optimum(x: np.ndarray, loss: np.ndarray) -> tuple[float, dict]:
+    """Optimum of one sweep (x sorted, loss per x, diverged = inf): a parabola in log x through the best
     point and up to two finite neighbours on each side; the best grid point when no parabola opens up."""
     finite = np.isfinite(loss)
     best = int(np.nanargmin(np.where(finite, loss, np.nan)))
-    idx = [i for i in range(max(0, best - 2), min(len(lr), best + 3)) if finite[i]]
-    info = {"best_lr": float(lr[best]), "best_loss": float(loss[best]),
-            "edge": best in (0, len(lr) - 1) or not finite[max(best - 1, 0)] or not finite[min(best + 1, len(lr) - 1)]}
+    idx = [i for i in range(max(0, best - 2), min(len(x), best + 3)) if finite[i]]
+    info = {"best_x": float(x[best]), "best_loss": float(loss[best]),
+            "edge": best in (0, len(x) - 1) or not finite[max(best - 1, 0)] or not finite[min(best + 1, len(x) - 1)]}
     if len(idx) >= 3:
-        g = laws.log_parabola_guess(lr[idx], loss[idx])
-        inside = np.log(lr[idx[0]]) <= g["log_lr_star"] <= np.log(lr[idx[-1]])
-        if g["k"] > 0 and inside:
-            return float(np.exp(g["log_lr_star"])), {**info, "parabola": g}
-    return float(lr[best]), info
+        g = laws.log_parabola_guess(x[idx], loss[idx])
+        if g["k"] > 0 and np.log(x[idx[0]]) <= g["log_lr_star"] <= np.log(x[idx[-1]]):
+            return float(np.exp(g["log_lr_star"])), info
+    return float(x[best]), info
 
 
-def lr_optimum(df: pd.DataFrame, *, band: float = 0.0025, n_boot: int = 200, seed: int = 0,
+def lr_optimum(df: pd.DataFrame, *, band: float = 0.0025, n_boot: int = 200, seed: int = 0, rtol: float = 0.02,
                units: dict | None = None) -> FitResult:
-    """The LR optimum per model size and parametrization (canonical columns N, lr, loss; optional param,
-    width, seed), the near-optimal band (every LR within `band` of the best loss), and the muTransfer verdict:
-    how many grid steps the optimum moves across widths. Where it moves by more than one step, a power law
-    lr* = c N^e_N is fitted (that is what SP needs and muP should not)."""
+    """LR optima per cell (canonical columns N, lr, loss; optional D, bs, param, width, seed) and the LR law:
+    lr* = c N^e_N D^e_D where the token budget varies across cells (Step Law's form), lr* = c N^e_N where the
+    optimum moves with size, else one constant base LR (what muP promises). Intervals: bootstrap over seeds
+    within a cell (or the near-optimal band, every LR within `band` of the best loss, without seeds), and
+    over cells for the law. The muTransfer verdict: how many grid steps the optimum moves across widths."""
     _need(df, ("N", "lr", "loss"), "lr")
     df = df.copy()
     df["param"] = df["param"] if "param" in df else "any"
+    df["lr"] = log_grid(df["lr"], rtol)
     df["loss"] = df["loss"].where(np.isfinite(df["loss"]), np.inf).fillna(np.inf)  # diverged runs lose
+    by_d = "D" in df and df["D"].nunique() > 1
+    keys = ["param", "N"] + (["D"] if by_d else [])
+    other = [c for c in ("bs",) if c in df and df[c].nunique() > 1]
     rng = np.random.default_rng(seed)
-    groups = []
-    for (param, n), g in df.groupby(["param", "N"]):
-        table = g.groupby("lr")["loss"].apply(list)
-        lr = table.index.to_numpy(float)
+    cells = []
+    for key, g in df.groupby(keys, dropna=False):
+        per = g.groupby(["lr", *other])["loss"].apply(list)  # seeds of each (lr, bs)
+        mean = per.apply(np.mean)
+        best_other = mean.groupby(level=0).idxmin()  # the best batch at each LR
+        lr = np.sort(mean.index.get_level_values(0).unique().to_numpy(float))
         if len(lr) < 3:
             continue
-        mean = np.array([np.mean(v) for v in table])
-        star, info = _lr_star(lr, mean)
-        near = lr[mean <= info["best_loss"] * (1 + band)]
-        boots = []
-        if max(len(v) for v in table) > 1:  # seeds: resample them per LR
-            for _ in range(n_boot):
-                boots.append(_lr_star(lr, np.array([np.mean(rng.choice(v, len(v))) for v in table]))[0])
-        interval = _interval(np.log(boots)) if boots else [float(np.log(near.min())), float(np.log(near.max()))]
-        groups.append({"param": param, "N": float(n), "width": float(g["width"].iloc[0]) if "width" in g else None,
-                       "lr_star": star, "interval": [float(np.exp(v)) for v in interval] if interval[0] is not None
-                       else [None, None], "band": [float(near.min()), float(near.max())], **info,
-                       "grid_step": float(np.exp(np.median(np.diff(np.log(lr)))))})
-    if not groups:
-        raise NotFittable("no (model size, parametrization) has 3 or more learning rates; sweep a grid of LRs")
-    diagnostics, verdicts = [], {}
-    for g in groups:
-        if g["edge"]:
-            diagnostics.append(f"{g['param']} N={g['N']:.3g}: best LR {g['best_lr']:.3g} is at the edge of the "
-                               f"grid (or next to a diverged LR); extend the grid")
-    params, intervals, samples = {}, {}, []
-    for param in sorted({g["param"] for g in groups}):
-        mine = sorted((g for g in groups if g["param"] == param), key=lambda g: g["N"])
-        logs = np.log([g["lr_star"] for g in mine])
-        shift = (logs - logs[0]) / np.log(mine[0]["grid_step"])
-        moves = bool(len(mine) > 1 and np.max(np.abs(shift)) > 1.0)
-        verdicts[param] = {"sizes": [g["N"] for g in mine], "shift_in_grid_steps": shift.tolist(), "moves": moves,
-                           "verdict": ("optimum moves with width" if moves else "optimum transfers across width")
-                           if len(mine) > 1 else "one size only"}
-    # The headline law: muP (or the only parametrization) -- a constant base LR, or a power law in N.
+        seeds = [per[best_other[v]] for v in lr]
+        loss = np.array([np.mean(s) for s in seeds])
+        star, info = _optimum(lr, loss)
+        near = lr[loss <= info["best_loss"] * (1 + band)]
+        boots = [_optimum(lr, np.array([np.mean(rng.choice(s, len(s))) for s in seeds]))[0]
+                 for _ in range(n_boot)] if max(len(s) for s in seeds) > 1 else []
+        low, high = (np.exp(_interval(np.log(boots))) if boots else (near.min(), near.max()))
+        cells.append({"param": key[0], "N": float(key[1]), **({"D": float(key[2])} if by_d else {}), "width": float(g["width"].iloc[0]) if "width" in g
+                      else None, "lr_star": star, "interval": [float(min(low, star)), float(max(high, star))],
+                      "band": [float(near.min()), float(near.max())], "best_lr": info["best_x"],
+                      "best_loss": info["best_loss"], "edge": info["edge"], "n_lrs": len(lr),
+                      "grid_step": float(np.exp(np.median(np.diff(np.log(lr)))))})
+    if not cells:
+        raise NotFittable("no cell (model size, token budget, parametrization) has 3 or more learning rates; "
+                          "sweep a grid of LRs")
+    diagnostics = [f"{c['param']} N={c['N']:.3g}" + (f" D={c['D']:.3g}" if by_d else "") +
+                   f": best LR {c['best_lr']:.3g} is at the edge of its grid (or next to a diverged LR); left out "
+                   f"of the law, extend the grid" for c in cells if c["edge"]]
+    verdicts = _transfer(cells)
     main = "mup" if "mup" in verdicts else sorted(verdicts)[0]
-    mine = sorted((g for g in groups if g["param"] == main), key=lambda g: g["N"])
-    if verdicts[main]["moves"]:
-        fit = laws.hyper_power_law_guess(np.array([g["lr_star"] for g in mine]), N=np.array([g["N"] for g in mine]))
-        params = {"c": fit["c"], "e_N": fit["e_N"]}
-        form = "hyper_power_law"
-        intervals = {k: [None, None] for k in params}
-        diagnostics.append(f"{main}: the LR optimum moves with size; lr* = c N^e_N fitted on {len(mine)} sizes")
-    else:
-        logs = np.log([g["lr_star"] for g in mine])
-        lows = [np.log(g["interval"][0]) for g in mine if g["interval"][0]]
-        highs = [np.log(g["interval"][1]) for g in mine if g["interval"][1]]
-        params = {"lr_star": float(np.exp(logs.mean()))}
-        intervals = {"lr_star": [float(np.exp(min(lows))), float(np.exp(max(highs)))] if lows else [None, None]}
-        form = "constant"
+    mine = sorted((c for c in cells if c["param"] == main and not c["edge"]), key=lambda c: (c["N"], c.get("D", 0)))
+    if not mine:
+        raise NotFittable(f"every {main} cell's optimum is at the edge of its LR grid ({len(cells)} cells): the data "
+                          f"only bound the optimum from one side; extend the LR grid past the best LR")
+    params, intervals, samples, form = _law(mine, by_d, verdicts[main]["moves"], n_boot, rng)
+    loo = {}
+    if form != "constant":
+        columns = [k for k, name in (("N", "e_N"), ("D", "e_D")) if name in params]
+        names = {"N": "e_N", "D": "e_D"}
+        loo = leave_one_out(len(mine), lambda keep: dict(zip([names[k] for k in columns], _ols(
+            [c for c, k in zip(mine, keep) if k], columns)[1:])), params,
+            [f"N={c['N']:.3g}" + (f" D={c['D']:.3g}" if "D" in c else "") for c in mine])
+        diagnostics += loo_warnings(loo, params)
+        law = " ".join(f"{k}={v:.4g}" for k, v in params.items())
+        diagnostics.append(f"{main}: the LR optimum moves with size or tokens; lr* = c N^e_N"
+                           f"{' D^e_D' if form == 'step_law' else ''} ({law}) fitted on {len(mine)} cells")
     return FitResult(law="lr", form=form, params=params, intervals=intervals,
                      units={"lr": "peak (base) learning rate; under muP hidden matrices use lr / m", "N": "parameters",
-                            **(units or {})},
+                            "D": "tokens", **(units or {})},
                      n_points=len(df), diagnostics=diagnostics,
-                     details={"parametrization": main, "optima": groups, "transfer": verdicts}, samples=samples)
+                     details={"parametrization": main, "optima": cells, "transfer": verdicts, "leave_one_out": loo},
+                     samples=samples)
 
 
+def _transfer(cells: list[dict]) -> dict:
+    """Per parametrization: the optimum's shift across sizes in grid steps, at the most common token budget."""
+    verdicts = {}
+    for param in sorted({c["param"] for c in cells}):
+        mine = [c for c in cells if c["param"] == param]
+        if "D" in mine[0]:
+            common = pd.Series([c["D"] for c in mine]).mode()[0]
+            mine = [c for c in mine if c["D"] == common]
+        mine.sort(key=lambda c: c["N"])
+        logs = np.log([c["lr_star"] for c in mine])
+        shift = (logs - logs[0]) / np.log(mine[0]["grid_step"])
+        moves = bool(len(mine) > 1 and np.max(np.abs(shift)) > 1.0)
+        verdicts[param] = {"sizes": [c["N"] for c in mine], "shift_in_grid_steps": shift.tolist(), "moves": moves,
+                           "verdict": ("optimum moves with width" if moves else "optimum transfers across width")
+                           if len(mine) > 1 else "one size only"}
+    return verdicts
+
+
+def _ols(cells: list[dict], columns: list[str], target: str = "lr_star") -> np.ndarray:
+    X = np.column_stack([np.ones(len(cells))] + [np.log([c[k] for c in cells]) for k in columns])
+    return np.linalg.lstsq(X, np.log([c[target] for c in cells]), rcond=None)[0]
+
+
+def _law(cells: list[dict], by_d: bool, moves: bool, n_boot: int, rng):
+    """(params, intervals, bootstrap samples, form) of the LR law over the interior cells."""
+    columns = (["N", "D"] if len({c["N"] for c in cells}) > 1 else ["D"]) if by_d else (["N"] if moves else [])
+    if not columns or len(cells) < len(columns) + 2:
+        logs = np.log([c["lr_star"] for c in cells])
+        lows, highs = [np.log(c["interval"][0]) for c in cells], [np.log(c["interval"][1]) for c in cells]
+        value = float(np.exp(logs.mean()))
+        return {"lr_star": value}, {"lr_star": [min(float(np.exp(min(lows))), value),
+                                                max(float(np.exp(max(highs))), value)]}, [], "constant"
+    names = {"N": "e_N", "D": "e_D"}
+    coef = _ols(cells, columns)
+    draws = np.array([_ols([cells[i] for i in rng.integers(0, len(cells), len(cells))], columns)
+                      for _ in range(n_boot)])
+    params = {"c": float(np.exp(coef[0])), **{names[k]: float(v) for k, v in zip(columns, coef[1:])}}
+    intervals = {"c": [float(np.exp(v)) if v is not None else None for v in _interval(draws[:, 0])],
+                 **{names[k]: _interval(draws[:, i + 1]) for i, k in enumerate(columns)}}
+    samples = [{"c": float(np.exp(d[0])), **{names[k]: float(v) for k, v in zip(columns, d[1:])}} for d in draws]
+    return params, intervals, samples, "step_law" if "D" in columns else "hyper_power_law"
+
+
+def batch_size_data_law(df: pd.DataFrame, *, n_boot: int = 200, seed: int = 0, rtol: float = 0.02,
+                        units: dict | None = None) -> FitResult:
+    """Step Law's batch-size law bs* = c D^b (canonical columns N, D, bs, lr, loss): per (N, D) cell the loss
+    at each batch size is that of its best LR; the optimum is the minimum of a parabola in log bs; edge optima
+    are left out; then OLS of log bs* on log D, bootstrap over cells."""
+    _need(df, ("N", "D", "bs", "loss"), "batch-size-data")
+    df = df.copy()
+    df["loss"] = df["loss"].where(np.isfinite(df["loss"]), np.inf).fillna(np.inf)
+    df["bs"] = log_grid(df["bs"], rtol)
+    cells = []
+    for (n, d), g in df.groupby(["N", "D"]):
+        table = g.groupby("bs")["loss"].min()
+        if len(table) < 3:
+            continue
+        star, info = _optimum(table.index.to_numpy(float), table.to_numpy(float))
+        cells.append({"N": float(n), "D": float(d), "bs_star": star, "best_bs": info["best_x"], "edge": info["edge"]})
+    interior = [c for c in cells if not c["edge"]]
+    if len({c["D"] for c in interior}) < 3:
+        raise NotFittable(f"bs* = c D^b needs interior batch-size optima at 3 or more token budgets D; this data has "
+                          f"{len({c['D'] for c in interior})} ({len(cells)} cells with >= 3 batch sizes, "
+                          f"{len(cells) - len(interior)} at the grid edge)")
+    rng = np.random.default_rng(seed)
+    coef = _ols(interior, ["D"], "bs_star")
+    draws = np.array([_ols([interior[i] for i in rng.integers(0, len(interior), len(interior))], ["D"], "bs_star")
+                      for _ in range(n_boot)])
+    diagnostics = [f"{len(cells) - len(interior)} cell(s) with the optimum at the edge of the batch grid left out"] \
+        if len(interior) < len(cells) else []
+    return FitResult(law="batch_size_data", form="power_law_D", params={"c": float(np.exp(coef[0])), "b": float(coef[1])},
+                     intervals={"c": [float(np.exp(v)) if v is not None else None for v in _interval(draws[:, 0])],
+                                "b": _interval(draws[:, 1])},
+                     units={"bs": "batch size in tokens", "D": "tokens", **(units or {})}, n_points=len(interior),
+                     diagnostics=diagnostics, details={"optima": cells},
+                     samples=[{"c": float(np.exp(a)), "b": float(b)} for a, b in draws])

@@ -8,7 +8,8 @@ import pandas as pd
 # windtunnel's own tables -> canonical names
 WINDTUNNEL_COLUMNS = {"run": "run_dir", "N": "N", "bs": "train.batch_size_tokens", "tokens": "tokens",
                       "loss": "eval_loss", "lr": "optim.lr", "param": "model.parametrization",
-                      "width": "model.d_model", "seed": "train.seed", "D": "tokens", "overfit": "overfit"}
+                      "width": "model.d_model", "seed": "train.seed", "D": "tokens", "overfit": "overfit",
+                      "C": "flops", "steps": "steps"}
 
 
 class NotFittable(ValueError):
@@ -71,6 +72,9 @@ def canonical(df: pd.DataFrame, columns: dict | None = None, *, bs_unit: str = "
     units: `bs_unit="sequences"` multiplies bs by seq_len; an `N_emb` column is subtracted from N when
     n_kind="total" (making N non-embedding). Returns the table and its units."""
     mapping = dict(WINDTUNNEL_COLUMNS)
+    for canon in mapping:  # a table that already uses a canonical name (N, D, bs, lr, loss) needs no mapping
+        if canon in df.columns and mapping[canon] not in df.columns:
+            mapping[canon] = canon
     mapping.update(columns or {})
     out = pd.DataFrame(index=df.index)
     for canon, source in mapping.items():
@@ -97,6 +101,54 @@ def canonical(df: pd.DataFrame, columns: dict | None = None, *, bs_unit: str = "
     units = {"N": f"parameters ({n_kind})", "bs": "tokens per optimizer step", "tokens": "tokens",
              "loss": "nats/token (as logged)", "lr": "peak (base) learning rate"}
     return out, units
+
+
+EXPONENTS = ("b", "e_N", "e_D", "alpha", "beta", "a")
+
+
+def leave_one_out(n: int, refit, params: dict, names=None) -> dict:
+    """Influence of single points: refit(keep) -> params without one point, for each of the n points; returns
+    the largest change of each exponent and which point made it (a law resting on one point is fragile)."""
+    names = names or list(range(n))
+    changes = {k: (0.0, None) for k in params if k in EXPONENTS}
+    for i in range(n):
+        keep = np.ones(n, dtype=bool)
+        keep[i] = False
+        try:
+            other = refit(keep)
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError):
+            continue
+        for k in changes:
+            delta = abs(float(other[k]) - float(params[k]))
+            if np.isfinite(delta) and delta > changes[k][0]:
+                changes[k] = (delta, names[i])
+    return {k: {"max_change": v, "point": _plain(p)} for k, (v, p) in changes.items()}
+
+
+def loo_warnings(loo: dict, params: dict, limit: float = 0.1) -> list[str]:
+    """A diagnostic for each exponent that one point moves by more than `limit` (relative)."""
+    return [f"leaving out one point ({v['point']}) moves {k} by {v['max_change']:.3g} (> {limit:.0%} of {params[k]:.3g})"
+            for k, v in loo.items() if params.get(k) and v["max_change"] > limit * abs(params[k])]
+
+
+def quality(result: "FitResult") -> list[str]:
+    """Warnings any law's numbers raise: an exponent whose interval spans 0 (not identified), an estimate outside
+    its own interval, a non-finite parameter, a poor fit in log space (rmse_log above 5%)."""
+    out = []
+    for key, value in result.params.items():
+        low, high = result.intervals.get(key) or (None, None)
+        if value is None or not np.isfinite(value):
+            out.append(f"{key} = {value} is not a finite number")
+        elif low is not None and not (min(low, high) <= value <= max(low, high)):
+            out.append(f"{key} = {value:.4g} lies outside its interval [{low:.4g}, {high:.4g}]")
+        if key in EXPONENTS and low is not None and low <= 0 <= high:
+            note = f"{key}'s interval [{low:.3g}, {high:.3g}] includes 0: not identified"
+            if not any(note.split(":")[0] in d for d in result.diagnostics):
+                out.append(note)
+    rmse = result.details.get("rmse_log") if isinstance(result.details, dict) else None
+    if rmse is not None and rmse > 0.05:
+        out.append(f"rmse in log loss {rmse:.3f} (> 0.05): the form does not describe these points well")
+    return out
 
 
 def drop_overfit(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:

@@ -1,0 +1,93 @@
+"""Derived columns and row filters for tables of runs, from a small safe expression language (no eval):
+numbers, 'strings', column names (quote odd ones in backticks: `smooth loss`), + - * / ** and unary minus, log,
+exp, sqrt, abs, comparisons (< <= > >= == !=) and `and` / `or` / `not`.
+
+    derive(table, "D", "C / (6 * N)")          # Epoch's Chinchilla file has N, C and loss
+    where(table, "D > 1e9 and N < 1e10")
+"""
+import ast
+import operator
+import re
+
+import numpy as np
+import pandas as pd
+
+from .result import NotFittable
+
+_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+           ast.Pow: operator.pow}
+_COMPARE = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge, ast.Eq: operator.eq,
+            ast.NotEq: operator.ne}
+_FUNCTIONS = {"log": np.log, "exp": np.exp, "sqrt": np.sqrt, "abs": np.abs, "log10": np.log10}
+
+
+def evaluate(table: pd.DataFrame, expr: str):
+    """The value of `expr` over the table's columns (a Series, or a number)."""
+    names = {}
+
+    def quoted(match):  # `smooth loss` -> a plain identifier standing for that column
+        names[f"_c{len(names)}"] = match.group(1)
+        return f"_c{len(names) - 1}"
+    source = re.sub(r"`([^`]+)`", quoted, expr)
+    try:
+        tree = ast.parse(source, mode="eval")
+    except SyntaxError as err:
+        raise NotFittable(f"cannot parse the expression {expr!r}: {err.msg}") from None
+
+    def walk(node):
+        if isinstance(node, ast.Expression):
+            return walk(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str)):
+            return node.value
+        if isinstance(node, ast.Name):
+            column = names.get(node.id, node.id)
+            if column not in table.columns:
+                raise NotFittable(f"the expression {expr!r} names the column {column!r}, which the table lacks; "
+                                  f"columns are: {', '.join(map(str, table.columns))}")
+            values = table[column]
+            return values.astype(float) if pd.api.types.is_numeric_dtype(values) and values.dtype != bool else values
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+            return _BINARY[type(node.op)](walk(node.left), walk(node.right))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            return -walk(node.operand) if isinstance(node.op, ast.USub) else walk(node.operand)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            return ~walk(node.operand)
+        if isinstance(node, ast.BoolOp):
+            values = [walk(v) for v in node.values]
+            out = values[0]
+            for v in values[1:]:
+                out = (out & v) if isinstance(node.op, ast.And) else (out | v)
+            return out
+        if isinstance(node, ast.Compare) and all(type(op) in _COMPARE for op in node.ops):
+            left, out = walk(node.left), True
+            for op, right in zip(node.ops, node.comparators):
+                right = walk(right)
+                out = out & _COMPARE[type(op)](left, right)
+                left = right
+            return out
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS \
+                and len(node.args) == 1 and not node.keywords:
+            return _FUNCTIONS[node.func.id](walk(node.args[0]))
+        raise NotFittable(f"the expression {expr!r} uses {ast.dump(node)[:60]}...; allowed: numbers, columns, "
+                          f"+ - * / **, {', '.join(_FUNCTIONS)}, comparisons, and/or/not")
+    return walk(tree)
+
+
+def derive(table: pd.DataFrame, name: str, expr: str) -> pd.DataFrame:
+    """The table with column `name` = expr."""
+    return table.assign(**{name.strip(): evaluate(table, expr)})
+
+
+def where(table: pd.DataFrame, expr: str) -> pd.DataFrame:
+    """The rows for which expr holds."""
+    mask = evaluate(table, expr)
+    if not isinstance(mask, pd.Series) or mask.dtype != bool:
+        raise NotFittable(f"--where {expr!r} is not a condition (use a comparison, e.g. D > 1e9)")
+    return table[mask]
+
+
+def drop_top(table: pd.DataFrame, column: str, k: int) -> pd.DataFrame:
+    """Without the k rows of highest `column` (Epoch drops the 5 highest-loss Chinchilla points)."""
+    if column not in table.columns:
+        raise NotFittable(f"--drop-top needs the column {column!r}; columns are: {', '.join(map(str, table.columns))}")
+    return table.drop(table[column].astype(float).nlargest(k).index) if k > 0 else table

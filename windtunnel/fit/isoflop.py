@@ -1,0 +1,123 @@
+"""Chinchilla's Approach 2 (isoFLOP profiles) and McCandlish et al.'s critical batch size.
+
+isoflop_law: per compute budget C, a parabola of loss in log N through the best model and its neighbours;
+its minimum is N*(C), with D*(C) = C / (6 N*) (or read off the budget's own (N, D) pairs when D is given);
+then N* = k_N C^a and D* = k_D C^b by OLS in log space, intervals by bootstrap over budgets.
+
+critical_batch_law: per model size and loss level, the optimizer steps each batch size B needed to reach the
+level, S(B) = tokens / B, fitted as S = S_min (1 + B_noise / B) (linear in 1/B); the critical batch
+B_crit = E_min / S_min = B_noise; then B_crit = a / L^b across levels and sizes.
+"""
+import numpy as np
+import pandas as pd
+
+from .batch import _levels, tokens_to_reach
+from .lr import _optimum, log_grid
+from .result import FitResult, NotFittable, _interval, _need, leave_one_out, loo_warnings
+
+
+def _fit_line(x, y) -> tuple[float, float]:
+    slope, intercept = np.polyfit(x, y, 1)
+    return float(intercept), float(slope)
+
+
+def isoflop_law(df: pd.DataFrame, *, n_boot: int = 200, seed: int = 0, rtol: float = 0.02,
+                units: dict | None = None) -> FitResult:
+    """N*(C) = k_N C^a and D*(C) = k_D C^b from isoFLOP profiles (canonical columns N, loss, and C, or N and D
+    with C = 6 N D). Budgets whose best model is at the edge of their N grid are flagged and left out."""
+    df = df.copy()
+    if "C" not in df:
+        _need(df, ("N", "D", "loss"), "isoflop")
+        df["C"] = 6.0 * df["N"].astype(float) * df["D"].astype(float)
+    _need(df, ("N", "C", "loss"), "isoflop")
+    df = df[np.isfinite(df[["N", "C", "loss"]].astype(float)).all(axis=1)]
+    df["C"] = log_grid(df["C"].astype(float), rtol)
+    rows = []
+    for c, g in df.groupby("C"):
+        g = g.groupby("N", as_index=False).agg({"loss": "min", **({"D": "mean"} if "D" in g else {})})
+        if len(g) < 3:
+            continue
+        n = g["N"].to_numpy(float)
+        star, info = _optimum(n, g["loss"].to_numpy(float))
+        d_star = float(np.exp(np.polyval(np.polyfit(np.log(n), np.log(g["D"].to_numpy(float)), 1), np.log(star)))) \
+            if "D" in g else c / (6 * star)
+        rows.append({"C": float(c), "N_star": star, "D_star": d_star, "edge": info["edge"], "n_models": len(g)})
+    good = [r for r in rows if not r["edge"]]
+    if len(good) < 3:
+        raise NotFittable(f"isoFLOP needs interior optima at 3 or more compute budgets; this data has {len(good)} "
+                          f"({len(rows)} budgets with >= 3 model sizes, {len(rows) - len(good)} with the best model at "
+                          f"the edge of their size grid)")
+    logc = np.log([r["C"] for r in good])
+    fits = {k: _fit_line(logc, np.log([r[k] for r in good])) for k in ("N_star", "D_star")}
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(good), len(good))
+        if np.ptp(logc[i]) > 0:
+            draws.append([v for k in ("N_star", "D_star") for v in _fit_line(logc[i], np.log([good[j][k] for j in i]))])
+    draws = np.array(draws).reshape(-1, 4)
+    params = {"k_N": float(np.exp(fits["N_star"][0])), "a": fits["N_star"][1],
+              "k_D": float(np.exp(fits["D_star"][0])), "b": fits["D_star"][1]}
+    intervals = {"k_N": [float(np.exp(v)) if v is not None else None for v in _interval(draws[:, 0])],
+                 "a": _interval(draws[:, 1]),
+                 "k_D": [float(np.exp(v)) if v is not None else None for v in _interval(draws[:, 2])],
+                 "b": _interval(draws[:, 3])}
+    diagnostics = [f"{len(rows) - len(good)} budget(s) with the best model at the edge of the size grid left out"] \
+        if len(good) < len(rows) else []
+    loo = leave_one_out(len(good), lambda keep: {"a": _fit_line(logc[keep], np.log([r["N_star"] for r, k in zip(
+        good, keep) if k]))[1], "b": _fit_line(logc[keep], np.log([r["D_star"] for r, k in zip(good, keep) if k]))[1]},
+        params, [f"C={r['C']:.3g}" for r in good])
+    diagnostics += loo_warnings(loo, params)
+    if abs(params["a"] + params["b"] - 1) > 0.05 and "D" not in df:
+        diagnostics.append(f"a + b = {params['a'] + params['b']:.3f}, not 1: check C = 6 N D")
+    return FitResult(law="isoflop", form="isoflop", params=params, intervals=intervals,
+                     units={"C": "FLOPs", "N": "parameters", "D": "tokens", **(units or {})}, n_points=len(good),
+                     diagnostics=diagnostics, details={"optima": rows, "leave_one_out": loo},
+                     samples=[{"k_N": float(np.exp(d[0])), "a": d[1], "k_D": float(np.exp(d[2])), "b": d[3]}
+                              for d in draws])
+
+
+def critical_batch_law(df: pd.DataFrame, *, n_levels: int = 8, early_frac: float = 0.05, n_boot: int = 200,
+                       seed: int = 0, units: dict | None = None) -> FitResult:
+    """B_crit(L) = a / L^b from batch-size sweeps with loss curves (canonical columns run, N, bs, tokens, loss),
+    or from rows that already give the steps to a target loss (columns N, bs, loss as the target, steps)."""
+    if "steps" in df:
+        _need(df, ("N", "bs", "loss", "steps"), "critical-batch")
+        table = df[["N", "bs", "loss", "steps"]].astype(float)
+    else:
+        _need(df, ("run", "N", "bs", "tokens", "loss"), "critical-batch")
+        rows = []
+        for n, size in df.dropna(subset=["tokens", "loss"]).groupby("N"):
+            curves = {r: (g["bs"].iloc[0], g["tokens"].to_numpy(float), g["loss"].to_numpy(float))
+                      for r, g in size.groupby("run")}
+            for level in _levels(curves, n_levels, early_frac):
+                for bs, t, l in curves.values():
+                    reach = tokens_to_reach(t, l, level)
+                    if np.isfinite(reach):
+                        rows.append({"N": float(n), "bs": float(bs), "loss": float(level), "steps": reach / bs})
+        table = pd.DataFrame(rows, columns=["N", "bs", "loss", "steps"])
+    levels = []
+    for (n, level), g in table.groupby(["N", "loss"]):
+        if g["bs"].nunique() < 3:
+            continue
+        s_min, slope = _fit_line(1.0 / g["bs"].to_numpy(float), g["steps"].to_numpy(float))  # S = S_min + S_min B_noise / B
+        ok = s_min > 0 and slope > 0
+        levels.append({"N": float(n), "loss": float(level), "S_min": s_min, "B_crit": slope / s_min if ok else None,
+                       "E_min": slope if ok else None, "n_batches": int(g["bs"].nunique()),
+                       "flag": None if ok else "S(B) is not S_min (1 + B_noise / B) here (S_min or B_noise <= 0)"})
+    good = [r for r in levels if r["B_crit"]]
+    if len(good) < 3 or np.ptp(np.log([r["loss"] for r in good])) < 1e-3:
+        raise NotFittable(f"the critical batch law needs B_crit at 3 or more distinct losses; this data gives {len(good)} "
+                          f"(each needs >= 3 batch sizes that reach the loss)")
+    x, y = np.log([r["loss"] for r in good]), np.log([r["B_crit"] for r in good])
+    intercept, slope = _fit_line(x, y)
+    rng = np.random.default_rng(seed)
+    draws = np.array([_fit_line(x[i], y[i]) for i in (rng.integers(0, len(x), len(x)) for _ in range(n_boot))
+                      if np.ptp(x[i]) > 0]).reshape(-1, 2)
+    return FitResult(law="critical_batch", form="power_law", params={"a": float(np.exp(intercept)), "b": -slope},
+                     intervals={"a": [float(np.exp(v)) if v is not None else None for v in _interval(draws[:, 0])],
+                                "b": [-v if v is not None else None for v in _interval(draws[:, 1])[::-1]]},
+                     units={"x": "loss (as logged)", "y": "critical batch in tokens (as bs)", **(units or {})},
+                     n_points=len(good), diagnostics=[f"{len(levels) - len(good)} level(s) without a critical batch"]
+                     if len(good) < len(levels) else [], details={"levels": levels},
+                     samples=[{"a": float(np.exp(a)), "b": -b} for a, b in draws])
