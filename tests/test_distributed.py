@@ -28,6 +28,28 @@ def train_cmd(nproc: int, out, *extra) -> list[str]:
             f"--master_port={free_port()}", "-m", "windtunnel.cli", "train", *ARGS, *extra, "--out", str(out)]
 
 
+def kill_all(marker) -> None:
+    """SIGKILL every process whose command line names `marker` (a run dir), and wait until none is left."""
+    def pids():
+        out = []
+        for proc in os.listdir("/proc"):
+            try:
+                if proc.isdigit() and str(marker).encode() in open(f"/proc/{proc}/cmdline", "rb").read():
+                    out.append(int(proc))
+            except OSError:
+                continue
+        return out
+    deadline = time.time() + 30
+    while pids() and time.time() < deadline:
+        for pid in pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.1)
+    assert not pids(), "ranks of the killed run survived"
+
+
 def run(cmd):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -74,8 +96,9 @@ def test_kill_and_resume_continues_the_curve(tmp_path, parallel):
     deadline = time.time() + 120
     while time.time() < deadline and not (meta.exists() and runs.read_json(meta)["step"] >= 30):
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # every rank dies at once, mid-run
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher dies, mid-run ...
     proc.wait()
+    kill_all(tmp_path / "killed")  # ... and every rank with it (torchrun starts its workers in their own groups)
     killed_at = runs.read_json(meta)["step"]
     assert 30 <= killed_at < 120 and runs.read_result(tmp_path / "killed").status == "running"
     run(train_cmd(2, tmp_path / "killed", *extra))

@@ -45,9 +45,20 @@ def run_trials(cfgs: list[TrialConfig], out_dirs: list, metas: Optional[list[dic
         _check_packable(cfgs)
         if callback is not None:
             raise ConfigError("eval callbacks (pruning) need one trial per process; use train.pack=1")
+    dist = None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun the ranks decide together (below)
+        if len(cfgs) > 1:
+            raise ConfigError("a packed job runs in one process; launch it without torchrun or use train.pack=1")
+        dist = Dist(cfgs[0].train.device, cfgs[0].train.parallel)
     results: list[Optional[RunResult]] = [finished_result(c, d) for c, d in zip(cfgs, dirs)]
     todo = [i for i, r in enumerate(results) if r is None]
+    if dist is not None and dist.any(bool(todo)) and not todo:
+        # this rank read a finished run that another rank did not (another writer finished it in between):
+        # a rank that returned here would leave the others waiting for it forever, so every rank trains
+        results, todo = [None], [0]
     if not todo:
+        if dist is not None:
+            dist.close()
         return results
     corpus, data_error = None, None
     try:
@@ -60,9 +71,8 @@ def run_trials(cfgs: list[TrialConfig], out_dirs: list, metas: Optional[list[dic
         if corpus is not None:
             data.check_budget(cfgs[i], corpus)
             _check_corpus(dirs[i], corpus)
-    dist = Dist(cfgs[0].train.device, cfgs[0].train.parallel if len(todo) == 1 else "none")
-    if len(todo) > 1 and dist.world > 1:
-        raise ConfigError("a packed job runs in one process; launch it without torchrun or use train.pack=1")
+    if dist is None:
+        dist = Dist(cfgs[0].train.device, cfgs[0].train.parallel if len(todo) == 1 else "none")
     if dist.is_main:
         for i in todo:
             dirs[i].mkdir(parents=True, exist_ok=True)
