@@ -53,6 +53,7 @@ def test_three_epochs_are_recorded_and_more_than_max_epochs_are_refused(small_di
     result = run_trial(cfg, tmp_path / "three")
     assert result.status == "completed" and result.epochs == pytest.approx(cfg.train.total_tokens / unique, rel=1e-9)
     assert result.epochs == pytest.approx(3.0, abs=2048 / unique)
+    print(f"3-epoch trial: {cfg.train.total_tokens} tokens over {unique} unique = {result.epochs:.4f} epochs")
     config = runs.read_json(tmp_path / "three" / runs.CONFIG)
     assert config["unique_train_tokens"] == unique and config["planned_epochs"] == pytest.approx(result.epochs)
     table = json.loads(wt("runs", str(tmp_path), "--json", cwd=tmp_path).stdout)

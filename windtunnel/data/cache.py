@@ -137,7 +137,7 @@ def _build(cfg: DataConfig, out: Path, workers: int = 0) -> dict:
     if cfg.source != "hf":
         (out / "manifest.tsv").write_text("".join(f"{size}\t{key}\n" for key, size in entries))
     meta = {"config": {k: v for k, v in asdict(cfg).items() if k not in NOT_IN_KEY}, "vocab_size": vocab,
-            "manifest": manifest_hash(cfg), "files": len(entries),
+            "manifest": manifest_hash(cfg, entries), "files": len(entries),
             **{f"{s}_{what}": counts[s][i] for s in counts for i, what in enumerate(("tokens", "bytes", "docs"))}}
     for split in ("train", "val"):
         if meta[f"{split}_tokens"] < 1024:

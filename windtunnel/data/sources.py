@@ -49,8 +49,9 @@ def manifest(cfg: DataConfig) -> list[tuple[str, int]]:
     return [(key, path.stat().st_size) for key, path in files(cfg)]
 
 
-def manifest_hash(cfg: DataConfig) -> str:
-    return hashlib.sha1(json.dumps(manifest(cfg)).encode()).hexdigest()[:16]
+def manifest_hash(cfg: DataConfig, entries: list = None) -> str:
+    """The hash of the manifest (of `entries` when the caller has already listed them)."""
+    return hashlib.sha1(json.dumps(manifest(cfg) if entries is None else entries).encode()).hexdigest()[:16]
 
 
 def _hf_rows(cfg: DataConfig) -> Iterator[tuple[str, bytes]]:

@@ -108,11 +108,15 @@ def preflight(overrides: list[str], checked: Optional[dict] = None) -> int:
 
 def _check_budgets(trials: list) -> None:
     """Every job's data budget (data.max_epochs), before any trains: each distinct corpus is tokenized here
-    once (the cache every job then reuses) and each trial's tokens are held against it."""
+    once (the cache every job then reuses) and each trial's tokens are held against it. Keyed by the data
+    section itself: data.cache_key stats every file of the corpus, which a 288-job grid should not do 288 times."""
+    import json
+    from dataclasses import asdict
+
     from .. import data  # torch, only when a sweep is about to run
     corpora: dict = {}
     for job, trial in trials:
-        key = data.cache_key(trial.data)
+        key = json.dumps(asdict(trial.data), sort_keys=True)
         if key not in corpora:
             corpora[key] = data.prepare(trial.data)
         try:

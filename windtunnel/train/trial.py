@@ -176,7 +176,8 @@ def finish(cfg: TrialConfig, run: Path, result: RunResult, write: bool = True) -
         final_eval_bpb=next((m["eval_bpb"] for m in reversed(metrics) if m.get("eval_bpb") is not None), None),
         steps=last.get("step", 0), tokens=tokens, N=sizing.n_params(cfg.model), flops=flops_per_token * tokens,
         train_s=train_s, tokens_per_s=tokens / train_s if train_s else None, pid=None,
-        epochs=tokens / config["unique_train_tokens"] if config.get("unique_train_tokens") else None,
+        # the planned epochs (every source at its share, data.epochs) scaled to the tokens this run trained
+        epochs=config["planned_epochs"] * tokens / sizing.tokens_trained(cfg) if config.get("planned_epochs") else None,
         overfit_rise=overfitting(metrics, cfg.train.overfit_margin))
     result = dataclasses.replace(result, overfit=result.overfit_rise is not None)
     if not write:  # other ranks under torchrun: rank 0 writes
