@@ -174,3 +174,18 @@ def test_leave_one_out_names_the_point_a_law_rests_on():
     loo = skewed.details["leave_one_out"]["e_N"]
     assert loo["point"] == f"N={48 * 1024 ** 2:.3g}" and loo["max_change"] > 0.1
     assert any("leaving out one point (N=5.03e+07) moves e_N" in d for d in skewed.diagnostics)
+
+
+def test_the_fit_table_prints_each_exponents_leave_one_out_change(tmp_path, capsys):
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_fit import lr_sweep
+    from windtunnel.cli import main
+    sp = lr_sweep().query("param == 'sp'").copy()
+    widest = sp["width"] == 1024
+    sp.loc[widest, "loss"] = 3.0 + 0.05 * np.log(sp.loc[widest, "lr"] / (0.01 * 128 / 1024 / 3)) ** 2
+    sp.to_csv(tmp_path / "sp.csv", index=False)
+    expected = lr_optimum(sp, n_boot=50).details["leave_one_out"]["e_N"]
+    assert main(["fit", str(tmp_path / "sp.csv"), "--law", "lr", "--boot", "50"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("e_N ="))
+    assert f"leave-one-out: up to {expected['max_change']:.3g} without N=5.03e+07" in line

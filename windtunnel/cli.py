@@ -147,6 +147,9 @@ def cmd_fit(args) -> int:
             for sym, value in res.params.items():
                 low, high = res.intervals.get(sym) or (None, None)
                 shown = f"  [{low:.4g}, {high:.4g}]" if low is not None else ""
+                loo = (res.details.get("leave_one_out") or {}).get(sym) if isinstance(res.details, dict) else None
+                if loo and loo.get("point") is not None:  # the one point this exponent rests on most
+                    shown += f"  leave-one-out: up to {loo['max_change']:.3g} without {loo['point']}"
                 print(f"  {sym:>12} = {value:.4g}{shown}")
             for diag in res.diagnostics:
                 print(f"  ! {diag}")
