@@ -187,5 +187,12 @@ def test_the_fit_table_prints_each_exponents_leave_one_out_change(tmp_path, caps
     sp.to_csv(tmp_path / "sp.csv", index=False)
     expected = lr_optimum(sp, n_boot=50).details["leave_one_out"]["e_N"]
     assert main(["fit", str(tmp_path / "sp.csv"), "--law", "lr", "--boot", "50"]) == 0
-    line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("e_N ="))
+    printed = capsys.readouterr().out.splitlines()
+    line = next(x for x in printed if x.strip().startswith("e_N ="))
     assert f"leave-one-out: up to {expected['max_change']:.3g} without N=5.03e+07" in line
+    cells = lr_optimum(sp, n_boot=50).details["optima"]  # every cell's optimum printed, inside its interval
+    for c in cells:
+        row = next(x for x in printed if x.split()[:2] == ["sp", f"{c['N']:.3g}"])
+        assert f"{c['lr_star']:.4g}  [{c['interval'][0]:.4g}, {c['interval'][1]:.4g}]" in row
+        assert c["interval"][0] <= c["lr_star"] <= c["interval"][1]
+    assert any(x.strip().startswith("sp: optimum moves with width") for x in printed)

@@ -1,5 +1,7 @@
 """Predictions from reference and fitted laws."""
 import json
+
+import numpy as np
 import subprocess
 import sys
 
@@ -155,3 +157,31 @@ def test_predict_refuses_a_target_far_outside_the_data():
     pred = predict(target_model("w166m"), tokens=1e10, target_loss=2.5,
                    batch_size=laws.REFERENCE["minicpm-batch-size"], lr=lr)
     assert pred.extrapolation["lr_size_ratio"] == pytest.approx(166216064 / (48 * 1024 ** 2), rel=1e-6)
+
+
+def test_a_diverged_run_keeps_its_cell_in_an_lr_sweep(tmp_path):
+    """One token budget, 4 widths, the optimum at 2^-8 everywhere; the largest LR of the widest model diverged
+    after 1/10 of its tokens (as on the H200 muTransfer sweep). The cell is the budget it was given: before, its
+    short `tokens` made a second D, and the fit reported a Step Law D exponent from one budget."""
+    from windtunnel import runs as run_files
+    from windtunnel.config import TrialConfig, to_dict
+    budget = 10485760
+    for width in (128, 256, 512, 1024):
+        for i, lr in enumerate(2.0 ** np.arange(-11, -4)):
+            cfg = TrialConfig()
+            cfg.model.d_model, cfg.optim.lr, cfg.train.total_tokens = width, float(lr), budget
+            diverged = width == 1024 and i == 6
+            result = {"status": "diverged" if diverged else "completed", "N": 12 * width ** 2,
+                      "tokens": budget // 10 if diverged else budget,
+                      "final_eval_loss": 40.0 if diverged else 4 + 0.05 * np.log2(lr / 2 ** -8) ** 2}
+            path = tmp_path / f"w{width}_lr{i}"
+            path.mkdir()
+            run_files.write_json(path / "config.json", {"trial": to_dict(cfg), "N": 12 * width ** 2})
+            run_files.write_json(path / "result.json", result)
+    out = subprocess.run([sys.executable, "-m", "windtunnel.cli", "fit", str(tmp_path), "--law", "lr", "--boot", "20",
+                          "--json"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    fit = json.loads(out.stdout)["fits"]["lr"]
+    assert fit["form"] == "constant" and "e_D" not in fit["parameters"]
+    assert fit["parameters"]["lr_star"]["value"] == pytest.approx(2 ** -8, rel=0.02)
+    assert {c["D"] if "D" in c else budget for c in fit["details"]["optima"]} == {budget}

@@ -40,7 +40,11 @@ def cmd_train(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from .runs import load_results, load_runs
+    from .runs import export_record, load_results, load_runs
+    if args.export:
+        table = export_record(Path(args.dir), Path(args.export))
+        print(f"{table['run_dir'].nunique()} runs, {len(table)} rows -> {args.export}")
+        return 0
     table = load_runs(args.dir) if args.points else load_results(args.dir)
     if table.empty:
         print(f"no runs under {args.dir}", file=sys.stderr)
@@ -72,11 +76,15 @@ def _fit_tables(args):
     import pandas as pd
 
     from . import fit
-    from .runs import RunStatus, load_results, load_runs
+    from .runs import RECORD, RunStatus, load_record, load_results, load_runs, run_dirs
     path = Path(args.source)
     options = dict(bs_unit=args.bs_unit, seq_len=args.seq_len, n_kind=args.n_kind)
     if path.is_dir():
-        runs = load_results(path)
+        record = path / RECORD
+        if record.exists() and not run_dirs(path):  # a committed record (sweeps/<name>/)
+            runs, all_points = load_record(record)
+        else:
+            runs, all_points = load_results(path), None
         if runs.empty:
             raise FileNotFoundError(f"no run directories under {path}")
         finished = runs[runs["status"].isin([RunStatus.COMPLETED.value, RunStatus.DIVERGED.value])].copy()
@@ -88,8 +96,13 @@ def _fit_tables(args):
             finished["final_eval_loss"] = finished["decayed_eval_loss"].fillna(finished["final_eval_loss"])
         finished = _shape(finished, args)
         per_run, units = fit.canonical(finished, {"loss": "final_eval_loss", **_parse_columns(args.columns)}, **options)
-        per_run.loc[finished["status"].to_numpy() == RunStatus.DIVERGED.value, "loss"] = float("inf")
-        points, _ = fit.canonical(load_runs(path), _parse_columns(args.columns), **options)
+        diverged = finished["status"].to_numpy() == RunStatus.DIVERGED.value
+        per_run.loc[diverged, "loss"] = float("inf")
+        if "train.total_tokens" in finished:  # a diverged run stopped early: its cell is the budget it was given
+            for col in {"tokens", "D"} & set(per_run):
+                per_run.loc[diverged, col] = finished.loc[diverged, "train.total_tokens"].to_numpy(float)
+        points, _ = fit.canonical(load_runs(path) if all_points is None else all_points, _parse_columns(args.columns),
+                                  **options)
         return points[points["run"].isin(finished["run_dir"])], per_run, units
     if not path.exists():
         raise FileNotFoundError(f"{path} is neither a run directory nor a file")
@@ -151,11 +164,36 @@ def cmd_fit(args) -> int:
                 if loo and loo.get("point") is not None:  # the one point this exponent rests on most
                     shown += f"  leave-one-out: up to {loo['max_change']:.3g} without {loo['point']}"
                 print(f"  {sym:>12} = {value:.4g}{shown}")
+            _print_details(res)
             for diag in res.diagnostics:
                 print(f"  ! {diag}")
         for law, msg in errors.items():
             print(f"{law}: not fittable: {msg}")
     return 0 if results else 1
+
+
+def _print_details(res) -> None:
+    """The tables behind a law: the LR optimum of every cell with its interval and the transfer verdict per
+    parametrization; the optimal batch size of every (size, loss level); the isoFLOP optima per budget."""
+    details = res.details if isinstance(res.details, dict) else {}
+    rows = details.get("optima") or []
+    if res.law == "lr" and rows:
+        print(f"  {'param':>6} {'N':>10} {'D':>10} {'width':>6} {'lr*':>10}  {'interval':<22} {'best lr':>9} {'loss':>7}")
+        for c in rows:
+            width = f"{c['width']:.0f}" if c.get("width") else "-"
+            budget = f"{c['D']:.3g}" if "D" in c else "-"
+            print(f"  {c['param']:>6} {c['N']:>10.3g} {budget:>10} {width:>6} {c['lr_star']:>10.4g}  "
+                  f"[{c['interval'][0]:.4g}, {c['interval'][1]:.4g}]".ljust(24) +
+                  f" {c['best_lr']:>9.4g} {c['best_loss']:>7.4g}" + ("  edge: left out" if c["edge"] else ""))
+        for param, v in (details.get("transfer") or {}).items():
+            steps = ", ".join(f"{s:+.2f}" for s in v["shift_in_grid_steps"])
+            print(f"  {param}: {v['verdict']} (shift from the smallest size, in grid steps: {steps})")
+    elif res.law == "batch_size" and rows:
+        print(f"  {'N':>10} {'loss':>7} {'bs_opt':>10} {'runs':>5} {'censored':>8}  flag")
+        for r in rows:
+            bs = f"{r['bs_opt']:.4g}" if r.get("bs_opt") else "-"
+            print(f"  {r['N']:>10.3g} {r['loss']:>7.4g} {bs:>10} {r['n_runs']:>5} {r.get('censored', 0):>8}  "
+                  f"{r.get('flag') or ''}")
 
 
 def cmd_predict(args) -> int:
@@ -229,6 +267,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true", help="print JSON records instead of a table")
     p.add_argument("--points", action="store_true", help="one row per logged point instead of one per run")
     p.add_argument("--all-columns", action="store_true", help="every hyperparameter column")
+    p.add_argument("--export", metavar="PATH", help="write the runs as a sweep record (every logged point and status, "
+                                                    "gzipped CSV, e.g. sweeps/NAME/runs.csv.gz) that fit reads back")
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("fit", help="fit the scaling laws from a run directory or a CSV/Parquet file of runs")

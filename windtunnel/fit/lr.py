@@ -55,6 +55,8 @@ def lr_optimum(df: pd.DataFrame, *, band: float = 0.0025, n_boot: int = 200, see
     df["param"] = df["param"] if "param" in df else "any"
     df["lr"] = log_grid(df["lr"], rtol)
     df["loss"] = df["loss"].where(np.isfinite(df["loss"]), np.inf).fillna(np.inf)  # diverged runs lose
+    if "D" in df:
+        df["D"] = log_grid(df["D"], rtol)
     by_d = "D" in df and df["D"].nunique() > 1
     keys = ["param", "N"] + (["D"] if by_d else [])
     other = [c for c in ("bs",) if c in df and df[c].nunique() > 1]
@@ -136,6 +138,7 @@ def _ols(cells: list[dict], columns: list[str], target: str = "lr_star") -> np.n
 
 def _law(cells: list[dict], by_d: bool, moves: bool, n_boot: int, rng):
     """(params, intervals, bootstrap samples, form) of the LR law over the interior cells."""
+    by_d = by_d and len({c["D"] for c in cells}) > 1  # one budget among the usable cells: no D exponent to fit
     columns = (["N", "D"] if len({c["N"] for c in cells}) > 1 else ["D"]) if by_d else (["N"] if moves else [])
     if not columns or len(cells) < len(columns) + 2:
         logs = np.log([c["lr_star"] for c in cells])

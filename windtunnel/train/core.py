@@ -81,6 +81,18 @@ def diverged_message(train_loss: float, step: int, first_loss: float, factor: fl
     return f"train loss {train_loss} at step {step} (first {first_loss:.4g}, limit x{factor})"
 
 
+def compiled(fn, mode: str = "default"):
+    """torch.compile for a sweep: one process trains trial after trial of different shapes. Static shapes
+    (dynamic=False): by default the second shape recompiles with symbolic sizes, which vmap's batched tensors
+    cannot take (every pack after the first failed so on an H200, torch 2.11), and a shape-specialised graph is
+    the fast one anyway. Each new shape is a recompile, so the recompile limit (8 by default, after which
+    dynamo silently runs eager) is raised for sweeps of many shapes."""
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(getattr(torch._dynamo.config, name), 256))
+    return torch.compile(fn, mode=mode, dynamic=False)
+
+
 def compile_mode(mode: str, device: torch.device, parallel: str, accum: int) -> str:
     """train.compile_mode, with "auto" resolved: CUDA graphs ("reduce-overhead": launch-bound tiny models run
     1.5-2x faster) only on CUDA, in one process (they do not mix with DDP's and FSDP's communication hooks),

@@ -13,7 +13,7 @@ import torch
 from ..config import TrialConfig
 from ..data import Prefetcher, TokenBatches
 from ..model import Transformer, build_optimizer
-from .core import autocast_for, compile_mode, heldout_nats, loss_and_bpb
+from .core import autocast_for, compile_mode, compiled, heldout_nats, loss_and_bpb
 from .dist import Dist
 from .packed import PackedModel
 from .step import TrainStep
@@ -34,7 +34,7 @@ class ModuleEngine:
         self.wrapped = dist.wrap(self.model)
         self.opt = build_optimizer(self.model, cfg.optim, fused=device.type == "cuda")  # after wrapping: FSDP2 params
         mode = compile_mode(t.compile_mode, device, dist.parallel, accum)
-        self.forward = torch.compile(self.wrapped, mode=mode) if t.compile else self.wrapped
+        self.forward = compiled(self.wrapped, mode) if t.compile else self.wrapped
         self.autocast = autocast_for(device, t.dtype)
         self.batches = TokenBatches(source, t.seq_len, self.micro, t.seed)
         self.accum, self.lr, self.grad_clip = accum, cfg.optim.lr, cfg.optim.grad_clip

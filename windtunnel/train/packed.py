@@ -21,6 +21,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..config import ModelConfig, OptimConfig
 from ..model import Transformer
+from .core import compiled
 
 
 warnings.filterwarnings("ignore", message=".*not yet implemented the batching rule for aten::_scaled_dot_product.*")
@@ -63,13 +64,13 @@ class PackedModel:
         if compile:
             for p in self.params.values():  # CUDA graphs may read these in place instead of copying them
                 torch._dynamo.mark_static_address(p)
-            grads = torch.compile(grads, mode=compile_mode)
-            losses = torch.compile(losses)
+            grads = compiled(grads, compile_mode)
+            losses = compiled(losses)
         self._grads, self._losses = grads, losses
         # CUDA graphs (mode reduce-overhead) reuse output buffers across replays: mark each step
         self.mark_step = getattr(torch.compiler, "cudagraph_mark_step_begin", None) \
             if compile and compile_mode == "reduce-overhead" else None
-        self._update = torch.compile(_adamw) if compile else _adamw
+        self._update = compiled(_adamw) if compile else _adamw
 
     def _loss(self, params: dict, x, y):  # one trial: x, y (B, T) -> mean next-token loss
         with self.autocast():

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Run one wind-tunnel sweep on a lent H200 (the device tool runs this from the repo root; $OUT comes back).
+#   bash sweeps/h200.sh SWEEP [OVERRIDES...]      e.g. bash sweeps/h200.sh lr_transfer train.pack=20
+# Runs go to gpu_runs/SWEEP (git-ignored; carried to the machine and back, so a later call resumes: finished
+# trials are skipped). WT_BUDGET_S (default 480) stops the sweep in time to copy what finished back.
+set -uo pipefail
+SWEEP=$1; shift
+REPO=$PWD
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+rm -rf /tmp/src && mkdir -p /tmp/src && cp -r windtunnel hydra_plugins /tmp/src/ && rm -rf /tmp/src/windtunnel/conf
+cp -r conf /tmp/src/windtunnel/conf  # the wheel's layout
+export PYTHONPATH=/tmp/site:/tmp/src PYTHONUNBUFFERED=1 WINDTUNNEL_CACHE=/tmp/wtc
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee "$OUT/device.txt"
+mkdir -p "$REPO/gpu_runs"
+cd /tmp
+start=$(date +%s)
+timeout -s INT "${WT_BUDGET_S:-480}" python3 -m windtunnel.cli sweep -m "sweep=$SWEEP" "$@" \
+  "hydra.sweep.dir=$REPO/gpu_runs/$SWEEP" > "$OUT/sweep_$SWEEP.log" 2>&1
+echo "sweep exit $? after $(( $(date +%s) - start )) s" | tee -a "$OUT/sweep_$SWEEP.log"
+tail -30 "$OUT/sweep_$SWEEP.log"
+# bring back every run dir without weights (checkpoints are GBs; a finished run needs none to be skipped)
+cd "$REPO/gpu_runs" && tar --exclude='*.pt' --exclude='.checkpoint*' -czf "$OUT/gpu_runs.tgz" "$SWEEP" && ls -la "$OUT"

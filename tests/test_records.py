@@ -1,0 +1,39 @@
+"""Each committed wind-tunnel record (sweeps/<name>/) reproduces its committed fits from its committed runs."""
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+SWEEPS = pathlib.Path(__file__).resolve().parents[1] / "sweeps"
+RECORDS = sorted(p.parent for p in SWEEPS.glob("*/fits.json"))
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=[p.name for p in RECORDS])
+def test_fit_of_the_committed_runs_reproduces_the_committed_fits(record, tmp_path):
+    committed = json.loads((record / "fits.json").read_text())
+    laws = list(committed["fits"])
+    assert laws, f"{record}/fits.json holds no fit"
+    for law in laws:
+        out = tmp_path / f"{law}.json"
+        done = subprocess.run([sys.executable, "-m", "windtunnel.cli", "fit", str(record), "--law",
+                               law.replace("_", "-"), "--out", str(out)], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        fresh = json.loads(out.read_text())["fits"][law]
+        want = committed["fits"][law]
+        for name, p in want["parameters"].items():
+            assert fresh["parameters"][name]["value"] == pytest.approx(p["value"], rel=1e-9), name
+            assert fresh["parameters"][name]["interval"] == pytest.approx(p["interval"], rel=1e-9), name
+        assert fresh["details"].get("optima") == want["details"].get("optima")
+
+
+def test_the_lr_transfer_record_shows_mup_transfer_and_sp_drift():
+    """What the record's README says, read from its fits: muP's optimum moves < 1 grid step over 8x width, SP's
+    more than 1; every cell's optimum lies inside its interval and inside the LR grid."""
+    fits = json.loads((SWEEPS / "lr_transfer" / "fits.json").read_text())["fits"]["lr"]
+    transfer = fits["details"]["transfer"]
+    assert max(abs(s) for s in transfer["mup"]["shift_in_grid_steps"]) < 1 and not transfer["mup"]["moves"]
+    assert transfer["sp"]["moves"] and transfer["sp"]["shift_in_grid_steps"][-1] < -1
+    for cell in fits["details"]["optima"]:
+        assert cell["interval"][0] <= cell["lr_star"] <= cell["interval"][1] and not cell["edge"]
