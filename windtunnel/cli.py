@@ -34,6 +34,9 @@ def cmd_train(args) -> int:
     print(f"training {cfg.model.name} ({cfg.model.parametrization}, N={sizing.n_params(cfg.model):,}) for "
           f"{cfg.train.total_tokens:,} tokens into {out}", file=sys.stderr)
     result = run_trial(cfg, out)
+    if result.status == "running":  # another live process holds the run dir: nothing was trained here
+        print(f"windtunnel train: {result.error}", file=sys.stderr)
+        return 1
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({k: v for k, v in result.to_json().items() if k != "traceback"}, indent=1))
     return 0 if result.status in ("completed", "diverged", "pruned") else 1

@@ -1,6 +1,7 @@
 """The life cycle of run directories: refuse a different trial, skip a finished one, resume an unfinished
 one, train the rest (train/trainer.py), record any failure; and the decay branches of a stable run."""
 import dataclasses
+import logging
 import os
 import shutil
 import time
@@ -9,12 +10,14 @@ from pathlib import Path
 from typing import Optional
 
 from .. import data, runs, schedule, sizing
+from ..runs import lock
 from ..config import PACKABLE, ConfigError, TrialConfig, to_dict
 from .core import EvalCallback, StopTrial
 from .dist import Dist
 from .trainer import Trainer
 
 RunResult, RunStatus = runs.RunResult, runs.RunStatus
+log = logging.getLogger("windtunnel")
 
 # config keys that do not change what a run computes, so a run dir may be continued with other values
 IGNORED_KEYS = ("train.skip_completed", "train.keep_checkpoint", "train.device", "train.compile", "train.log_every",
@@ -73,9 +76,34 @@ def run_trials(cfgs: list[TrialConfig], out_dirs: list, metas: Optional[list[dic
             _check_corpus(dirs[i], corpus)
     if dist is None:
         dist = Dist(cfgs[0].train.device, cfgs[0].train.parallel if len(todo) == 1 else "none")
+    busy: dict[int, str] = {}
     if dist.is_main:
         for i in todo:
             dirs[i].mkdir(parents=True, exist_ok=True)
+            try:
+                lock.acquire(dirs[i])  # before anything is written there: one writer per run dir
+            except runs.RunBusy as err:
+                busy[i] = str(err)
+    if dist.any(bool(busy)) and not busy:  # under torchrun: rank 0 found it busy, so every rank skips it
+        busy = {i: "another process is training it; skipped" for i in todo}
+    for i, message in busy.items():
+        log.warning(message)
+        results[i] = RunResult(RunStatus.RUNNING, error=message)  # not written: the dir is another process's
+    todo = [i for i in todo if i not in busy]
+    if not todo:
+        dist.close()
+        return results
+    try:
+        return _train(cfgs, dirs, metas, results, todo, dist, corpus, data_error, callback)
+    finally:
+        if dist.is_main:
+            for i in todo:
+                lock.release(dirs[i])
+
+
+def _train(cfgs, dirs, metas, results, todo, dist, corpus, data_error, callback) -> list[RunResult]:
+    if dist.is_main:
+        for i in todo:
             runs.write_result(dirs[i], RunResult(RunStatus.RUNNING, pid=os.getpid()))
     dist.barrier()
     start = time.time()

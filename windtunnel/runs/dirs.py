@@ -6,6 +6,7 @@
   RUN/result.json     RunResult: status (RunStatus: running, completed, diverged, pruned, failed),
                       final/best eval loss, tokens, steps, N, FLOPs, wall time, error
   RUN/checkpoint/     latest checkpoint while the run is unfinished (meta.json + state; train/dist.py)
+  RUN/.lock           the one process writing it: host, pid; its mtime is the heartbeat (runs/lock.py)
 
 JSON files are written atomically (temp file, then rename); metrics lines are appended whole and a torn
 last line (a kill mid-write) is ignored on read. Non-finite floats are stored as null.
@@ -23,6 +24,8 @@ from typing import Any, Iterable, Optional
 
 import pandas as pd
 
+from . import lock
+
 CONFIG, METRICS, RESULT, CHECKPOINT = "config.json", "metrics.jsonl", "result.json", "checkpoint"
 
 
@@ -33,6 +36,7 @@ class RunStatus(str, Enum):
     DIVERGED = "diverged"  # a result: the LR (or batch) was too large; fits and sweeps count it
     PRUNED = "pruned"  # stopped early by a sweep's pruner; a re-run trains it again
     FAILED = "failed"  # an error; the message is in RunResult.error
+    INTERRUPTED = "interrupted"  # read back only: says running, but its process died (runs/lock.py); resumed
 
     @property
     def finished(self) -> bool:
@@ -121,6 +125,7 @@ def append_metrics(run_dir: Path, row: dict) -> None:
     with open(Path(run_dir) / METRICS, "a") as f:
         f.write(json.dumps(_clean(row)) + "\n")  # one write per line: a kill tears at most the last one
         f.flush()
+    lock.beat(run_dir)
 
 
 def rewrite_metrics(run_dir: Path, rows: Iterable[dict]) -> None:
@@ -193,6 +198,8 @@ def _run_row(run_dir: Path) -> dict:
     row.update(_flatten(config["trial"]))
     row.update({k: v for k, v in config.items() if k not in ("trial",) and not isinstance(v, dict)})
     row.update({k: v for k, v in result.items() if k not in ("traceback",)})
+    if row["status"] == RunStatus.RUNNING.value and not lock.is_live(run_dir):
+        row["status"] = RunStatus.INTERRUPTED.value  # its process died; the next sweep resumes it
     return row
 
 
@@ -220,42 +227,3 @@ def load_results(root: Path) -> pd.DataFrame:
 def load_runs(root: Path) -> pd.DataFrame:
     """One row per logged point of every run under root, with the run's hyperparameters, N and status."""
     return pd.DataFrame(_rows(root, with_metrics=True))
-
-
-# ----------------------------------------------------------------------------- committed records
-
-RECORD = "runs.csv.gz"  # a sweep's record (sweeps/<name>/): every logged point of every run, and every status
-_RUN_KEYS = ("run_dir", "status", "N", "tokens", "steps", "epochs", "overfit", "final_eval_loss", "best_eval_loss",
-             "decayed_eval_loss", "error")
-_FIT_KEYS = ("train.batch_size_tokens", "optim.lr", "model.parametrization", "model.d_model", "train.seed",
-             "train.total_tokens", "train.branch_at_n", "flops")  # what the fits read, kept even when constant
-
-
-def export_record(root: Path, out: Path) -> pd.DataFrame:
-    """Write the runs under root as one compact table: one row per logged point (a run that logged nothing,
-    e.g. failed at start, keeps one row), the run's swept hyperparameters and results beside each, run_dir
-    relative to root; config fields equal in every run are left out unless a fit reads them."""
-    results, points = load_results(root), load_runs(root)
-    table = pd.concat([points, results[~results["run_dir"].isin(points.get("run_dir", []))]], ignore_index=True)
-    keep = set(_RUN_KEYS) | set(_FIT_KEYS) | {"eval_loss", "train_loss"}
-    cols = [c for c in table.columns if c in keep or c in ("step", "lr", "grad_norm", "eval_bpb")
-            or table[c].astype(str).nunique(dropna=False) > 1]
-    table = table[cols].copy()
-    table["run_dir"] = [os.path.relpath(p, root) for p in table["run_dir"]]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    table.to_csv(tmp, index=False, compression="gzip")
-    os.replace(tmp, out)
-    return table
-
-
-def load_record(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(one row per run, one row per logged point) from a record written by export_record."""
-    points = pd.read_csv(path, compression="gzip", low_memory=False)
-    for col in points.columns[points.dtypes == object]:  # lists (train.branch_at_n) were written as text
-        if points[col].astype(str).str.startswith("[").any():
-            points[col] = [json.loads(v) if isinstance(v, str) and v.startswith("[") else v for v in points[col]]
-    results = points.groupby("run_dir", sort=True).last().reset_index()  # run-level columns repeat on every row
-    if "step" in points:
-        points = points[points["step"].notna()]
-    return results, points
