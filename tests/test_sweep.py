@@ -42,6 +42,28 @@ def test_batch_size_grid_through_the_cli_then_resume(tmp_path):
     assert sorted(r["train.batch_size_tokens"] for r in listed) == [512, 1024, 2048]
 
 
+def test_a_sweep_with_failed_jobs_exits_nonzero_after_its_summary(tmp_path):
+    out = wt("sweep", "-m", *TINY, "optim.lr=0.01,0.02", "train.init_from=/nonexistent/x.pt", cwd=tmp_path, check=False)
+    assert out.returncode == 1
+    summary = out.stderr[out.stderr.index("\nsweep "):]
+    assert "2 runs" in summary and "failed           2" in summary
+    assert summary.count("failed: ") == 2 and "is not a windtunnel checkpoint" in summary
+    assert "Traceback" not in out.stderr
+    ok = wt("sweep", "-m", *TINY, "optim.lr=0.01,0.01,0.02", cwd=tmp_path)  # a duplicate point is merged
+    assert "Launching 2 jobs" in ok.stdout + ok.stderr and "completed        2" in ok.stderr[ok.stderr.index("\nsweep "):]
+    assert len(runs.run_dirs(tmp_path / "runs" / "adhoc")) == 4  # 2 failed + 2 completed, no dir trained twice
+
+
+def test_two_trials_that_would_share_a_run_dir_are_refused_before_training(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "t.txt").write_text(f"text of corpus {name} " * 2000)
+    out = wt("sweep", "-m", *TINY, "data=text_dir", f"data.path={tmp_path / 'a'},{tmp_path / 'b'}", "data.bpe_vocab_size=300",
+             cwd=tmp_path, check=False)
+    assert out.returncode == 2 and "would train different trials into one run directory" in out.stderr
+    assert not list(tmp_path.rglob("metrics.jsonl"))
+
+
 def test_bad_grid_point_fails_before_any_training(tmp_path):
     out = wt("sweep", "-m", *TINY, "train.batch_size_tokens=2048,1000", cwd=tmp_path, check=False)
     assert out.returncode == 2

@@ -34,9 +34,13 @@ def app(cfg: DictConfig) -> float:
     out = Path(hc.runtime.output_dir)
     job_num = OmegaConf.select(hc.job, "num", default=None, throw_on_missing=False)  # unset outside -m
     meta = {"sweep": job.sweep_name, "overrides": ",".join(hc.overrides.task), "job_num": job_num}
-    if job.train.pack_members:
-        return _run_pack(job, hc, meta, run_trials)
-    result = run_trial(job.trial(), out, callback=pruning_callback(job.tuning, StopTrial), meta=meta)
+    try:
+        if job.train.pack_members:
+            return _run_pack(job, hc, meta, run_trials)
+        result = run_trial(job.trial(), out, callback=pruning_callback(job.tuning, StopTrial), meta=meta)
+    except ConfigError as err:  # found at set-up and recorded in the run dir as failed: the sweep goes on
+        print(f"[windtunnel] {out} failed: {err}", file=sys.stderr)
+        return float("nan")
     print(f"[windtunnel] {out}: {result.status.value} final_eval_loss={result.final_eval_loss}", file=sys.stderr)
     if result.status == "pruned" and job.tuning.trial_number >= 0:
         import optuna
@@ -88,6 +92,7 @@ def preflight(overrides: list[str], checked: Optional[dict] = None) -> int:
     is_grid = sweeper.endswith(("WindtunnelGridSweeper", "BasicSweeper"))  # main() swaps the basic one for ours
     if checked is not None:
         checked["sweeper"] = sweeper
+        checked["sweep_dir"] = Path(str(base.hydra.sweep.dir))
     if base.train.pack > 1 and not is_grid:
         raise ConfigError(f"train.pack={base.train.pack} packs the points of a grid; the sweeper {sweeper} proposes "
                           f"one trial per job: use train.pack=1")
@@ -96,13 +101,23 @@ def preflight(overrides: list[str], checked: Optional[dict] = None) -> int:
         jobs = grid.expand(params + list(overrides))
     else:  # a search sweeper samples its own values: check the fixed part here, the rest per trial
         jobs = [fixed]
-    trials = []
+    trials, by_dir = [], {}
     for job in jobs:
         try:
             trials.append((job, compose.compose_job(job).trial()))
         except ConfigError as err:
             raise ConfigError(f"sweep job [{' '.join(job)}]: {err}") from None
+        if is_grid:  # two different trials must never share a run dir (e.g. data.path=A,B: paths are not in names)
+            name = compose.dirname(job)
+            if name in by_dir and by_dir[name][1] != trials[-1][1]:
+                raise ConfigError(f"sweep jobs [{' '.join(by_dir[name][0])}] and [{' '.join(job)}] would train different "
+                                  f"trials into one run directory {name or '(the sweep dir)'} (their difference is not "
+                                  f"part of run dir names); run them as separate sweeps (sweep_name=... or "
+                                  f"hydra.sweep.dir=...)")
+            by_dir[name] = (job, trials[-1][1])
     _check_budgets(trials)
+    if checked is not None:
+        checked["run_dirs"] = [checked["sweep_dir"] / name for name in by_dir] if is_grid else None
     return len(jobs)
 
 
@@ -180,11 +195,37 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)
         argv = [*argv, "hydra/sweeper=windtunnel_optuna"]
         overrides.append("hydra/sweeper=windtunnel_optuna")
+    checked: dict = {}
     if multirun and len(overrides) == len([a for a in argv if a not in ("-m", "--multirun")]):
-        checked: dict = {}
         preflight(overrides, checked)  # only when every argument is an override (no --cfg, --help, ...)
         if checked["sweeper"].endswith("BasicSweeper"):  # Hydra's default: ours is the same grid, plus packing
             argv = [*argv, f"hydra/sweeper={GRID_SWEEPER}"]
     sys.argv = ["windtunnel sweep", *argv]
     app()
-    return 0
+    if not (multirun and checked):
+        return 0
+    failed = summarize(checked["sweep_dir"], checked.get("run_dirs"))
+    return 1 if failed else 0
+
+
+def summarize(sweep_dir: Path, run_dirs: Optional[list] = None) -> int:
+    """The table at the end of a sweep: how many of its runs ended in each status, and the failed ones with their
+    errors. Returns the number of failed runs (diverged and pruned are results, not failures)."""
+    from ..runs import RunStatus, load_results
+    sweep_dir = Path(sweep_dir)
+    table = load_results(sweep_dir) if sweep_dir.exists() else None
+    rows = [] if table is None or table.empty else table.to_dict("records")
+    if run_dirs is not None:  # a grid: its own points only, and the ones that left no run dir at all
+        by_dir = {str(Path(r["run_dir"]).resolve()): r for r in rows}
+        rows = [by_dir.get(str(Path(d).resolve()), {"run_dir": str(d), "status": "missing"}) for d in run_dirs]
+    counts: dict = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    failed = [r for r in rows if r["status"] in (RunStatus.FAILED.value, "missing")]
+    print(f"\nsweep {sweep_dir}: {len(rows)} runs", file=sys.stderr)
+    for status in [s.value for s in RunStatus] + ["missing"]:
+        if counts.get(status):
+            print(f"  {status:<12} {counts[status]:>5}", file=sys.stderr)
+    for r in failed[:10]:
+        print(f"  failed: {r['run_dir']}: {str(r.get('error') or 'no result written')[:300]}", file=sys.stderr)
+    return len(failed)

@@ -17,7 +17,8 @@ PACKS_DIR = "packs"  # a packed job's own Hydra output (its .hydra/ and log), un
 def expand(overrides: Sequence[str]) -> List[List[str]]:
     """Every job of a grid: the product of the sweep overrides' values (`a=1,2 b=x,y` -> 4 jobs), as Hydra's
     basic sweeper makes it: a key given twice (a sweep file's params, then the command line) keeps its first
-    place and its last values; the last key varies fastest. Each job is a list of `key=value` overrides."""
+    place and its last values; the last key varies fastest. Each job is a list of `key=value` overrides;
+    duplicate points (optim.lr=0.01,0.01) are merged, so no two jobs train into one run dir."""
     axes: dict[str, list[str]] = {}
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         key = override.get_key_element()
@@ -25,7 +26,8 @@ def expand(overrides: Sequence[str]) -> List[List[str]]:
             axes[key] = [f"{key}={v}" for v in override.sweep_string_iterator()]
         else:
             axes[key] = [f"{key}={override.get_value_element_as_str()}"]
-    return [list(job) for job in itertools.product(*axes.values())]
+    jobs = [list(job) for job in itertools.product(*axes.values())]
+    return [list(job) for job in dict.fromkeys(tuple(j) for j in jobs)]  # a=1,1 is one point: merged
 
 
 def is_sweep(text: str) -> bool:
