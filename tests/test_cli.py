@@ -20,8 +20,8 @@ def test_train_then_runs_table(tmp_path):
     assert result["final_eval_loss"] < 0.75 * math.log(256)
     wt("train", *overrides, "optim.lr=0.005", "--out", str(tmp_path / "r" / "b"))
     table = json.loads(wt("runs", str(tmp_path / "r"), "--json").stdout)
-    assert [row["optim.lr"] for row in table] == [0.02, 0.005]
-    assert table[0]["final_eval_loss"] == result["final_eval_loss"] and table[0]["N"] == 94_528
+    assert [row["optim.lr"] for row in table] == [0.005, 0.02]  # sorted by the swept values, as numbers
+    assert table[1]["final_eval_loss"] == result["final_eval_loss"] and table[1]["N"] == 94_528
     points = json.loads(wt("runs", str(tmp_path / "r"), "--json", "--points").stdout)
     assert len(points) > 2 * 8 and {p["status"] for p in points} == {"completed"}
 
@@ -32,3 +32,58 @@ def test_bad_override_exits_2_with_the_field_named(tmp_path):
     assert not (tmp_path / "x").exists()  # nothing started
     out = wt("runs", str(tmp_path / "nowhere"), check=False)
     assert out.returncode == 2 and "does not exist" in out.stderr
+
+
+def test_runs_sorts_numbers_as_numbers_and_shows_sweep_and_overrides(tmp_path):
+    from windtunnel import runs
+    from windtunnel.config import TrialConfig, to_dict
+    for bs in (1024, 128, 2048, 256):  # dir names sort as strings: 1024, 128, 2048, 256
+        cfg = TrialConfig()
+        cfg.train.batch_size_tokens = bs
+        (tmp_path / f"bs{bs}").mkdir()
+        runs.write_json(tmp_path / f"bs{bs}" / "config.json", {"trial": to_dict(cfg), "sweep": "s", "overrides": f"bs={bs}"})
+        runs.write_json(tmp_path / f"bs{bs}" / "result.json", {"status": "completed", "final_eval_loss": 3.0})
+    table = json.loads(wt("runs", str(tmp_path), "--json").stdout)
+    assert [r["train.batch_size_tokens"] for r in table] == [128, 256, 1024, 2048]
+    assert [r["overrides"] for r in table] == ["bs=128", "bs=256", "bs=1024", "bs=2048"] and table[0]["sweep"] == "s"
+    text = wt("runs", str(tmp_path)).stdout.splitlines()
+    assert text[0].split()[:3] == ["sweep", "name", "status"] and "overrides" in text[0]
+
+
+def test_unknown_keys_and_missing_options_are_one_line_errors(tmp_path):
+    out = wt("train", "+optim.foo=1", "--dry-run", check=False)
+    assert out.returncode == 2 and "unknown config key 'optim.foo': OptimConfig has no field 'foo'" in out.stderr
+    out = wt("sweep", "-m", "+optim.foo=1", "model=tiny32,tiny64", check=False)
+    assert out.returncode == 2 and "unknown config key 'optim.foo'" in out.stderr and "Traceback" not in out.stderr
+    out = wt("sweep", "-m", "model=tiny33", check=False)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "not in the ladder" in out.stderr
+    out = wt("sweep", "-m", "hydra/launcher=submitit_nowhere", "model=tiny32", check=False)  # a typo: the options
+    assert out.returncode == 2 and "is not an option of the hydra group" in out.stderr
+    import shutil
+    if shutil.which("srun") is None:
+        out = wt("sweep", "-m", "launcher=slurm", "model=tiny32", check=False)
+        assert out.returncode == 2 and "no srun on PATH" in out.stderr and "launcher=submitit_local" in out.stderr
+
+
+def test_version_module_entry_and_tab_completion():
+    import os
+    from windtunnel import __version__
+    out = subprocess.run([sys.executable, "-m", "windtunnel", "--version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == f"windtunnel {__version__}"
+    env = {**os.environ, "COMP_LINE": "windtunnel sweep model=tin", "COMP_POINT": "26"}
+    out = subprocess.run([sys.executable, "-m", "windtunnel", "-sc", "query=bash"], capture_output=True, text=True,
+                         timeout=60, env=env)
+    assert out.returncode == 0 and set(out.stdout.split()) == {f"model=tiny{w}" for w in (32, 64, 96, 128, 256, 384)}
+    out = subprocess.run([sys.executable, "-m", "windtunnel", "-sc", "install=bash"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.stdout.strip().endswith("complete -o nospace -o default -F hydra_bash_completion windtunnel")
+
+
+def test_a_launcher_whose_extra_is_missing_names_the_pip_install(monkeypatch):
+    """Without hydra-submitit-launcher (the cluster extra) Hydra cannot find launcher=slurm's submitit_slurm."""
+    import pytest
+    from windtunnel import compose
+    from windtunnel.config import ConfigError
+    monkeypatch.setattr(compose, "installed", lambda module: False)
+    with pytest.raises(ConfigError, match=r"the submitit_nowhere launcher is not installed: pip install 'windtunnel\[cluster\]'"):
+        compose.compose_config(["hydra/launcher=submitit_nowhere"], hydra_node=True)

@@ -145,3 +145,26 @@ def test_external_table_with_column_mapping_and_units():
         canonical(theirs, {"N": "nope"})
     with pytest.raises(NotFittable, match="needs seq_len"):
         canonical(theirs, {"bs": "batch_seqs"}, bs_unit="sequences")
+
+
+def test_a_fit_the_data_do_not_identify_exits_nonzero_unless_allowed(tmp_path):
+    """Loss that does not depend on D: the D term is unconstrained (beta at its bound), so `fit` exits 3 with the
+    reason and keeps the JSON; --allow-degenerate exits 0. A well-posed fit exits 0."""
+    import subprocess
+    import sys
+    rng = np.random.default_rng(0)
+    rows = [{"N": n, "D": d, "loss": 2 + 400 * n ** -0.3 * np.exp(0.003 * rng.standard_normal())}
+            for n in np.geomspace(1e7, 1e9, 5) for d in np.geomspace(1e9, 1e11, 5)]
+    pd.DataFrame(rows).to_csv(tmp_path / "no_d_term.csv", index=False)
+    chinchilla_runs(1.82, 482.0, 2085.0, 0.348, 0.366).to_csv(tmp_path / "good.csv", index=False)
+    cmd = [sys.executable, "-m", "windtunnel", "fit", "--law", "loss", "--boot", "20"]
+    bad = subprocess.run([*cmd, str(tmp_path / "no_d_term.csv"), "--out", str(tmp_path / "f.json")],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 3 and "the loss law is not identified by these data (" in bad.stderr
+    assert "beta = " in bad.stderr and "at its bound" in bad.stderr  # the D exponent the data cannot pin
+    assert "--allow-degenerate" in bad.stderr and json.loads((tmp_path / "f.json").read_text())["fits"]["loss"]
+    allowed = subprocess.run([*cmd, str(tmp_path / "no_d_term.csv"), "--allow-degenerate"], capture_output=True,
+                             text=True, timeout=300)
+    assert allowed.returncode == 0
+    good = subprocess.run([*cmd, str(tmp_path / "good.csv")], capture_output=True, text=True, timeout=300)
+    assert good.returncode == 0, good.stderr

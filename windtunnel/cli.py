@@ -2,19 +2,22 @@
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from . import __version__
 from .config import ConfigError
 
 LAW_NAMES = {"batch-size": "batch_size", "batch-size-data": "batch_size_data", "lr": "lr", "loss": "loss",
              "isoflop": "isoflop", "critical-batch": "critical_batch"}
 
-RESULT_COLUMNS = ["name", "status", "model.name", "model.parametrization", "N", "optim.lr",
-                  "train.batch_size_tokens", "tokens", "epochs", "overfit", "final_eval_loss", "best_eval_loss",
-                  "final_eval_bpb", "tokens_per_s", "run_dir"]
+RESULT_COLUMNS = ["sweep", "name", "status", "model.name", "model.parametrization", "N", "optim.lr",
+                  "train.batch_size_tokens", "train.seed", "tokens", "epochs", "overfit", "final_eval_loss",
+                  "best_eval_loss", "final_eval_bpb", "tokens_per_s", "overrides", "run_dir"]
+SORT_COLUMNS = ["sweep", "model.parametrization", "N", "train.batch_size_tokens", "optim.lr", "train.seed"]
 
 
 def cmd_train(args) -> int:
@@ -52,6 +55,8 @@ def cmd_runs(args) -> int:
     if table.empty:
         print(f"no runs under {args.dir}", file=sys.stderr)
         return 1
+    order = [c for c in SORT_COLUMNS if c in table] + (["run_dir", "step"] if args.points else ["run_dir"])
+    table = table.sort_values([c for c in order if c in table], kind="stable", na_position="last")  # numbers as numbers
     if not args.points and not args.all_columns:
         table = table[[c for c in RESULT_COLUMNS if c in table.columns]]
     if args.json:
@@ -172,6 +177,12 @@ def cmd_fit(args) -> int:
                 print(f"  ! {diag}")
         for law, msg in errors.items():
             print(f"{law}: not fittable: {msg}")
+    weak = {law: fit.unidentified(res) for law, res in results.items() if fit.unidentified(res)}
+    if weak and not args.allow_degenerate:
+        for law, reasons in weak.items():
+            print(f"windtunnel fit: the {law} law is not identified by these data ({'; '.join(reasons)}); fix the "
+                  f"sweep, or pass --allow-degenerate to accept it (predict refuses it unless --force)", file=sys.stderr)
+        return 3
     return 0 if results else 1
 
 
@@ -256,6 +267,7 @@ def cmd_launch(args) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="windtunnel", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"windtunnel {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train one trial: windtunnel train model=tiny128 optim.lr=0.02 ...")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, as for windtunnel sweep: model=NAME (a ladder "
@@ -289,6 +301,9 @@ def main(argv=None) -> int:
     p.add_argument("--where", action="append", help="keep the rows where EXPR holds (e.g. 'D > 1e9 and N < 1e10')")
     p.add_argument("--drop-top", type=int, default=0, help="drop the K rows of highest --drop-by (Epoch drops the "
                                                            "5 highest-loss Chinchilla points)")
+    p.add_argument("--allow-degenerate", action="store_true", help="exit 0 even when a law is not identified "
+                                                                   "(an exponent's interval spans 0, a parameter at its "
+                                                                   "bound, an ill-conditioned optimum)")
     p.add_argument("--drop-by", default="loss", help="the column --drop-top ranks (as named in the table)")
     p.add_argument("--boot", type=int, default=200, help="bootstrap resamples for the intervals")
     p.add_argument("--json", action="store_true")
@@ -330,6 +345,11 @@ def main(argv=None) -> int:
     p.add_argument("--run", action="store_true", help="start it: bash launch.sh, or sbatch job.sbatch")
     p.set_defaults(func=cmd_launch)
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] in (["-sc"], ["--shell-completion"]):  # Hydra's completion script asks `windtunnel -sc query=bash`
+        line = os.environ.get("COMP_LINE")
+        if line:  # the words after `windtunnel sweep` are Hydra overrides; `sweep` itself is not one
+            os.environ["COMP_LINE"] = re.sub(r"^(\s*\S+)\s+sweep\b", r"\1", line)
+        argv = ["sweep", *argv]
     if argv[:1] == ["sweep"]:  # Hydra parses its own arguments (full override grammar)
         from .sweep import app
         try:

@@ -93,6 +93,9 @@ def hydra_error(err: Exception, overrides: list[str]) -> str:
     missing_group = re.search(r"Could not find '(\w+)/([^']+)'", text)
     if missing_group:
         group, option = missing_group.groups()
+        if "submitit" in option and not installed("hydra_plugins.hydra_submitit_launcher"):  # the cluster extra
+            return (f"the {option.split('/')[-1]} launcher is not installed: pip install 'windtunnel[cluster]' "
+                    f"(hydra-submitit-launcher)")
         if group == "model":
             return (f"model={option!r} is not in the ladder; use one of {', '.join(sizing.LADDER)} "
                     f"(or set model.d_model=..., model.n_layers=... on a ladder entry)")
@@ -105,6 +108,14 @@ def hydra_error(err: Exception, overrides: list[str]) -> str:
         cause = str(err.__cause__).strip().splitlines()[0]
         return f"{merging.group(1)}: {cause}"
     return first
+
+
+def installed(module: str) -> bool:
+    import importlib.util
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def unknown_key(key: str) -> str:
@@ -127,8 +138,21 @@ def _to_object(cfg: Any) -> Any:
         raise ConfigError(str(err).splitlines()[0]) from None
 
 
+def _check_keys(cfg: Any, cls, prefix: str = "") -> None:
+    """Every key is a field: Hydra accepts `+optim.foo=1` on this schema and to_object would drop it silently."""
+    fields = {f.name: f.type for f in dataclasses.fields(cls)}
+    for key in cfg.keys() if isinstance(cfg, DictConfig) else []:
+        if key == "hydra" and not prefix:
+            continue
+        if key not in fields:
+            raise ConfigError(unknown_key(f"{prefix}{key}"))
+        if dataclasses.is_dataclass(fields[key]):
+            _check_keys(cfg[key], fields[key], f"{prefix}{key}.")
+
+
 def to_job(cfg: DictConfig) -> SweepJobConfig:
     """DictConfig -> dataclasses, once; then the same checks as any trial (tokens resolved from N)."""
+    _check_keys(cfg, SweepJobConfig)
     job = _to_object(cfg)
     sizing.resolve_tokens(job.trial()).validate()
     return job

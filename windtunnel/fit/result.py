@@ -151,6 +151,16 @@ def quality(result: "FitResult") -> list[str]:
     return out
 
 
+UNIDENTIFIED = ("not identified", "degenerate", "ill-conditioned", "includes 0", "is not a finite number",
+                "lies outside its interval")
+
+
+def unidentified(result: "FitResult") -> list[str]:
+    """The diagnostics that say the data do not identify the law (an exponent's interval spans 0, a parameter
+    at its bound, an ill-conditioned optimum, ...): `windtunnel fit` exits non-zero on any of them."""
+    return [d for d in result.diagnostics if any(k in d for k in UNIDENTIFIED)]
+
+
 def drop_overfit(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Rows of runs flagged as overfitting (held-out loss rose above its best while train loss fell) are left
     out: their late points measure memorisation, not how loss falls with data. Returns the rest and the

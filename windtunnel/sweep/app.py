@@ -10,6 +10,7 @@ Sweep directories are named without a timestamp (runs/<sweep_name>/<override str
 command again finds each grid point's run directory and skips finished runs: a killed sweep resumes.
 """
 import math
+import shutil
 import sys
 from pathlib import Path
 from typing import Optional
@@ -93,6 +94,10 @@ def preflight(overrides: list[str], checked: Optional[dict] = None) -> int:
     if checked is not None:
         checked["sweeper"] = sweeper
         checked["sweep_dir"] = Path(str(base.hydra.sweep.dir))
+    launcher = str(base.hydra.launcher.get("_target_", ""))
+    if "SlurmLauncher" in launcher and shutil.which("srun") is None:
+        raise ConfigError("launcher=slurm submits through SLURM, and this machine has no srun on PATH: run the sweep "
+                          "on the cluster's login node, or try the same jobs here with launcher=submitit_local")
     if base.train.pack > 1 and not is_grid:
         raise ConfigError(f"train.pack={base.train.pack} packs the points of a grid; the sweeper {sweeper} proposes "
                           f"one trial per job: use train.pack=1")
@@ -200,7 +205,8 @@ def main(argv: list[str]) -> int:
         preflight(overrides, checked)  # only when every argument is an override (no --cfg, --help, ...)
         if checked["sweeper"].endswith("BasicSweeper"):  # Hydra's default: ours is the same grid, plus packing
             argv = [*argv, f"hydra/sweeper={GRID_SWEEPER}"]
-    sys.argv = ["windtunnel sweep", *argv]
+    completing = "-sc" in argv or "--shell-completion" in argv  # the script Hydra writes calls the program by name
+    sys.argv = ["windtunnel" if completing else "windtunnel sweep", *argv]
     app()
     if not (multirun and checked):
         return 0
