@@ -87,3 +87,42 @@ def test_a_launcher_whose_extra_is_missing_names_the_pip_install(monkeypatch):
     monkeypatch.setattr(compose, "installed", lambda module: False)
     with pytest.raises(ConfigError, match=r"the submitit_nowhere launcher is not installed: pip install 'windtunnel\[cluster\]'"):
         compose.compose_config(["hydra/launcher=submitit_nowhere"], hydra_node=True)
+
+
+def test_a_trial_shows_a_live_progress_bar_on_a_terminal_and_nothing_with_quiet(tmp_path):
+    """On a terminal (a pty here): tqdm's line with tokens, tokens/s, ETA and the loss; a log line per eval.
+    With -q: neither. Not a terminal (captured): the eval log lines only, no bar."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import termios
+    args = [sys.executable, "-m", "windtunnel", "train", "model=tiny32", "train=cpu", "train.total_tokens=65536"]
+
+    def on_a_terminal(*extra):
+        leader, follower = pty.openpty()
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a 120-column terminal
+        proc = subprocess.Popen([*args, *extra], stdin=follower, stdout=follower, stderr=follower, close_fds=True)
+        os.close(follower)
+        chunks = []
+        while True:
+            ready, _, _ = select.select([leader], [], [], 120)
+            try:
+                chunk = os.read(leader, 65536) if ready else b""
+            except OSError:  # the child closed the terminal
+                chunk = b""
+            if not chunk:
+                break
+            chunks.append(chunk)
+        proc.wait(timeout=120)
+        os.close(leader)
+        return b"".join(chunks).decode(errors="replace")
+
+    shown = on_a_terminal("--out", str(tmp_path / "a"))
+    assert "tok/s" in shown and "loss=" in shown and "65.5k" in shown  # tqdm: done/total tokens, rate, loss
+    assert "held-out loss" in shown
+    quiet = on_a_terminal("--out", str(tmp_path / "b"), "-q")
+    assert "tok/s" not in quiet and "held-out loss" not in quiet and '"status": "completed"' in quiet
+    piped = wt("train", *args[5:], "--out", str(tmp_path / "c"))
+    assert "tok/s" not in piped.stderr and piped.stderr.count("held-out loss") >= 5

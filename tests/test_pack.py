@@ -92,7 +92,7 @@ def test_packed_sweep_writes_the_unpacked_sweeps_run_dirs(tmp_path):
     # the same packed command again trains nothing
     written = {name: (p / runs.RESULT).stat().st_mtime_ns for name, p in packed.items()}
     out = wt("sweep", *grid, "hydra.sweep.dir=runs/packed", "train.pack=2", cwd=tmp_path)
-    assert out.stderr.count(": completed") == 6
+    assert (out.stdout + out.stderr).count(": completed") == 6
     assert {name: (p / runs.RESULT).stat().st_mtime_ns for name, p in packed.items()} == written
 
 

@@ -37,7 +37,7 @@ def test_batch_size_grid_through_the_cli_then_resume(tmp_path):
     stamps = {d: (d / runs.RESULT).stat().st_mtime_ns for d in dirs}
     out = wt("sweep", *grid, cwd=tmp_path)  # the same command again: every run is finished, nothing trains
     assert {d: (d / runs.RESULT).stat().st_mtime_ns for d in dirs} == stamps
-    assert out.stderr.count("completed final_eval_loss") == 3
+    assert (out.stdout + out.stderr).count("completed final_eval_loss") == 3  # logged (Hydra's console: stdout)
     listed = json.loads(wt("runs", str(root), "--json", cwd=tmp_path).stdout)
     assert sorted(r["train.batch_size_tokens"] for r in listed) == [512, 1024, 2048]
 
@@ -49,9 +49,16 @@ def test_a_sweep_with_failed_jobs_exits_nonzero_after_its_summary(tmp_path):
     assert "2 runs" in summary and "failed           2" in summary
     assert summary.count("failed: ") == 2 and "is not a windtunnel checkpoint" in summary
     assert "Traceback" not in out.stderr
-    ok = wt("sweep", "-m", *TINY, "optim.lr=0.01,0.01,0.02", cwd=tmp_path)  # a duplicate point is merged
+    again = wt("sweep", "-m", *TINY, "optim.lr=0.01,0.02", cwd=tmp_path, check=False)  # their dirs hold other trials
+    assert again.returncode == 2 and "holds a different trial (train.init_from" in again.stderr
+    assert "Launching" not in again.stdout  # refused before any job ran
+    ok = wt("sweep", "-m", *TINY, "optim.lr=0.01,0.01,0.02", "sweep_name=ok", cwd=tmp_path)  # a duplicate merged
     assert "Launching 2 jobs" in ok.stdout + ok.stderr and "completed        2" in ok.stderr[ok.stderr.index("\nsweep "):]
-    assert len(runs.run_dirs(tmp_path / "runs" / "adhoc")) == 4  # 2 failed + 2 completed, no dir trained twice
+    assert "sweep: 2/2 runs done (2 failed, 0 diverged)" in out.stdout  # the progress line after each job
+    assert "sweep: 1/2 runs done (0 failed, 0 diverged), ETA" in ok.stdout and "sweep: 2/2 runs done" in ok.stdout
+    logs = sorted((tmp_path / "runs").glob("*/*/app.log"))  # Hydra's per-job logs fill
+    assert len(logs) == 4 and all("windtunnel" in p.read_text() for p in logs)
+    assert len(runs.run_dirs(tmp_path / "runs" / "ok")) == 2  # the duplicate point trained once
 
 
 def test_two_trials_that_would_share_a_run_dir_are_refused_before_training(tmp_path):
@@ -175,3 +182,13 @@ def test_submitit_local_launcher(tmp_path):
     table = runs.load_results(root)
     assert sorted(table["train.batch_size_tokens"]) == [1024, 2048] and set(table["status"]) == {"completed"}
     assert (root / ".submitit").is_dir()
+
+
+def test_names_that_would_leave_the_sweep_dir_are_refused(tmp_path):
+    out = wt("sweep", "-m", *TINY, "name=x/../../../ESCAPED", "optim.lr=0.01,0.02", cwd=tmp_path, check=False)
+    assert out.returncode == 2 and "must be a plain name" in out.stderr
+    out = wt("sweep", *TINY, "sweep_name=../../ESCAPED", cwd=tmp_path, check=False)
+    assert out.returncode == 2 and "sweep_name='../../ESCAPED' must be a plain name" in out.stderr
+    out = wt("sweep", "-m", *TINY, "train.init_from=/a/b,/c/d", cwd=tmp_path, check=False)  # not in dir names
+    assert out.returncode == 2 and "would train different trials into one run directory" in out.stderr
+    assert not list(tmp_path.rglob("ESCAPED")) and not list(tmp_path.parent.rglob("ESCAPED"))

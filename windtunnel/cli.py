@@ -1,6 +1,7 @@
 """The `windtunnel` command: thin argparse subcommands over the library."""
 import argparse
 import json
+import logging
 import os
 import re
 import subprocess
@@ -34,8 +35,9 @@ def cmd_train(args) -> int:
         return 0
     from .train import run_trial  # torch only when training
     out = Path(args.out or f"runs/train/{time.strftime('%Y%m%d-%H%M%S')}-{cfg.model.name}")
-    print(f"training {cfg.model.name} ({cfg.model.parametrization}, N={sizing.n_params(cfg.model):,}) for "
-          f"{cfg.train.total_tokens:,} tokens into {out}", file=sys.stderr)
+    logging.getLogger("windtunnel").info("training %s (%s, N=%s) for %s tokens into %s", cfg.model.name,
+                                         cfg.model.parametrization, f"{sizing.n_params(cfg.model):,}",
+                                         f"{cfg.train.total_tokens:,}", out)
     result = run_trial(cfg, out)
     if result.status == "running":  # another live process holds the run dir: nothing was trained here
         print(f"windtunnel train: {result.error}", file=sys.stderr)
@@ -265,9 +267,27 @@ def cmd_launch(args) -> int:
     return subprocess.call(script)
 
 
+VERBOSITY = {"-q": logging.WARNING, "--quiet": logging.WARNING, "-v": logging.DEBUG, "--verbose": logging.DEBUG}
+
+
+def _set_verbosity(argv: list[str]) -> list[str]:
+    """-q/--quiet (warnings only, no progress bars) and -v/--verbose (debug), anywhere on the line of any
+    subcommand; passed on to sweep jobs and torchrun ranks through WINDTUNNEL_LOG_LEVEL."""
+    level = logging.getLevelName(os.environ.get("WINDTUNNEL_LOG_LEVEL", "INFO"))
+    for flag in [a for a in argv if a in VERBOSITY]:
+        level = VERBOSITY[flag]
+    os.environ["WINDTUNNEL_LOG_LEVEL"] = logging.getLevelName(level)
+    logging.getLogger("windtunnel").setLevel(level)
+    if not logging.getLogger().handlers:  # Hydra sets up its own in sweep jobs
+        logging.basicConfig(format="[windtunnel] %(message)s", stream=sys.stderr)
+    return [a for a in argv if a not in VERBOSITY]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="windtunnel", description=__doc__)
     parser.add_argument("--version", action="version", version=f"windtunnel {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress bars (any subcommand)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug messages (any subcommand)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="train one trial: windtunnel train model=tiny128 optim.lr=0.02 ...")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, as for windtunnel sweep: model=NAME (a ladder "
@@ -345,6 +365,7 @@ def main(argv=None) -> int:
     p.add_argument("--run", action="store_true", help="start it: bash launch.sh, or sbatch job.sbatch")
     p.set_defaults(func=cmd_launch)
     argv = sys.argv[1:] if argv is None else list(argv)
+    argv = _set_verbosity(argv)
     if argv[:1] in (["-sc"], ["--shell-completion"]):  # Hydra's completion script asks `windtunnel -sc query=bash`
         line = os.environ.get("COMP_LINE")
         if line:  # the words after `windtunnel sweep` are Hydra overrides; `sweep` itself is not one

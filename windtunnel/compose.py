@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from . import sizing
-from .config import ConfigError, SweepJobConfig, TrialConfig
+from .config import ConfigError, SweepJobConfig, TrialConfig, safe_name
 
 CONFIG_MODULE = "windtunnel.conf"
 _NUMBER = re.compile(r"^[+-]?(\d[\d_]*\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -154,6 +154,9 @@ def to_job(cfg: DictConfig) -> SweepJobConfig:
     """DictConfig -> dataclasses, once; then the same checks as any trial (tokens resolved from N)."""
     _check_keys(cfg, SweepJobConfig)
     job = _to_object(cfg)
+    if not safe_name(job.sweep_name):
+        raise ConfigError(f"sweep_name={job.sweep_name!r} must be a plain name (letters, digits, . _ + -): it names "
+                          f"the sweep dir runs/<sweep_name>")
     sizing.resolve_tokens(job.trial()).validate()
     return job
 

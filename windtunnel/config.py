@@ -225,9 +225,18 @@ def _one_of(value: str, allowed: tuple, where: str) -> None:
 PACKABLE = ("optim.lr", "train.seed")  # what may differ between the trials of one packed job
 
 
+def safe_name(text: str) -> bool:
+    """A name that is safe as one path component and as a shell word: letters, digits, '.', '_', '+', '-',
+    not starting with '.' or '-'."""
+    return bool(text) and text[0] not in ".-" and all(c.isalnum() or c in "._+-" for c in text) and text.isascii()
+
+
 def validate(cfg: TrialConfig) -> None:
     """Raise ConfigError naming the field and the fix; called before any compute starts."""
     m, o, s, d, t = cfg.model, cfg.optim, cfg.schedule, cfg.data, cfg.train
+    _need(safe_name(cfg.name), f"name={cfg.name!r} must be a plain name (letters, digits, . _ + -; no '/' or "
+                               f"'..'): it names run dirs and launch scripts")
+    _need(safe_name(m.name), f"model.name={m.name!r} must be a plain name (letters, digits, . _ + -)")
     _one_of(m.parametrization, PARAMETRIZATIONS, "model.parametrization")
     for f in ("d_model", "n_layers", "n_heads", "dim_model_base", "max_seq_len"):
         _need(getattr(m, f) > 0, f"model.{f}={getattr(m, f)} must be a positive integer")

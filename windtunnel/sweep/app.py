@@ -9,9 +9,12 @@ failed trial; the study goes on).
 Sweep directories are named without a timestamp (runs/<sweep_name>/<override string>), so running the same
 command again finds each grid point's run directory and skips finished runs: a killed sweep resumes.
 """
+import logging
 import math
+import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -23,30 +26,55 @@ from .. import compose
 from ..config import ConfigError
 from . import grid
 
+log = logging.getLogger("windtunnel")
+LOG_LEVEL, SWEEP_JOBS, SWEEP_START = "WINDTUNNEL_LOG_LEVEL", "WINDTUNNEL_SWEEP_RUNS", "WINDTUNNEL_SWEEP_START"
 GRID_SWEEPER = "windtunnel_grid"  # conf/config.yaml's default: expands the grid up front (and packs it)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://windtunnel.conf", config_name="config")
 def app(cfg: DictConfig) -> float:
     from ..train import StopTrial, run_trial, run_trials  # torch only when a job runs
+    log.setLevel(os.environ.get(LOG_LEVEL, "INFO"))  # --quiet / -v of `windtunnel sweep`, in every job process
     from .study import pruning_callback
     job = compose.to_job(cfg)
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
     job_num = OmegaConf.select(hc.job, "num", default=None, throw_on_missing=False)  # unset outside -m
     meta = {"sweep": job.sweep_name, "overrides": ",".join(hc.overrides.task), "job_num": job_num}
+    sweep_dir = Path(hc.runtime.cwd) / hc.sweep.dir
     try:
         if job.train.pack_members:
             return _run_pack(job, hc, meta, run_trials)
         result = run_trial(job.trial(), out, callback=pruning_callback(job.tuning, StopTrial), meta=meta)
     except ConfigError as err:  # found at set-up and recorded in the run dir as failed: the sweep goes on
-        print(f"[windtunnel] {out} failed: {err}", file=sys.stderr)
+        log.error("%s failed: %s", out, err)
+        _progress(sweep_dir)
         return float("nan")
-    print(f"[windtunnel] {out}: {result.status.value} final_eval_loss={result.final_eval_loss}", file=sys.stderr)
+    log.info("%s: %s final_eval_loss=%s", out, result.status.value, result.final_eval_loss)
+    _progress(sweep_dir)
     if result.status == "pruned" and job.tuning.trial_number >= 0:
         import optuna
         raise optuna.TrialPruned(result.error or "pruned")
     return _value(result, out)
+
+
+def _progress(sweep_dir: Path) -> None:
+    """After each job: runs done of the sweep's total, failed and diverged, and an ETA from this session's pace."""
+    total = int(os.environ.get(SWEEP_JOBS, "0") or 0)
+    if not total or not sweep_dir.is_dir():
+        return
+    from ..runs import read_result
+    status = [r.status.value for r in (read_result(d) for d in sweep_dir.iterdir() if d.is_dir()) if r is not None]
+    done = sum(s in ("completed", "diverged", "failed", "pruned") for s in status)
+    start, done0 = (float(x) for x in os.environ.get(SWEEP_START, f"{time.time()} 0").split())
+    pace = (time.time() - start) / (done - done0) if done > done0 else None
+    eta = f", ETA {_duration(pace * max(total - done, 0))}" if pace else ""
+    log.info("sweep: %d/%d runs done (%d failed, %d diverged)%s", done, total, status.count("failed"),
+             status.count("diverged"), eta)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds > 5400 else f"{seconds / 60:.0f} min" if seconds > 90 else f"{seconds:.0f} s"
 
 
 def _value(result, out: Path) -> float:
@@ -55,7 +83,7 @@ def _value(result, out: Path) -> float:
     value = result.decayed_eval_loss or result.final_eval_loss
     if result.status != "completed" or value is None:
         if result.status == "failed":
-            print(f"[windtunnel] {out} failed: {result.error}", file=sys.stderr)
+            log.error("%s failed: %s", out, result.error)
         return float("nan")
     return float(value)
 
@@ -65,7 +93,7 @@ def _run_pack(job, hc, meta: dict, run_trials) -> float:
     the unpacked sweep would compose it), train as one model, each into the run dir the unpacked sweep
     would have given it. Returns the best member's value."""
     shared = [o for o in hc.overrides.task if not o.startswith("train.pack_members=")]
-    sweep_dir = Path(hc.sweep.dir) if Path(hc.sweep.dir).is_absolute() else Path(hc.runtime.cwd) / hc.sweep.dir
+    sweep_dir = Path(hc.runtime.cwd) / hc.sweep.dir  # (an absolute sweep.dir stays itself)
     cfgs, dirs, metas = [], [], []
     for member in job.train.pack_members:
         overrides = shared + member.split(" ")
@@ -77,8 +105,9 @@ def _run_pack(job, hc, meta: dict, run_trials) -> float:
     results = run_trials(cfgs, dirs, metas)
     values = []
     for out, result in zip(dirs, results):
-        print(f"[windtunnel] {out}: {result.status.value} final_eval_loss={result.final_eval_loss}", file=sys.stderr)
+        log.info("%s: %s final_eval_loss=%s", out, result.status.value, result.final_eval_loss)
         values.append(_value(result, out))
+    _progress(sweep_dir)
     finite = [v for v in values if math.isfinite(v)]
     return min(finite) if finite else float("nan")
 
@@ -114,12 +143,24 @@ def preflight(overrides: list[str], checked: Optional[dict] = None) -> int:
             raise ConfigError(f"sweep job [{' '.join(job)}]: {err}") from None
         if is_grid:  # two different trials must never share a run dir (e.g. data.path=A,B: paths are not in names)
             name = compose.dirname(job)
+            if "/" in name or name in (".", ".."):
+                raise ConfigError(f"sweep job [{' '.join(job)}]: its run dir name {name!r} holds a '/', which would "
+                                  f"nest it or put it outside the sweep dir; use values without '/' for swept or "
+                                  f"named keys (paths belong in data.path, train.init_from: not part of run dir names)")
             if name in by_dir and by_dir[name][1] != trials[-1][1]:
                 raise ConfigError(f"sweep jobs [{' '.join(by_dir[name][0])}] and [{' '.join(job)}] would train different "
                                   f"trials into one run directory {name or '(the sweep dir)'} (their difference is not "
                                   f"part of run dir names); run them as separate sweeps (sweep_name=... or "
                                   f"hydra.sweep.dir=...)")
             by_dir[name] = (job, trials[-1][1])
+    if is_grid:  # a run dir that holds another trial is refused here, before any job trains
+        from ..train.trial import finished_result
+        sweep_dir = Path(str(base.hydra.sweep.dir))
+        for name, (job, trial) in by_dir.items():
+            try:
+                finished_result(trial, sweep_dir / name)
+            except ConfigError as err:
+                raise ConfigError(f"sweep job [{' '.join(job)}]: {err}") from None
     _check_budgets(trials)
     if checked is not None:
         checked["run_dirs"] = [checked["sweep_dir"] / name for name in by_dir] if is_grid else None
@@ -201,10 +242,15 @@ def main(argv: list[str]) -> int:
         argv = [*argv, "hydra/sweeper=windtunnel_optuna"]
         overrides.append("hydra/sweeper=windtunnel_optuna")
     checked: dict = {}
+    if not multirun and len(overrides) == len(argv):  # one job: the same checks, as one line, before Hydra runs it
+        compose.compose_job(overrides)
     if multirun and len(overrides) == len([a for a in argv if a not in ("-m", "--multirun")]):
         preflight(overrides, checked)  # only when every argument is an override (no --cfg, --help, ...)
         if checked["sweeper"].endswith("BasicSweeper"):  # Hydra's default: ours is the same grid, plus packing
             argv = [*argv, f"hydra/sweeper={GRID_SWEEPER}"]
+    if checked.get("run_dirs"):  # for the progress line each job logs
+        finished = sum(1 for d in checked["run_dirs"] if _finished(d))
+        os.environ[SWEEP_JOBS], os.environ[SWEEP_START] = str(len(checked["run_dirs"])), f"{time.time()} {finished}"
     completing = "-sc" in argv or "--shell-completion" in argv  # the script Hydra writes calls the program by name
     sys.argv = ["windtunnel" if completing else "windtunnel sweep", *argv]
     app()
@@ -212,6 +258,12 @@ def main(argv: list[str]) -> int:
         return 0
     failed = summarize(checked["sweep_dir"], checked.get("run_dirs"))
     return 1 if failed else 0
+
+
+def _finished(run_dir: Path) -> bool:
+    from ..runs import read_result
+    result = read_result(run_dir) if Path(run_dir).is_dir() else None
+    return result is not None and result.status.value in ("completed", "diverged", "failed", "pruned")
 
 
 def summarize(sweep_dir: Path, run_dirs: Optional[list] = None) -> int:

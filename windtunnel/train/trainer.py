@@ -20,6 +20,7 @@ from ..data import Corpus, epochs, eval_windows, prepare_mixture
 from .core import EvalCallback, EvalReport, device_name, diverged_message, eval_steps, is_diverged
 from .dist import Dist, read_meta
 from .engines import ModuleEngine, PackedEngine
+from .progress import Progress
 
 # (the stable run's config, branch step, its checkpoint, multiple of N, branch run dir) -> the branch's RunResult
 BranchRunner = Callable[[TrialConfig, int, Path, float, Path], runs.RunResult]
@@ -68,6 +69,8 @@ class Trainer:
                 self._report(EvalReport(0, 0, loss0, False))
         self._run_due_branches(step)
         live, done = list(range(k)), {}
+        progress = Progress(self.dirs[0].name if k == 1 else f"pack of {k}", self.total * self.batch_size_tokens,
+                            step * self.batch_size_tokens, show=dist.is_main)
         tick = time.time()
         while step < self.total and live:
             factor = schedule.lr_factor(step, self.plan)
@@ -90,6 +93,8 @@ class Trainer:
                     last_eval[i] = row["eval_loss"]
                     diverged[i] = not math.isfinite(row["eval_loss"])
                 self._append(i, row)
+                if i == 0:
+                    progress.update(tokens, losses[0], row.get("eval_loss"))
                 if diverged[i]:  # recorded and stopped; the rest of a pack goes on
                     done[i] = runs.RunResult(runs.RunStatus.DIVERGED,
                                              error=diverged_message(losses[i], step, first[i], t.diverge_factor))
@@ -108,6 +113,7 @@ class Trainer:
                 self._report(EvalReport(step, tokens, last_eval[0], self.decays and step == self.total))
             self._run_due_branches(step)
             tick = time.time()
+        progress.close()
         for i in live:
             # the loss to compare trials on: after a decay (the last branch's end, or this run's own end)
             decayed = (self.branch_losses[max(self.branch_losses)] if self.branch_losses else
