@@ -126,3 +126,14 @@ def test_a_trial_shows_a_live_progress_bar_on_a_terminal_and_nothing_with_quiet(
     assert "tok/s" not in quiet and "held-out loss" not in quiet and '"status": "completed"' in quiet
     piped = wt("train", *args[5:], "--out", str(tmp_path / "c"))
     assert "tok/s" not in piped.stderr and piped.stderr.count("held-out loss") >= 5
+
+
+def test_the_cmaes_sampler_without_its_package_is_one_line_naming_the_extra(monkeypatch):
+    import pytest
+    from windtunnel import compose
+    from windtunnel.config import ConfigError
+    from windtunnel.sweep import app
+    monkeypatch.setattr(compose, "installed", lambda module: module != "cmaes")
+    with pytest.raises(ConfigError, match=r"sampler=cmaes needs the cmaes package: pip install 'windtunnel\[cmaes\]'"):
+        app.preflight(["hydra/sweeper=windtunnel_optuna", "hydra.sweeper.sampler=cmaes", "model=tiny32",
+                       "optim.lr=tag(log,interval(0.001,0.1))"])

@@ -98,6 +98,10 @@ def test_optuna_sweeper_prunes_and_shares_its_study(tmp_path):
     sweep_dir = tmp_path / "runs" / "lr_search_cpu"
     journal = str(sweep_dir / "optuna.journal")
     study = load_study(journal, "lr_search_cpu")
+    from optuna.storages import JournalStorage  # the README's way to open the study in Python
+    from optuna.storages.journal import JournalFileBackend
+    readme_way = optuna.load_study(study_name="lr_search_cpu", storage=JournalStorage(JournalFileBackend(journal)))
+    assert [t.value for t in readme_way.trials] == [t.value for t in study.trials]
     states = [t.state for t in study.trials]
     assert len(states) == 8
     assert states.count(optuna.trial.TrialState.PRUNED) >= 1, states

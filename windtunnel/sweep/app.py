@@ -127,6 +127,10 @@ def preflight(overrides: list[str], checked: Optional[dict] = None) -> int:
     if "SlurmLauncher" in launcher and shutil.which("srun") is None:
         raise ConfigError("launcher=slurm submits through SLURM, and this machine has no srun on PATH: run the sweep "
                           "on the cluster's login node, or try the same jobs here with launcher=submitit_local")
+    sampler = str(base.hydra.sweeper.get("sampler", "") or "")
+    if sampler == "cmaes" and not compose.installed("cmaes"):
+        raise ConfigError("hydra.sweeper.sampler=cmaes needs the cmaes package: pip install 'windtunnel[cmaes]' "
+                          "(or use sampler=tpe, random, grid or gp)")
     if base.train.pack > 1 and not is_grid:
         raise ConfigError(f"train.pack={base.train.pack} packs the points of a grid; the sweeper {sweeper} proposes "
                           f"one trial per job: use train.pack=1")
