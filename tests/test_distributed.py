@@ -24,8 +24,10 @@ def free_port() -> int:
 def train_cmd(nproc: int, out, *extra) -> list[str]:
     if nproc == 1:
         return [sys.executable, "-m", "windtunnel.cli", "train", *ARGS, *extra, "--out", str(out)]
-    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
-            f"--master_port={free_port()}", "-m", "windtunnel.cli", "train", *ARGS, *extra, "--out", str(out)]
+    # --standalone: torchrun binds its own free rendezvous port (a port picked here and released could be taken
+    # by another run before torchrun binds it)
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone",
+            "-m", "windtunnel.cli", "train", *ARGS, *extra, "--out", str(out)]
 
 
 def kill_all(marker) -> None:

@@ -144,6 +144,8 @@ class TrainConfig:
     skip_completed: bool = True  # a run dir whose result.json says completed/diverged is not retrained
     pack: int = 1  # sweeps: train up to this many grid points that differ only in optim.lr / train.seed as one
     #               fused model in one process (train/packed.py); each still writes its own run dir
+    loggers: List[str] = field(default_factory=list)  # experiment trackers fed every metrics row, e.g.
+    #               [tensorboard, wandb, mlflow] (train/trackers.py; each imported only when named)
     pack_members: List[str] = field(default_factory=list)  # set by the sweep for a packed job: each member's
     #               overrides, e.g. ["optim.lr=0.01", "optim.lr=0.02"]; empty = one trial
 
@@ -223,6 +225,15 @@ def _one_of(value: str, allowed: tuple, where: str) -> None:
 
 
 PACKABLE = ("optim.lr", "train.seed")  # what may differ between the trials of one packed job
+
+
+TRACKERS = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb"),
+            "mlflow": ("mlflow", "mlflow-skinny")}  # train.loggers name -> (module, pip package)
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec(module) is not None
 
 
 def safe_name(text: str) -> bool:
@@ -313,6 +324,10 @@ def validate(cfg: TrialConfig) -> None:
     _need(t.overfit_margin > 0, f"train.overfit_margin={t.overfit_margin} must be > 0 (a fraction of the best loss)")
     _need(t.checkpoint_every >= 0, f"train.checkpoint_every={t.checkpoint_every} must be >= 0")
     _need(t.pack >= 1, f"train.pack={t.pack} must be >= 1 (1 = one trial per process)")
+    for name in t.loggers:
+        _one_of(name, tuple(TRACKERS), "train.loggers item")
+        _need(_installed(TRACKERS[name][0]), f"train.loggers=[{name}] needs the {TRACKERS[name][1]} package: "
+                                              f"pip install {TRACKERS[name][1]}")
     for item in t.pack_members:
         _need(item.partition("=")[0] in PACKABLE, f"train.pack_members: {item!r} changes more than the LR or seed; "
                                                    f"only {', '.join(PACKABLE)} may differ within a pack")

@@ -21,6 +21,7 @@ from .core import EvalCallback, EvalReport, device_name, diverged_message, eval_
 from .dist import Dist, read_meta
 from .engines import ModuleEngine, PackedEngine
 from .progress import Progress
+from .trackers import Trackers
 
 # (the stable run's config, branch step, its checkpoint, multiple of N, branch run dir) -> the branch's RunResult
 BranchRunner = Callable[[TrialConfig, int, Path, float, Path], runs.RunResult]
@@ -38,9 +39,12 @@ class Trainer:
         self.cfgs = [dataclasses.replace(c, model=model_cfg) for c in cfgs]
         self.dirs, self.dist, self.callback, self.run_branch = dirs, dist, callback, run_branch
         self.k = len(cfgs)
+        self.trackers = []
         if dist.is_main:
             for cfg, run, meta in zip(self.cfgs, dirs, metas):
                 write_config(run, cfg, meta, dist, corpus, **({"pack": self.k} if self.k > 1 else {}))
+                if cfg.train.loggers:
+                    self.trackers.append(Trackers(cfg.train.loggers, run, run.name, to_dict(cfg)))
         cfg = self.cfgs[0]
         source = prepare_mixture(cfg.data, corpus) if cfg.data.mixture else corpus.train
         windows, n_bytes = eval_windows(corpus, t.seq_len, t.eval_tokens)
@@ -60,6 +64,13 @@ class Trainer:
 
     def run(self) -> list[runs.RunResult]:
         """Train every trial to its end (or divergence); returns one RunResult per trial, in order."""
+        try:
+            return self._run()
+        finally:
+            for tracker in self.trackers:
+                tracker.close()
+
+    def _run(self) -> list[runs.RunResult]:
         t, k, dist = self.cfgs[0].train, self.k, self.dist
         step, first, train_s = self._start()
         last_eval: list[Optional[float]] = [None] * k
@@ -126,6 +137,8 @@ class Trainer:
     def _append(self, i: int, row: dict) -> None:
         if self.dist.is_main:
             runs.append_metrics(self.dirs[i], row)
+            if self.trackers:
+                self.trackers[i].log(row)  # the same row, to TensorBoard / W&B / MLflow
 
     def _report(self, report: EvalReport) -> None:
         """Callbacks (a lone trial's) run on rank 0; a stop it raises reaches every rank."""

@@ -21,7 +21,7 @@ log = logging.getLogger("windtunnel")
 
 # config keys that do not change what a run computes, so a run dir may be continued with other values
 IGNORED_KEYS = ("train.skip_completed", "train.keep_checkpoint", "train.device", "train.compile", "train.log_every",
-                "train.threads", "train.parallel", "train.compile_mode", "train.pack", "train.pack_members")
+                "train.threads", "train.parallel", "train.compile_mode", "train.pack", "train.pack_members", "train.loggers")
 
 
 def run_trial(cfg: TrialConfig, out_dir, callback: Optional[EvalCallback] = None,
