@@ -137,16 +137,34 @@ def test_porian_isoflop_tuned_refinedweb():
     assert fit["a"]["value"] + fit["b"]["value"] == pytest.approx(1.0, abs=0.01)
 
 
-def test_isoflop_recovers_a_synthetic_allocation():
+def isoflop_sweep():
     from windtunnel.fit import isoflop_law
     rows = []  # L = E + A/N^alpha + B/D^beta at C = 6ND: N* ~ C^(beta / (alpha + beta))
     for c in np.geomspace(1e17, 1e20, 7):
         for n in np.geomspace(1e7, 1e10, 13):
             d = c / (6 * n)
             rows.append({"N": n, "D": d, "loss": 1.7 + 400 / n ** 0.34 + 400 / d ** 0.28})
-    res = isoflop_law(pd.DataFrame(rows), n_boot=50)
+    return rows, isoflop_law(pd.DataFrame(rows), n_boot=50)
+
+
+def test_isoflop_recovers_a_synthetic_allocation():
+    res = isoflop_sweep()[1]
     assert res.params["a"] == pytest.approx(0.28 / (0.34 + 0.28), abs=0.02) and res.params["a"] + res.params["b"] == \
         pytest.approx(1.0, abs=1e-9)
+
+
+def test_fit_prints_the_isoflop_optima_table(tmp_path, capsys):
+    from windtunnel.cli import main
+    rows, res = isoflop_sweep()
+    pd.DataFrame(rows).to_csv(tmp_path / "iso.csv", index=False)
+    main(["fit", str(tmp_path / "iso.csv"), "--law", "isoflop", "--boot", "50"])
+    printed = capsys.readouterr().out.splitlines()
+    optima = res.details["optima"]
+    header = next(i for i, line in enumerate(printed) if line.split()[:1] == [next(iter(optima[0]))])
+    table = printed[header + 1:header + 1 + len(optima)]
+    key = next(k for k in optima[0] if k.startswith("N"))  # each budget's row carries its optimum N*
+    assert len(optima) == 7 and [float(line.split()[list(optima[0]).index(key)]) for line in table] == \
+        pytest.approx([o[key] for o in optima], rel=1e-3)
 
 
 def test_critical_batch_recovers_b_noise_and_its_law():

@@ -210,6 +210,12 @@ def _print_details(res) -> None:
             bs = f"{r['bs_opt']:.4g}" if r.get("bs_opt") else "-"
             print(f"  {r['N']:>10.3g} {r['loss']:>7.4g} {bs:>10} {r['n_runs']:>5} {r.get('censored', 0):>8}  "
                   f"{r.get('flag') or ''}")
+    elif rows:  # isoFLOP optima per budget, critical batch per target loss, Step Law cells: their own columns
+        keys = [k for k in rows[0] if not isinstance(rows[0][k], (list, dict))]
+        print("  " + " ".join(f"{k:>10}" for k in keys))
+        for r in rows:
+            print("  " + " ".join(f"{r.get(k):>10.4g}" if isinstance(r.get(k), (int, float)) and not isinstance(
+                r.get(k), bool) else f"{str(r.get(k)):>10}" for k in keys))
 
 
 def cmd_predict(args) -> int:
