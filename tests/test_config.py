@@ -59,3 +59,12 @@ def test_record_round_trip():
     with pytest.raises(ConfigError, match="bogus"):
         compose_record({**to_dict(cfg), "optim": {**to_dict(cfg.optim), "bogus": 1}})
     assert isinstance(cfg, TrialConfig)
+
+
+def test_storage_passwords_are_redacted():
+    from windtunnel.config import redact
+    assert redact("tuning.storage=postgresql+psycopg2://alice:s3cr%40t@db.example:5432/wt,optim.lr=0.01") == \
+        "tuning.storage=postgresql+psycopg2://alice:***@db.example:5432/wt,optim.lr=0.01"
+    assert redact("storage: 'mysql://u:p@h/d'") == "storage: 'mysql://u:***@h/d'"
+    for plain in ("sqlite:///runs/x.db", "runs/x/optuna.journal", "https://example.org/a:b", "postgresql://u@h/d"):
+        assert redact(plain) == plain

@@ -168,6 +168,9 @@ def test_two_workers_share_a_postgres_study(tmp_path):
     with sqlalchemy.create_engine(url).begin() as conn:  # a fresh schema for this test
         conn.execute(sqlalchemy.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public;"))
     _concurrent_workers(tmp_path, url)
+    secret = url.split("://", 1)[1].split("@", 1)[0]  # user:password
+    leaks = [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert not leaks, leaks  # config.json, .hydra/*.yaml, multirun.yaml: the password is shown as ***
 
 
 def test_joblib_launcher_runs_trials_in_parallel(tmp_path):

@@ -167,3 +167,32 @@ def test_run_dir_with_a_different_trial_is_refused(tmp_path, finished):
     cfg.optim.lr = 0.02
     with pytest.raises(ConfigError, match=r"holds a different trial \(optim.lr: 0.01 there, 0.02 now\)"):
         run_trial(cfg, finished[0])
+
+
+class _Payload:
+    """What a crafted checkpoint could hold: unpickling it would run a command."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_crafted_checkpoint_is_refused_without_running_its_code(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import torch
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    marker = tmp_path / "PWNED"
+    torch.save({"model": _Payload(marker), "optim": {}}, evil / "state.pt")
+    (evil / "meta.json").write_text(json.dumps({"step": 1, "format": "full", "first_loss": 5.0, "train_s": 0.0}))
+    out = subprocess.run([sys.executable, "-m", "windtunnel", "train", "model=tiny32", "train=cpu",
+                          f"train.init_from={evil}", "--out", str(tmp_path / "run")], capture_output=True, text=True,
+                         timeout=300)
+    assert not marker.exists()  # the payload never ran
+    assert out.returncode != 0 and "holds more than tensors and plain values" in out.stderr + out.stdout

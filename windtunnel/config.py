@@ -6,6 +6,7 @@ values are properties.
 """
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, List
 
@@ -234,6 +235,15 @@ TRACKERS = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "w
 def _installed(module: str) -> bool:
     import importlib.util
     return importlib.util.find_spec(module) is not None
+
+
+_SECRET = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s'\"]+:)([^@\s'\"]+)(@)")
+
+
+def redact(text: str) -> str:
+    """A storage URL's password hidden: postgresql://user:secret@host/db -> postgresql://user:***@host/db.
+    Every file windtunnel writes that can hold an Optuna storage URL goes through this."""
+    return _SECRET.sub(r"\1***\3", text)
 
 
 def safe_name(text: str) -> bool:

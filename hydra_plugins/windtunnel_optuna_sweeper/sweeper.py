@@ -11,6 +11,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from windtunnel.config import redact
 from windtunnel.sweep.study import make_storage
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ class WindtunnelOptunaSweeper(Sweeper):
         prune = {"none": "none", "divergence": "divergence"}.get(self.pruner_name, "decayed")
         tuning = [f"tuning.storage='{storage_spec}'", f"tuning.study_name='{study_name}'", f"tuning.prune={prune}",
                   f"tuning.max_loss_ratio={self.max_loss_ratio}"]
-        log.info(f"windtunnel_optuna: study {study_name!r} in {storage_spec}, {n_total} trials, "
+        log.info(f"windtunnel_optuna: study {study_name!r} in {redact(storage_spec)}, {n_total} trials, "
                  f"sampler {self.sampler_name}, pruner {self.pruner_name}")
         done = 0
         while done < n_total:

@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from .. import compose
-from ..config import ConfigError
+from ..config import ConfigError, redact
 from . import grid
 
 log = logging.getLogger("windtunnel")
@@ -40,8 +40,10 @@ def app(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
     job_num = OmegaConf.select(hc.job, "num", default=None, throw_on_missing=False)  # unset outside -m
-    meta = {"sweep": job.sweep_name, "overrides": ",".join(hc.overrides.task), "job_num": job_num}
+    meta = {"sweep": job.sweep_name, "overrides": redact(",".join(hc.overrides.task)), "job_num": job_num}
     sweep_dir = Path(hc.runtime.cwd) / hc.sweep.dir
+    _redact_files([*(out / hc.output_subdir).glob("*.yaml"), sweep_dir / "multirun.yaml"] if hc.output_subdir else
+                  [sweep_dir / "multirun.yaml"])
     try:
         if job.train.pack_members:
             return _run_pack(job, hc, meta, run_trials)
@@ -56,6 +58,20 @@ def app(cfg: DictConfig) -> float:
         import optuna
         raise optuna.TrialPruned(result.error or "pruned")
     return _value(result, out)
+
+
+def _redact_files(paths) -> None:
+    """Hydra's own records (.hydra/*.yaml of the job, the sweep's multirun.yaml) repeat every override, an Optuna
+    storage URL with its password included: rewritten with the password hidden (the job has its config)."""
+    for path in paths:
+        try:
+            text = Path(path).read_text()
+        except OSError:
+            continue
+        if redact(text) != text:
+            tmp = Path(path).with_name(f".{Path(path).name}.{os.getpid()}")
+            tmp.write_text(redact(text))
+            os.replace(tmp, path)
 
 
 def _progress(sweep_dir: Path) -> None:
@@ -101,7 +117,7 @@ def _run_pack(job, hc, meta: dict, run_trials) -> float:
         trial.train.pack, trial.train.pack_members = 1, []  # how it was trained is config.json's "pack"
         cfgs.append(trial)
         dirs.append(sweep_dir / compose.dirname(overrides))
-        metas.append({**meta, "overrides": ",".join(overrides), "pack_job": hc.runtime.output_dir})
+        metas.append({**meta, "overrides": redact(",".join(overrides)), "pack_job": hc.runtime.output_dir})
     results = run_trials(cfgs, dirs, metas)
     values = []
     for out, result in zip(dirs, results):

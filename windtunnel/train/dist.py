@@ -11,6 +11,7 @@ either state.pt (full state, single process or DDP; written by rank 0) or distri
 """
 import json
 import os
+import pickle
 import shutil
 from pathlib import Path
 
@@ -128,9 +129,12 @@ class Dist:
                 dcp.load(state, checkpoint_id=str(path))
                 set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
             else:
-                state = torch.load(path / "state.pt", map_location=self.device, weights_only=False)
+                state = torch.load(path / "state.pt", map_location=self.device, weights_only=True)  # no pickled code runs
                 model.load_state_dict(state["model"])
                 opt.load_state_dict(state["optim"])
+        except pickle.UnpicklingError as err:
+            raise ConfigError(f"checkpoint {path} holds more than tensors and plain values (refused: loading it "
+                              f"could run code): {str(err).splitlines()[0][:200]}") from None
         except RuntimeError as err:
             raise ConfigError(f"checkpoint {path} does not fit this model: {str(err)[:300]}") from None
         return meta
