@@ -93,14 +93,14 @@ def test_predict_then_launch_runs_two_processes_on_cpu(tmp_path):
 def test_decay_from_a_stable_checkpoint_with_mixed_data(tmp_path):
     from conftest import tiny_trial
     from windtunnel.train import run_trial
-    stable = tiny_trial(log_every=1, keep_checkpoint=True, checkpoint_every=20)
+    stable = tiny_trial(log_every=1, keep_checkpoint=True, checkpoint_every=20, total_tokens=40 * 2048)
     stable.schedule.kind = "constant"
     run_trial(stable, tmp_path / "stable")
     (tmp_path / "hq").mkdir()
     for i in range(40):
         (tmp_path / "hq" / f"{i}.txt").write_text("def good(x):\n    return x\n" * (50 + i))
     ckpt = tmp_path / "stable" / "checkpoint"
-    assert runs.read_json(ckpt / "meta.json")["step"] == 40  # the last checkpoint before the end (60 steps)
+    assert runs.read_json(ckpt / "meta.json")["step"] == 40  # keep_checkpoint keeps the last step's (40 steps)
     trial = decay_trial(ckpt, 10 * 2048, [f"0.5:text_dir:{tmp_path / 'hq'}"])
     assert trial.train.total_tokens == 50 * 2048 and trial.schedule.decay_tokens == 10 * 2048
     assert trial.data.mixture == [f"0.5:text_dir:{tmp_path / 'hq'}"]
@@ -114,6 +114,8 @@ def test_decay_from_a_stable_checkpoint_with_mixed_data(tmp_path):
     assert decayed[-1]["step"] == 50 and decayed[-1]["lr"] < 0.01 * 0.5
     result = runs.read_result(tmp_path / "decay" / "run")
     assert result.status == "completed"
+    final = tmp_path / "decay" / "run" / "final"  # a launched run ends with its final weights saved
+    assert runs.read_json(final / "meta.json")["step"] == 50 and (final / "state.pt").stat().st_size > 0
     assert runs.read_json(tmp_path / "decay" / "run" / "config.json")["trial"]["train"]["init_from"] == str(ckpt.resolve())
 
 
@@ -128,3 +130,41 @@ def test_checkpoint_of_another_shape_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"different model shape \(d_model 64 there, 128 here"):
         run_trial(other, tmp_path / "other")
     assert not runs.read_metrics(tmp_path / "other")
+
+
+def test_final_weights_and_the_kept_checkpoint_are_the_last_step(tmp_path):
+    """A 60-step run: save_final writes RUN/final at step 60 (weights equal to a resume's), keep_checkpoint keeps
+    step 60, not the last one before the end; without either, nothing is left."""
+    import torch
+    from conftest import tiny_trial
+    from windtunnel.train import run_trial
+    run_trial(tiny_trial(save_final=True, keep_checkpoint=True), tmp_path / "kept")
+    for name in ("final", "checkpoint"):
+        assert runs.read_json(tmp_path / "kept" / name / "meta.json")["step"] == 60
+    a = torch.load(tmp_path / "kept" / "final" / "state.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "kept" / "checkpoint" / "state.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    run_trial(tiny_trial(), tmp_path / "plain")
+    assert not (tmp_path / "plain" / "final").exists() and not (tmp_path / "plain" / "checkpoint").exists()
+
+
+def test_launch_refuses_what_it_should_not_write(tmp_path):
+    pred = {"trial": {"model": {"name": "2.4b$(touch${IFS}PWNED)", "d_model": 256, "n_layers": 4, "n_heads": 4}}}
+    (tmp_path / "evil.json").write_text(json.dumps(pred))
+    out = wt("launch", str(tmp_path / "evil.json"), "--out", "x", "--device", "cpu", cwd=tmp_path)
+    assert out.returncode == 2 and "model.name='2.4b$(touch${IFS}PWNED)' must be a plain name" in out.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "PWNED").exists()
+    (tmp_path / "empty.json").write_text(json.dumps({"trial": {}}))
+    out = wt("launch", str(tmp_path / "empty.json"), "--out", "y", "--device", "cpu", cwd=tmp_path)
+    assert out.returncode == 2 and "has no model size" in out.stderr and not (tmp_path / "y").exists()
+    out = wt("launch", str(tmp_path / "evil.json"), "--out", "z", "--nproc-per-node", "0", cwd=tmp_path)
+    assert out.returncode == 2 and "--nproc-per-node 0 must be a positive integer" in out.stderr
+    pred["trial"]["model"]["name"] = "small"
+    (tmp_path / "ok.json").write_text(json.dumps(pred))
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "README.md").write_text("my notes")
+    out = wt("launch", str(tmp_path / "ok.json"), "--out", "busy", "--device", "cpu", cwd=tmp_path)
+    assert out.returncode == 2 and "is not empty" in out.stderr
+    assert (tmp_path / "busy" / "README.md").read_text() == "my notes"
+    out = wt("launch", str(tmp_path / "ok.json"), "--out", "busy", "--device", "cpu", "--force", cwd=tmp_path)
+    assert out.returncode == 0 and "--rdzv_id=windtunnel-small" in (tmp_path / "busy" / "launch.sh").read_text()

@@ -259,9 +259,13 @@ def cmd_launch(args) -> int:
         prediction = json.loads((path / "prediction.json" if path.is_dir() else path).read_text())
         if "trial" not in prediction:
             raise ConfigError(f"{path} is not a prediction (no 'trial'); make one with windtunnel predict --json")
+        shape = (prediction["trial"] or {}).get("model") or {}
+        if not all(shape.get(k) for k in ("d_model", "n_layers")):
+            raise ConfigError(f"{path}: its trial has no model size (model.d_model and model.n_layers); a launch "
+                              f"never falls back to a default model. Make it with windtunnel predict --target NAME")
     else:
         raise ConfigError("give PREDICTION.json (from windtunnel predict --json) or --decay-from CHECKPOINT")
-    done = write_launch(prediction, spec, Path(args.out), trial=trial)
+    done = write_launch(prediction, spec, Path(args.out), trial=trial, force=args.force)
     plan = done["plan"]
     print(f"wrote {', '.join(done['files'])} into {args.out}: {plan['micro']} x {plan['accum']} x {spec.world} "
           f"sequences per step, {plan['parallel']}", file=sys.stderr)
@@ -369,6 +373,7 @@ def main(argv=None) -> int:
     p.add_argument("--decay-tokens", type=float, default=0, help="length of that decay in tokens")
     p.add_argument("--data-mixture", action="append", help="WEIGHT:SOURCE[:PATH] mixed into the decay's data")
     p.add_argument("--run", action="store_true", help="start it: bash launch.sh, or sbatch job.sbatch")
+    p.add_argument("--force", action="store_true", help="write into a non-empty --out (overwrites its launch files)")
     p.set_defaults(func=cmd_launch)
     argv = sys.argv[1:] if argv is None else list(argv)
     argv = _set_verbosity(argv)

@@ -175,11 +175,20 @@ def compose_record(record: dict, overrides: Optional[list[str]] = None) -> Trial
     """A recorded trial (a run's config.json "trial", a launch's trial.json) with field overrides on top,
     through the same grammar (lists included)."""
     try:
-        node = OmegaConf.merge(OmegaConf.structured(TrialConfig), record)
+        node = OmegaConf.merge(OmegaConf.structured(TrialConfig), _literal(record))
     except OmegaConfBaseException as err:
         raise ConfigError(f"the recorded trial does not fit windtunnel/config.py: {str(err).splitlines()[0]}") from None
     ConfigStore.instance().store(name="_record", node=node)
     return _to_object(_compose("_record", list(overrides or []))).validate()
+
+
+def _literal(value: Any) -> Any:
+    """A recorded value is what it says: `${...}` in a string is escaped so OmegaConf does not interpolate it."""
+    if isinstance(value, dict):
+        return {k: _literal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_literal(v) for v in value]
+    return value.replace("${", "\\${") if isinstance(value, str) else value
 
 
 def dirname(overrides: list[str]) -> str:

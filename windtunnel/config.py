@@ -141,7 +141,10 @@ class TrainConfig:
     #   multiples of N tokens (MiniCPM's data/model law); each writes its own run dir, with a decay of
     #   schedule.decay_frac of its own length; the run itself then stays in the stable phase
     init_from: str = ""  # a checkpoint to start from (its weights, optimizer and step): a decay branch
-    keep_checkpoint: bool = False  # keep the checkpoint dir(s) after the run finishes (e.g. to branch a decay later)
+    keep_checkpoint: bool = False  # keep the checkpoint dir(s) after the run finishes (e.g. to branch a decay later);
+    #                                the kept checkpoint is the last step's
+    save_final: bool = False  # write the final weights and optimizer to RUN/final when the run completes (on for
+    #                           `windtunnel launch` runs)
     skip_completed: bool = True  # a run dir whose result.json says completed/diverged is not retrained
     pack: int = 1  # sweeps: train up to this many grid points that differ only in optim.lr / train.seed as one
     #               fused model in one process (train/packed.py); each still writes its own run dir

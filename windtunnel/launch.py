@@ -40,6 +40,17 @@ class LaunchSpec:
     def world(self) -> int:
         return self.nnodes * self.nproc_per_node
 
+    def __post_init__(self) -> None:
+        for name in ("nnodes", "nproc_per_node", "cpus_per_task", "master_port"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)} must be a positive integer")
+        if not self.gpu_memory_gb > 0:
+            raise ConfigError(f"--gpu-memory-gb {self.gpu_memory_gb} must be positive")
+        for name in ("partition", "account", "time_limit"):  # written into job.sbatch as they are
+            value = getattr(self, name)
+            if value and not all(c.isalnum() or c in "._-:,+" for c in value):
+                raise ConfigError(f"--{name.replace('_', '-')} {value!r}: letters, digits and . _ - : , + only")
+
 
 def memory_plan(trial: TrialConfig, spec: LaunchSpec) -> dict:
     """Per-GPU memory of the model states and of one sequence's activations, the parallelism that fits, and
@@ -89,7 +100,7 @@ def full_scale_trial(prediction: dict, spec: LaunchSpec) -> tuple[TrialConfig, d
     micro, accum = split_batch(trial.train.batch_size_tokens, trial.train.seq_len, spec.world, plan["max_micro"])
     on_gpu = spec.device == "cuda"
     train = dataclasses.replace(trial.train, micro_batch_size=micro, parallel=plan["parallel"], device=spec.device,
-                                dtype="bf16" if on_gpu else "fp32", compile=on_gpu, keep_checkpoint=True,
+                                dtype="bf16" if on_gpu else "fp32", compile=on_gpu, keep_checkpoint=True, save_final=True,
                                 checkpoint_every=max(1, min(1000, trial.total_steps // 20)))
     return dataclasses.replace(trial, train=train).validate(), {**plan, "micro": micro, "accum": accum,
                                                                  "predicted_batch_tokens": seqs * t.seq_len}
@@ -103,22 +114,29 @@ def decay_trial(checkpoint: Path, decay_tokens: int, mixture: list[str]) -> Tria
     if not meta_file.exists():
         raise ConfigError(f"--decay-from {checkpoint}: not a windtunnel checkpoint (no meta.json)")
     meta = json.loads(meta_file.read_text())
-    config = Path(meta["run_dir"]) / "config.json"
+    # the run that wrote it: RUN/checkpoint, RUN/final or RUN/checkpoints/stepN (never a directory relative to
+    # wherever this command runs: an old meta's relative run_dir would name another run)
+    here = Path(checkpoint).resolve()
+    owners = [d for d in (here.parent, here.parent.parent) if (d / "config.json").exists()]
+    recorded = Path(meta.get("run_dir", ""))
+    config = (owners[0] if owners else recorded if recorded.is_absolute() else Path("/nonexistent")) / "config.json"
     if not config.exists():
-        raise ConfigError(f"--decay-from {checkpoint}: its run's config {config} is missing")
+        raise ConfigError(f"--decay-from {checkpoint}: the config.json of the run that wrote it is not beside it "
+                          f"(looked in {here.parent} and {here.parent.parent})")
     trial = compose_record(json.loads(config.read_text())["trial"])
     step = meta["step"]
     trial = schedule.decay_from(trial, step, max(1, round(decay_tokens / trial.train.batch_size_tokens)),
                                 str(Path(checkpoint).resolve()))
     data = dataclasses.replace(trial.data, mixture=list(mixture)) if mixture else trial.data
-    return dataclasses.replace(trial, name=f"{trial.name}-decay{step}", data=data).validate()
+    train = dataclasses.replace(trial.train, save_final=True)
+    return dataclasses.replace(trial, name=f"{trial.name}-decay{step}", data=data, train=train).validate()
 
 
 # ----------------------------------------------------------------------------- renderers (pure)
 
 def render_launch_sh(trial: TrialConfig, spec: LaunchSpec) -> str:
     rdzv = (f'--nnodes="$NNODES" --node_rank="$NODE_RANK" --nproc_per_node={spec.nproc_per_node} \\\n'
-            f'  --rdzv_backend=c10d --rdzv_endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv_id=windtunnel-{trial.model.name}')
+            f'  --rdzv_backend=c10d --rdzv_endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv_id={shlex.quote("windtunnel-" + trial.model.name)}')
     return f"""#!/usr/bin/env bash
 # Full-scale training of {trial.model.name} as windtunnel predicted it (README.md beside this file says where
 # each number came from). {spec.nnodes} node(s) x {spec.nproc_per_node} process(es).
@@ -141,7 +159,7 @@ exec "$PYTHON" -m torch.distributed.run {rdzv} \\
 def render_sbatch(trial: TrialConfig, spec: LaunchSpec) -> str:
     extra = "".join(f"#SBATCH --{k}={v}\n" for k, v in (("partition", spec.partition), ("account", spec.account)) if v)
     return f"""#!/usr/bin/env bash
-#SBATCH --job-name=windtunnel-{trial.model.name}
+#SBATCH --job-name={shlex.quote("windtunnel-" + trial.model.name)}
 #SBATCH --nodes={spec.nnodes}
 #SBATCH --ntasks-per-node=1
 #SBATCH --gpus-per-node={spec.nproc_per_node}
@@ -261,7 +279,8 @@ world size {spec.world} ({spec.nnodes} node(s) x {spec.nproc_per_node} GPU(s)). 
 """
 
 
-def write_launch(prediction: dict, spec: LaunchSpec, out: Path, trial: TrialConfig | None = None) -> dict:
+def write_launch(prediction: dict, spec: LaunchSpec, out: Path, trial: TrialConfig | None = None,
+                 force: bool = False) -> dict:
     """Write trial.json, launch.sh, job.sbatch, torchtitan.toml, megatron_args.txt and README.md into out."""
     if trial is None:
         trial, plan = full_scale_trial(prediction, spec)
@@ -272,6 +291,8 @@ def write_launch(prediction: dict, spec: LaunchSpec, out: Path, trial: TrialConf
             trial.train, micro_batch_size=micro, device=spec.device, parallel=plan["parallel"])).validate()
         plan.update(micro=micro, accum=accum)
     out = Path(out)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise ConfigError(f"--out {out} is not empty; give a new folder, or --force to overwrite its launch files")
     out.mkdir(parents=True, exist_ok=True)
     files = {"trial.json": json.dumps(to_dict(trial), indent=1) + "\n", "launch.sh": render_launch_sh(trial, spec),
              "job.sbatch": render_sbatch(trial, spec), "torchtitan.toml": render_torchtitan_toml(trial, spec, plan["micro"]),

@@ -25,6 +25,7 @@ from .trackers import Trackers
 
 # (the stable run's config, branch step, its checkpoint, multiple of N, branch run dir) -> the branch's RunResult
 BranchRunner = Callable[[TrialConfig, int, Path, float, Path], runs.RunResult]
+FINAL = "final"  # RUN/final: the completed run's weights and optimizer (train.save_final)
 SHAPE_KEYS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "fixed_head_dim", "d_ff", "ffn_mult", "vocab_size")
 
 
@@ -125,6 +126,12 @@ class Trainer:
             self._run_due_branches(step)
             tick = time.time()
         progress.close()
+        if live and step == self.total and self.engine.checkpoints:  # the last step's weights, when asked for
+            meta = {"first_loss": first[0], "train_s": train_s, "final": True}
+            if t.keep_checkpoint:
+                self._save(step, self.dirs[0] / runs.CHECKPOINT, meta)
+            if t.save_final:
+                self._save(step, self.dirs[0] / FINAL, meta)
         for i in live:
             # the loss to compare trials on: after a decay (the last branch's end, or this run's own end)
             decayed = (self.branch_losses[max(self.branch_losses)] if self.branch_losses else
@@ -156,7 +163,7 @@ class Trainer:
     def _save(self, step: int, path: Path, meta: dict) -> None:
         cfg = self.cfgs[0]
         self.engine.save(path, {"step": step, "tokens": step * self.batch_size_tokens, **meta,
-                                "run_dir": str(self.dirs[0]), "model": to_dict(cfg.model),
+                                "run_dir": str(self.dirs[0].resolve()), "model": to_dict(cfg.model),
                                 "batch_size_tokens": self.batch_size_tokens, "schedule": to_dict(cfg.schedule)})
 
     def _start(self) -> tuple[int, list[Optional[float]], float]:

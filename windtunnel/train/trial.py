@@ -20,7 +20,7 @@ RunResult, RunStatus = runs.RunResult, runs.RunStatus
 log = logging.getLogger("windtunnel")
 
 # config keys that do not change what a run computes, so a run dir may be continued with other values
-IGNORED_KEYS = ("train.skip_completed", "train.keep_checkpoint", "train.device", "train.compile", "train.log_every",
+IGNORED_KEYS = ("train.skip_completed", "train.keep_checkpoint", "train.save_final", "train.device", "train.compile", "train.log_every",
                 "train.threads", "train.parallel", "train.compile_mode", "train.pack", "train.pack_members", "train.loggers")
 
 
@@ -138,8 +138,9 @@ def _check_packable(cfgs: list[TrialConfig]) -> None:
         if diff:
             raise ConfigError(f"packed trials differ in {diff[0]}; only {', '.join(PACKABLE)} may differ within a "
                               f"pack: use train.pack=1")
-    if cfgs[0].train.branch_at_n or cfgs[0].train.init_from:
-        raise ConfigError("train.branch_at_n and train.init_from are not supported in a packed job; use train.pack=1")
+    if cfgs[0].train.branch_at_n or cfgs[0].train.init_from or cfgs[0].train.save_final:
+        raise ConfigError("train.branch_at_n, train.init_from and train.save_final are not supported in a packed job; "
+                          "use train.pack=1")
 
 
 def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
