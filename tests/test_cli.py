@@ -137,3 +137,23 @@ def test_the_cmaes_sampler_without_its_package_is_one_line_naming_the_extra(monk
     with pytest.raises(ConfigError, match=r"sampler=cmaes needs the cmaes package: pip install 'windtunnel\[cmaes\]'"):
         app.preflight(["hydra/sweeper=windtunnel_optuna", "hydra.sweeper.sampler=cmaes", "model=tiny32",
                        "optim.lr=tag(log,interval(0.001,0.1))"])
+
+
+REFUSED = [("model.norm_eps=-1", "model.norm_eps=-1.0 must be in (0, 1)"),
+           ("model.rope_theta=0", "model.rope_theta=0.0 must be > 1"),
+           ("train.seed=-1", "train.seed=-1 must be a non-negative integer"),
+           ("optim.eps=-1", "optim.eps=-1.0 must be in (0, 1)"),
+           ("train.total_tokens=1e30", "is beyond any run"),
+           ("train.eval_points=1e9", "exceeds the run's 64 steps"),
+           ("model.vocab_size=1e9", "model.vocab_size=1000000000 is beyond any tokenizer"),
+           ("model=minicpm-2.4b", "needs about 4"),  # 42 GiB of states and activations: more than a CI machine has
+           ("train.micro_batch_size=100000", "is not divisible by train.seq_len x train.micro_batch_size")]
+
+
+def test_bad_numbers_are_refused_before_any_compute(tmp_path):
+    import torch
+    for override, message in REFUSED + ([] if torch.cuda.is_available() else
+                                        [("train.device=cuda", "CUDA is not available here")]):
+        out = wt("train", "model=tiny32", "train=cpu", override, "--out", str(tmp_path / "x"), check=False)
+        assert out.returncode == 2 and message in out.stderr, (override, out.stderr[-500:])
+        assert "Traceback" not in out.stderr and not (tmp_path / "x").exists(), override

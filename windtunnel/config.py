@@ -277,12 +277,18 @@ def validate(cfg: TrialConfig) -> None:
     _need(m.vocab_size >= 0, f"model.vocab_size={m.vocab_size} must be >= 0 (0 = from the tokenizer)")
     for f in ("init_std", "scale_emb", "scale_depth", "ffn_mult"):
         _need(getattr(m, f) > 0, f"model.{f}={getattr(m, f)} must be > 0")
+    _need(0 < m.norm_eps < 1, f"model.norm_eps={m.norm_eps} must be in (0, 1) (RMSNorm's epsilon, e.g. 1e-5)")
+    _need(m.rope_theta > 1 and math.isfinite(m.rope_theta), f"model.rope_theta={m.rope_theta} must be > 1 (RoPE's base, "
+                                                             f"e.g. 10000)")
+    _need(m.vocab_size <= 1 << 18, f"model.vocab_size={m.vocab_size} is beyond any tokenizer here (tokens are uint16); "
+                                   f"use 0 to take the tokenizer's")
 
     _need(o.lr > 0 and math.isfinite(o.lr), f"optim.lr={o.lr} must be a positive number")
     _need(o.weight_decay >= 0, f"optim.weight_decay={o.weight_decay} must be >= 0")
     _one_of(o.wd_rule, WD_RULES, "optim.wd_rule")
     _need(0 <= o.beta1 < 1 and 0 <= o.beta2 < 1, f"optim.beta1={o.beta1}, optim.beta2={o.beta2} must be in [0, 1)")
     _need(o.grad_clip >= 0, f"optim.grad_clip={o.grad_clip} must be >= 0 (0 disables clipping)")
+    _need(0 < o.eps < 1, f"optim.eps={o.eps} must be in (0, 1) (Adam's epsilon, e.g. 1e-8)")
 
     _one_of(s.kind, SCHEDULE_KINDS, "schedule.kind")
     _one_of(s.decay_kind, DECAY_KINDS, "schedule.decay_kind")
@@ -326,6 +332,11 @@ def validate(cfg: TrialConfig) -> None:
     _need(t.micro_batch_size >= 0, f"train.micro_batch_size={t.micro_batch_size} must be >= 0 (0 = automatic)")
     _need(t.seq_len <= m.max_seq_len, f"train.seq_len={t.seq_len} exceeds model.max_seq_len={m.max_seq_len}")
     cfg.accum_per_rank(1)
+    _need(0 <= t.seed < 2 ** 63, f"train.seed={t.seed} must be a non-negative integer")
+    _need(t.total_tokens < 10 ** 15, f"train.total_tokens={t.total_tokens} is beyond any run (< 1e15 tokens)")
+    steps = t.total_tokens // t.batch_size_tokens
+    _need(t.eval_points <= max(steps, 30), f"train.eval_points={t.eval_points} exceeds the run's {steps} steps; at "
+                                           f"most one held-out eval per step")
     _need(t.total_tokens >= t.batch_size_tokens,
           f"train.total_tokens={t.total_tokens} is less than one batch (train.batch_size_tokens="
           f"{t.batch_size_tokens}); train longer")

@@ -7,6 +7,9 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .. import sizing
+from ..config import ConfigError
+
 
 @dataclass
 class EvalReport:
@@ -30,7 +33,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={name!r} but CUDA is not available; use train.device=cpu or auto")
+        raise ConfigError(f"train.device={name!r} but CUDA is not available here; use train.device=cpu or auto")
     if name == "cuda":
         return torch.device("cuda", local_rank)  # one GPU per torchrun rank
     return torch.device(name)
@@ -43,9 +46,37 @@ def device_name(device: torch.device) -> str:
 def eval_steps(total_steps: int, batch_tokens: int, n_points: int) -> list[int]:
     """Steps (counted after the update) at ~n_points log-spaced token counts from one batch to the end,
     plus step 0 (the initial loss). Dense early, where the loss falls fastest."""
-    tokens = np.geomspace(batch_tokens, total_steps * batch_tokens, max(n_points, 2))
+    tokens = np.geomspace(batch_tokens, total_steps * batch_tokens, max(min(n_points, total_steps), 2))
     steps = {0, total_steps} | {min(total_steps, max(1, math.ceil(t / batch_tokens - 1e-9))) for t in tokens}
     return sorted(steps)
+
+
+def check_memory(cfgs: list, vocab_size: int, device: torch.device, world: int = 1, sharded: bool = False) -> None:
+    """Refuse a trial whose model states and activations cannot fit before anything is allocated: fp32 weights,
+    gradients and AdamW's two moments (16 bytes a parameter, over the ranks under FSDP2) plus one micro-batch's
+    activations (~34 d_model bytes per token and layer, Korthikanti et al. 2022, and fp32 logits with their
+    gradient), for each of a pack's K trials, against the device's free memory."""
+    cfg = cfgs[0]
+    m, t = cfg.model, cfg.train
+    vocab = m.vocab_size or vocab_size
+    params = sizing.n_params(m) + sizing.n_embedding_params(m, vocab)
+    states = 16 * params / (world if sharded else 1)
+    tokens = cfg.micro_batch * t.seq_len
+    acts = tokens * (34 * m.d_model * m.n_layers + 8 * vocab)
+    need = len(cfgs) * (states + acts)
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        try:
+            free = next(int(line.split()[1]) * 1024 for line in open("/proc/meminfo") if line.startswith("MemAvailable"))
+        except (OSError, StopIteration):
+            return
+    if need > 0.9 * free:
+        raise ConfigError(f"trial {cfg.name!r} needs about {need / 2**30:.1f} GiB ({params:,} parameters x 16 bytes for "
+                          f"weights, gradients and AdamW, plus {acts / 2**30:.2f} GiB of activations for a micro-batch of "
+                          f"{cfg.micro_batch} x {t.seq_len} tokens{f', x {len(cfgs)} packed trials' if len(cfgs) > 1 else ''}"
+                          f"); {device.type} has {free / 2**30:.1f} GiB free. Use a smaller model or "
+                          f"train.micro_batch_size, or a device with more memory")
 
 
 def autocast_for(device: torch.device, dtype: str):

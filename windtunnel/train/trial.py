@@ -12,7 +12,7 @@ from typing import Optional
 from .. import data, runs, schedule, sizing
 from ..runs import lock
 from ..config import PACKABLE, ConfigError, TrialConfig, to_dict
-from .core import EvalCallback, StopTrial
+from .core import EvalCallback, StopTrial, check_memory
 from .dist import Dist
 from .trainer import Trainer
 
@@ -76,6 +76,12 @@ def run_trials(cfgs: list[TrialConfig], out_dirs: list, metas: Optional[list[dic
             _check_corpus(dirs[i], corpus)
     if dist is None:
         dist = Dist(cfgs[0].train.device, cfgs[0].train.parallel if len(todo) == 1 else "none")
+    if corpus is not None:  # before any run dir or tensor exists
+        try:
+            check_memory([cfgs[i] for i in todo], corpus.vocab_size, dist.device, dist.world, dist.sharded)
+        except ConfigError:
+            dist.close()
+            raise
     busy: dict[int, str] = {}
     if dist.is_main:
         for i in todo:
