@@ -168,3 +168,38 @@ def test_a_fit_the_data_do_not_identify_exits_nonzero_unless_allowed(tmp_path):
     assert allowed.returncode == 0
     good = subprocess.run([*cmd, str(tmp_path / "good.csv")], capture_output=True, text=True, timeout=300)
     assert good.returncode == 0, good.stderr
+
+
+def test_fit_hygiene_duplicates_bad_losses_and_mixed_corpora(tmp_path):
+    """Rows copied 5x are dropped with a diagnostic (the fit equals the clean one, intervals included); a
+    non-positive loss is refused with its row; runs on two corpora under one root are never pooled; one model
+    size's batch-size law is not fittable."""
+    import subprocess
+    import sys
+    from windtunnel import runs
+    from windtunnel.config import TrialConfig, to_dict
+    clean = chinchilla_runs(1.82, 482.0, 2085.0, 0.348, 0.366)
+    clean.to_csv(tmp_path / "clean.csv", index=False)
+    pd.concat([clean] * 5).to_csv(tmp_path / "copied.csv", index=False)
+    cmd = [sys.executable, "-m", "windtunnel", "fit", "--law", "loss", "--boot", "30", "--json"]
+    fits = [json.loads(subprocess.run([*cmd, str(tmp_path / f)], capture_output=True, text=True, timeout=300).stdout)
+            ["fits"]["loss"] for f in ("clean.csv", "copied.csv")]
+    assert fits[1]["parameters"] == fits[0]["parameters"]
+    assert any(d.startswith(f"{4 * len(clean)} exact duplicate row(s) dropped") for d in fits[1]["diagnostics"])
+    bad = clean.copy()
+    bad.loc[7, "loss"] = -0.5
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    out = subprocess.run([*cmd[:-1], str(tmp_path / "bad.csv")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "1 non-positive or infinite value(s), at row(s) 7" in out.stderr
+    for source, n in (("stdlib", 1e6), ("stdlib+site", 2e6)):
+        cfg = TrialConfig()
+        cfg.data.source = source
+        (tmp_path / "root" / source).mkdir(parents=True)
+        runs.write_json(tmp_path / "root" / source / "config.json", {"trial": to_dict(cfg), "N": n})
+        runs.write_json(tmp_path / "root" / source / "result.json", {"status": "completed", "final_eval_loss": 3.0,
+                                                                     "tokens": 1e7, "N": n})
+    out = subprocess.run([*cmd[:-1], str(tmp_path / "root")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "were trained on different corpora (data.source: stdlib, stdlib+site)" in out.stderr
+    one = batch_size_runs().query("N == 9e6")
+    with pytest.raises(NotFittable, match=r"one model size only \(N=9e\+06\)"):
+        batch_size_law(one)

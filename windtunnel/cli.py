@@ -106,6 +106,7 @@ def _fit_tables(args):
             finished["final_eval_loss"] = finished["decayed_eval_loss"].fillna(finished["final_eval_loss"])
         finished = _shape(finished, args)
         per_run, units = fit.canonical(finished, {"loss": "final_eval_loss", **_parse_columns(args.columns)}, **options)
+        _check_one_corpus(finished, path)
         diverged = finished["status"].to_numpy() == RunStatus.DIVERGED.value
         per_run.loc[diverged, "loss"] = float("inf")
         if "train.total_tokens" in finished:  # a diverged run stopped early: its cell is the budget it was given
@@ -113,14 +114,29 @@ def _fit_tables(args):
                 per_run.loc[diverged, col] = finished.loc[diverged, "train.total_tokens"].to_numpy(float)
         points, _ = fit.canonical(load_runs(path) if all_points is None else all_points, _parse_columns(args.columns),
                                   **options)
-        return points[points["run"].isin(finished["run_dir"])], per_run, units
+        return points[points["run"].isin(finished["run_dir"])], per_run, units, per_run.attrs.get("notes", [])
     if not path.exists():
         raise FileNotFoundError(f"{path} is neither a run directory nor a file")
     table = _shape(pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path), args)
     data, units = fit.canonical(table, _parse_columns(args.columns), **options)
+    notes = data.attrs.get("notes", [])
     if "D" not in data and "tokens" in data:
         data["D"] = data["tokens"]
-    return data, data, units
+    return data, data, units, notes
+
+
+CORPUS_KEYS = ("data.source", "data.path", "data.tokenizer", "data.bpe_vocab_size", "data.mixture", "corpus_manifest")
+
+
+def _check_one_corpus(runs, path) -> None:
+    """Runs trained on different corpora measure different things: never pooled as if they were seeds."""
+    for key in CORPUS_KEYS:
+        if key in runs:
+            values = sorted({str(v) for v in runs[key]})
+            if len(values) > 1:
+                raise ConfigError(f"the runs under {path} were trained on different corpora ({key}: "
+                                  f"{', '.join(values[:4])}); fit each corpus's runs separately (point fit at one "
+                                  f"sweep's directory, or keep one with --where, e.g. --where \"`{key}` == '{values[0]}'\")")
 
 
 def _shape(table, args):
@@ -138,7 +154,7 @@ def _shape(table, args):
 
 def cmd_fit(args) -> int:
     from . import fit
-    points, per_run, units = _fit_tables(args)
+    points, per_run, units, notes = _fit_tables(args)
     wanted = list(LAW_NAMES.values()) if args.law == "all" else [LAW_NAMES[args.law]]
     results, errors = {}, {}
     for law in wanted:
@@ -158,7 +174,7 @@ def cmd_fit(args) -> int:
         except fit.NotFittable as err:
             errors[law] = str(err)
             continue
-        results[law].diagnostics += fit.quality(results[law])
+        results[law].diagnostics += notes + fit.quality(results[law])
     doc = {"source": str(args.source), "fits": {k: v.to_json() for k, v in results.items()}, "not_fittable": errors}
     if args.out:
         Path(args.out).write_text(json.dumps(doc, indent=1))

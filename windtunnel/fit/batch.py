@@ -136,6 +136,9 @@ def _batch_size_law(df: pd.DataFrame, *, n_levels: int, early_frac: float, min_s
     if not sizes:
         raise NotFittable("no model size has runs at 3 or more batch sizes; the batch-size law needs a sweep of "
                           ">= 3 (MiniCPM: 6) batch sizes per size")
+    if len(sizes) < 2:
+        raise NotFittable(f"one model size only (N={next(iter(sizes)):.3g}): b would rest on the loss range of one sweep; "
+                          f"the batch-size law needs 2 or more sizes (MiniCPM used 3)")
 
     def optima(pick: dict) -> list[dict]:
         return [{"N": float(n), **o} for n, (bs, reach, levels, budget) in sizes.items()
@@ -156,8 +159,6 @@ def _batch_size_law(df: pd.DataFrame, *, n_levels: int, early_frac: float, min_s
     if censor and any(r.get("censored") for r in rows):
         diagnostics.append(f"{sum(r.get('censored', 0) for r in rows)} (run, level) points never reached, counted "
                            f"as needing more than their run's tokens (censored)")
-    if len(sizes) < 2:
-        diagnostics.append("one model size only: b rests on the loss range of one sweep (MiniCPM used 3 sizes)")
     b_low, b_high = _interval(draws[:, 1])
     if b_low is not None and b_low <= 0 <= b_high:
         diagnostics.append(f"b's interval [{b_low:.3g}, {b_high:.3g}] includes 0: these runs show no clear change of "

@@ -95,11 +95,24 @@ def canonical(df: pd.DataFrame, columns: dict | None = None, *, bs_unit: str = "
     for col in ("N", "bs", "tokens", "D", "loss", "lr"):
         if col in out:
             out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)  # 6ND overflows int64
+    notes = []
+    if "loss" in out:  # a cross-entropy is > 0; NaN is a missing value (e.g. a train-only log row) and is allowed
+        bad = out.index[(out["loss"] <= 0) | np.isinf(out["loss"])]
+        if len(bad):
+            raise NotFittable(f"the loss column has {len(bad)} non-positive or infinite value(s), at row(s) "
+                              f"{', '.join(map(str, list(bad[:10])))}{' ...' if len(bad) > 10 else ''}; a loss in nats "
+                              f"is > 0: fix those rows or leave them out (--where 'loss > 0')")
+    dup = out.duplicated()
+    if dup.any():  # the same point twice counts twice: intervals shrink by sqrt(copies) without a warning
+        notes.append(f"{int(dup.sum())} exact duplicate row(s) dropped (rows {', '.join(map(str, list(out.index[dup][:10])))}"
+                     f"{' ...' if dup.sum() > 10 else ''})")
+        out = out[~dup]
     if "run" not in out:
         out["run"] = np.arange(len(out)) if "tokens" not in out else out.groupby(
             [c for c in ("N", "bs", "lr", "param", "seed") if c in out], dropna=False).ngroup()
     units = {"N": f"parameters ({n_kind})", "bs": "tokens per optimizer step", "tokens": "tokens",
              "loss": "nats/token (as logged)", "lr": "peak (base) learning rate"}
+    out.attrs["notes"] = notes  # read by `windtunnel fit` into every law's diagnostics
     return out, units
 
 
