@@ -119,7 +119,7 @@ def test_optuna_sweeper_prunes_and_shares_its_study(tmp_path):
         elif t.state == optuna.trial.TrialState.PRUNED:
             assert row["status"] == "pruned" and len(t.intermediate_values) >= 1
     # a second process on the same journal adds trials to the same study: none lost, none duplicated
-    wt("sweep", *SEARCH, "hydra.sweeper.n_trials=3", cwd=tmp_path)
+    wt("sweep", *SEARCH, "hydra.sweeper.n_trials=3", "hydra.sweeper.seed=1", cwd=tmp_path)  # its own seed
     numbers = [t.number for t in load_study(journal, "lr_search_cpu").trials]
     assert sorted(numbers) == list(range(11))
     assert len([d for d in runs.run_dirs(sweep_dir) if "decay_" not in d.name]) == 11
@@ -199,3 +199,36 @@ def test_names_that_would_leave_the_sweep_dir_are_refused(tmp_path):
     out = wt("sweep", "-m", *TINY, "train.init_from=/a/b,/c/d", cwd=tmp_path, check=False)  # not in dir names
     assert out.returncode == 2 and "would train different trials into one run directory" in out.stderr
     assert not list(tmp_path.rglob("ESCAPED")) and not list(tmp_path.parent.rglob("ESCAPED"))
+
+
+def test_a_killed_optuna_worker_s_trial_is_failed_retried_and_its_run_dir_resumed(tmp_path):
+    """SQLite storage with a 1 s heartbeat: kill -9 the worker mid-trial; the next worker fails the stale trial,
+    asks its retry (the same parameters, so the same run dir) and resumes that run from its checkpoint."""
+    import signal
+    import time
+    import optuna
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    cmd = [sys.executable, "-m", "windtunnel.cli", "sweep", "-m", "model=tiny32", "train=cpu", "train.total_tokens=1e6",
+           "train.log_every=5", "optim.lr=tag(log,interval(0.001,0.01))", "hydra/sweeper=windtunnel_optuna",
+           "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage='{storage}'", "hydra.sweeper.heartbeat_interval=1",
+           "hydra.sweeper.study_name=s", "hydra.sweep.dir=sw"]
+    worker = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    deadline = time.time() + 180
+    while not list((tmp_path / "sw").glob("*/checkpoint/meta.json")):
+        assert worker.poll() is None and time.time() < deadline
+        time.sleep(0.2)
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+    (run_dir,) = [d for d in runs.run_dirs(tmp_path / "sw")]
+    killed_at = runs.read_metrics(run_dir)[-1]["step"]
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.RUNNING]  # what a dead worker leaves
+    time.sleep(3)  # past the grace period (2 x the heartbeat)
+    wt(*cmd[3:], cwd=tmp_path)
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
+    assert trials[1].params == trials[0].params
+    assert runs.run_dirs(tmp_path / "sw") == [run_dir] and runs.read_result(run_dir).status == "completed"
+    steps = [m["step"] for m in runs.read_metrics(run_dir)]
+    assert steps == sorted(set(steps)) and steps[-1] == 122 and 0 < killed_at < 122  # resumed, not restarted

@@ -202,6 +202,7 @@ class TuningConfig:
     storage: str = ""  # Optuna storage: a journal file path or an SQLAlchemy URL
     study_name: str = ""  # the study this job's trial belongs to
     trial_number: int = -1  # the Optuna trial this job runs; -1 = not an Optuna job
+    heartbeat_s: int = 0  # record the trial's heartbeat this often (RDB storages; set by the sweeper)
     prune: str = "none"  # "none", "divergence" (stop a trial whose loss rises above max_loss_ratio x its
     #                      initial loss, or turns NaN), "decayed" (report post-decay losses at equal tokens
     #                      to the study's pruner: never stable-phase losses, which favour small LRs)

@@ -19,6 +19,8 @@ class WindtunnelOptunaSweeperConf:
     pruner_startup_trials: int = 2  # median: trials finished before pruning starts
     reduction_factor: int = 2  # successive_halving
     max_loss_ratio: float = 1.0  # divergence: prune above this multiple of the trial's initial loss
+    heartbeat_interval: int = 60  # seconds; RDB storages: a trial whose worker died is failed and retried after
+    #                               2 x this (0 = off; Optuna's journal storage has no heartbeats)
     params: Dict[str, str] = field(default_factory=dict)  # search space in Hydra's override grammar
 
 

@@ -1,6 +1,7 @@
 """The sweeper: ask Optuna for a batch of trials, launch them, tell Optuna their values."""
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -53,7 +54,8 @@ def distribution(key: str, override: Override):
 class WindtunnelOptunaSweeper(Sweeper):
     def __init__(self, sampler: str, seed: Optional[int], direction: str, study_name: Optional[str],
                  storage: Optional[str], n_trials: int, n_jobs: int, pruner: str, pruner_startup_trials: int,
-                 reduction_factor: int, max_loss_ratio: float, params: Optional[Dict[str, str]]) -> None:
+                 reduction_factor: int, max_loss_ratio: float, params: Optional[Dict[str, str]],
+                 heartbeat_interval: int = 60) -> None:
         if sampler not in SAMPLERS:
             raise SearchSpaceError(f"hydra.sweeper.sampler={sampler!r}: use one of {', '.join(SAMPLERS)}")
         if pruner not in PRUNERS:
@@ -64,6 +66,7 @@ class WindtunnelOptunaSweeper(Sweeper):
         self.pruner_name, self.startup, self.reduction, self.max_loss_ratio = (pruner, pruner_startup_trials,
                                                                                reduction_factor, max_loss_ratio)
         self.params = dict(params or {})
+        self.heartbeat = max(0, int(heartbeat_interval))
         self.job_idx = 0
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -120,15 +123,21 @@ class WindtunnelOptunaSweeper(Sweeper):
         storage_spec = self.storage_spec or str(self.sweep_dir / "optuna.journal")
         study_name = self.study_name or self.sweep_dir.name
         sampler, n_total = self._sampler(space)
-        study = optuna.create_study(study_name=study_name, storage=make_storage(storage_spec), sampler=sampler,
-                                    pruner=self._pruner(), direction=self.direction, load_if_exists=True)
+        study = optuna.create_study(study_name=study_name, storage=make_storage(storage_spec, self.heartbeat),
+                                    sampler=sampler, pruner=self._pruner(), direction=self.direction,
+                                    load_if_exists=True)
         prune = {"none": "none", "divergence": "divergence"}.get(self.pruner_name, "decayed")
         tuning = [f"tuning.storage='{storage_spec}'", f"tuning.study_name='{study_name}'", f"tuning.prune={prune}",
-                  f"tuning.max_loss_ratio={self.max_loss_ratio}"]
+                  f"tuning.max_loss_ratio={self.max_loss_ratio}", f"tuning.heartbeat_s={self.heartbeat}"]
         log.info(f"windtunnel_optuna: study {study_name!r} in {redact(storage_spec)}, {n_total} trials, "
                  f"sampler {self.sampler_name}, pruner {self.pruner_name}")
         done = 0
         while done < n_total:
+            # trials of dead workers (no heartbeat) -> FAIL, and a retry with their parameters is queued: asked
+            # next, it finds its run dir and resumes it (RDB storages with heartbeat_interval > 0)
+            with warnings.catch_warnings():  # (Optuna marks it experimental)
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
             trials = [study.ask(space) for _ in range(min(self.n_jobs, n_total - done))]
             batch = [tuple(fixed + [f"{k}={_encode(t.params[k])}" for k in space] + tuning
                            + [f"tuning.trial_number={t.number}"]) for t in trials]

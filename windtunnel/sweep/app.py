@@ -35,7 +35,7 @@ GRID_SWEEPER = "windtunnel_grid"  # conf/config.yaml's default: expands the grid
 def app(cfg: DictConfig) -> float:
     from ..train import StopTrial, run_trial, run_trials  # torch only when a job runs
     log.setLevel(os.environ.get(LOG_LEVEL, "INFO"))  # --quiet / -v of `windtunnel sweep`, in every job process
-    from .study import pruning_callback
+    from .study import keep_alive, pruning_callback
     job = compose.to_job(cfg)
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
@@ -47,7 +47,11 @@ def app(cfg: DictConfig) -> float:
     try:
         if job.train.pack_members:
             return _run_pack(job, hc, meta, run_trials)
-        result = run_trial(job.trial(), out, callback=pruning_callback(job.tuning, StopTrial), meta=meta)
+        stop_beating = keep_alive(job.tuning)  # an Optuna trial's heartbeat while this process trains it
+        try:
+            result = run_trial(job.trial(), out, callback=pruning_callback(job.tuning, StopTrial), meta=meta)
+        finally:
+            stop_beating()
     except ConfigError as err:  # found at set-up and recorded in the run dir as failed: the sweep goes on
         log.error("%s failed: %s", out, err)
         _progress(sweep_dir)

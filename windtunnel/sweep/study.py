@@ -8,21 +8,44 @@ import time
 from ..config import TuningConfig
 
 
-def make_storage(spec: str):
+def make_storage(spec: str, heartbeat_s: int = 0):
     """`sqlite:///x.db`, `postgresql+psycopg2://user@host/db`, `mysql+pymysql://...` -> RDBStorage (SQLite for
     one process, a server for many workers); anything else is a journal file, safe for many processes on
-    one machine or a shared file system."""
+    one machine or a shared file system. With heartbeat_s > 0 an RDB storage keeps trial heartbeats: a trial
+    whose worker stopped beating for 2 x heartbeat_s is failed by fail_stale_trials and retried with the same
+    parameters (so the same run dir, resumed). Optuna's journal storage has no heartbeats."""
     import optuna
     if re.match(r"^[a-z][a-z0-9+]*://", spec):
+        beats = dict(heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
+                     failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3)) if heartbeat_s else {}
         for attempt in range(5):  # workers starting together race to create the schema: retry
             try:
-                return optuna.storages.RDBStorage(spec)
+                return optuna.storages.RDBStorage(spec, **beats)
             except Exception:  # noqa: BLE001 -- sqlalchemy's error types vary by driver
                 if attempt == 4:
                     raise
                 time.sleep(0.5 + random.random())
     from optuna.storages.journal import JournalFileBackend
     return optuna.storages.JournalStorage(JournalFileBackend(spec))
+
+
+def keep_alive(tuning: TuningConfig):
+    """In a job: a daemon thread recording the trial's heartbeat every tuning.heartbeat_s (RDB storages), so the
+    trial is failed and retried only when this process is gone. Returns a stop function."""
+    import threading
+    if tuning.trial_number < 0 or tuning.heartbeat_s <= 0 or not re.match(r"^[a-z][a-z0-9+]*://", tuning.storage):
+        return lambda: None
+    storage = make_storage(tuning.storage, tuning.heartbeat_s)
+    study_id = storage.get_study_id_from_name(tuning.study_name)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, tuning.trial_number)
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.is_set():
+            storage.record_heartbeat(trial_id)
+            done.wait(tuning.heartbeat_s)
+    threading.Thread(target=beat, daemon=True, name="optuna-heartbeat").start()
+    return done.set
 
 
 def open_trial(tuning: TuningConfig):
