@@ -123,3 +123,23 @@ def test_mixture_draws_sources_by_weight():
     rows = torch.cat([batches.get(step, 0, "cpu")[0] for step in range(40)])  # (2000, 8)
     assert set(rows[:, 0].tolist()) == {1, 2} and (rows == rows[:, :1]).all()  # a window comes from one source
     assert (rows[:, 0] == 2).float().mean().item() == pytest.approx(0.3, abs=0.04)
+
+
+def test_binary_and_non_utf8_files_in_a_text_dir_are_skipped_with_a_count(text_dir, caplog):
+    from windtunnel.config import ConfigError
+    from windtunnel.data import sources
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        (text_dir / f"blob{i}.bin").write_bytes(rng.integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    (text_dir / "latin1.txt").write_bytes("caf\xe9 cr\xe8me\n".encode("latin-1") * 10)
+    (text_dir / "cut.txt").write_bytes(("x" * 8191 + "東京").encode("utf-8"))  # a character split by the 8 KiB head
+    cfg = DataConfig(source="text_dir", path=str(text_dir))
+    with caplog.at_level("WARNING", logger="windtunnel"):
+        keys = [k for k, _ in sources.files(cfg)]
+    assert len(keys) == 61 and "cut.txt" in keys and not any(k.endswith(".bin") or k == "latin1.txt" for k in keys)
+    assert "skipped 4 binary or non-UTF-8 file(s) of 65" in caplog.text
+    only_binary = text_dir.parent / "blobs"
+    only_binary.mkdir()
+    (only_binary / "a.bin").write_bytes(b"\0\1\2" * 100)
+    with pytest.raises(ConfigError, match="none of its 1 files is UTF-8 text"):
+        sources.files(DataConfig(source="text_dir", path=str(only_binary)))

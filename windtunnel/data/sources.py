@@ -8,13 +8,16 @@ corpus, or are told that it changed.
 """
 import hashlib
 import json
+import logging
 import math
 import site
 import sysconfig
 from pathlib import Path
 from typing import Iterator
 
-from ..config import DataConfig
+from ..config import ConfigError, DataConfig
+
+log = logging.getLogger("windtunnel")
 
 
 def _python_files(root: Path, skip_site: bool) -> Iterator[tuple[str, Path]]:
@@ -32,13 +35,44 @@ def files(cfg: DataConfig) -> list[tuple[str, Path]]:
         root = Path(cfg.path).expanduser()
         if not root.is_dir():
             raise FileNotFoundError(f"data.path={cfg.path!r} is not a folder of text files")
-        return [(p.relative_to(root).as_posix(), p) for p in sorted(root.rglob("*"))
-                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)]
+        found = [(p.relative_to(root).as_posix(), p) for p in sorted(root.rglob("*"))
+                 if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)]
+        text, skipped = [], []
+        for key, path in found:
+            (text if is_text(path) else skipped).append((key, path))
+        skipped = [key for key, _ in skipped]
+        if skipped and str(root) not in _REPORTED:
+            _REPORTED.add(str(root))
+            log.warning("data.path=%s: skipped %d binary or non-UTF-8 file(s) of %d (e.g. %s)", cfg.path, len(skipped),
+                        len(found), ", ".join(skipped[:3]))
+        if found and not text:
+            raise ConfigError(f"data.path={cfg.path!r}: none of its {len(found)} files is UTF-8 text")
+        return text
     out = list(_python_files(Path(sysconfig.get_paths()["stdlib"]), skip_site=True))
     if cfg.source == "stdlib+site":
         for sp in sorted(set(site.getsitepackages())):
             out += [(f"site/{rel}", p) for rel, p in _python_files(Path(sp), skip_site=False)]
     return out
+
+
+_REPORTED: set = set()  # folders whose skipped files were already reported in this process
+
+
+def is_text(path: Path, head: int = 8192) -> bool:
+    """UTF-8 text: no NUL byte and valid UTF-8 in the first `head` bytes (a multi-byte character cut at the
+    end of the head is allowed)."""
+    with open(path, "rb") as f:
+        chunk = f.read(head)
+    if b"\0" in chunk:
+        return False
+    for cut in range(4):  # up to 3 bytes of a character split by the head's end
+        try:
+            chunk[:len(chunk) - cut].decode("utf-8")
+            return True
+        except UnicodeDecodeError:
+            if len(chunk) < head:
+                return False
+    return False
 
 
 def manifest(cfg: DataConfig) -> list[tuple[str, int]]:
