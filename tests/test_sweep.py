@@ -232,3 +232,30 @@ def test_a_killed_optuna_worker_s_trial_is_failed_retried_and_its_run_dir_resume
     assert runs.run_dirs(tmp_path / "sw") == [run_dir] and runs.read_result(run_dir).status == "completed"
     steps = [m["step"] for m in runs.read_metrics(run_dir)]
     assert steps == sorted(set(steps)) and steps[-1] == 122 and 0 < killed_at < 122  # resumed, not restarted
+
+
+def test_a_killed_joblib_sweep_rerun_at_once_never_has_two_writers(tmp_path):
+    """kill -9 of a joblib sweep's parent leaves its workers training; the same command again finds their run
+    dirs locked and skips them (no duplicated or out-of-order rows), and the orphans finish their runs."""
+    import signal
+    import time
+    cmd = ["sweep", "-m", "model=tiny32", "train=cpu", "train.total_tokens=1e6", "train.log_every=5",
+           "optim.lr=0.01,0.02", "launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweep.dir=sw"]
+    parent = subprocess.Popen([sys.executable, "-m", "windtunnel.cli", *cmd], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while len([d for d in (tmp_path / "sw").glob("*") if (d / runs.METRICS).exists() and runs.read_metrics(d)]) < 2:
+        assert parent.poll() is None and time.time() < deadline
+        time.sleep(0.2)
+    parent.send_signal(signal.SIGKILL)  # the parent only: joblib's workers go on
+    parent.wait()
+    again = wt(*cmd, cwd=tmp_path, check=False)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (again.stdout + again.stderr).count("is being trained by pid") == 2  # skipped, not trained twice
+    dirs = runs.run_dirs(tmp_path / "sw")
+    while any(runs.read_result(d).status == "running" for d in dirs):  # the orphans finish their runs
+        assert time.time() < deadline + 120
+        time.sleep(0.5)
+    for d in dirs:
+        steps = [m["step"] for m in runs.read_metrics(d)]
+        assert steps == sorted(set(steps)) and steps[-1] == 122 and runs.read_result(d).status == "completed"
