@@ -157,3 +157,16 @@ def test_bad_numbers_are_refused_before_any_compute(tmp_path):
         out = wt("train", "model=tiny32", "train=cpu", override, "--out", str(tmp_path / "x"), check=False)
         assert out.returncode == 2 and message in out.stderr, (override, out.stderr[-500:])
         assert "Traceback" not in out.stderr and not (tmp_path / "x").exists(), override
+
+
+def test_a_recorded_trial_of_wrong_types_and_a_law_with_a_null_parameter_are_one_line_errors(tmp_path):
+    (tmp_path / "bad.json").write_text(json.dumps({"trial": {"train": {"total_tokens": "lots"}}}))
+    out = wt("train", "--config", str(tmp_path / "bad.json"), "--dry-run", check=False)
+    assert out.returncode == 2 and "Value 'lots' of type 'str' could not be converted to Integer" in out.stderr
+    law = {"law": "batch_size", "form": "power_law", "units": {}, "n_points": 3,
+           "parameters": {"a": {"value": None, "interval": None}, "b": {"value": 2.0, "interval": [1.5, 2.5]}}}
+    (tmp_path / "fits.json").write_text(json.dumps({"fits": {"batch_size": law}}))
+    out = wt("predict", "--fits", str(tmp_path / "fits.json"), "--target", "w36m", "--tokens", "1e9",
+             "--target-loss", "3", check=False)
+    assert out.returncode == 2 and "batch_size law: a = None is not a finite number" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -200,6 +200,13 @@ def test_fit_hygiene_duplicates_bad_losses_and_mixed_corpora(tmp_path):
                                                                      "tokens": 1e7, "N": n})
     out = subprocess.run([*cmd[:-1], str(tmp_path / "root")], capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and "were trained on different corpora (data.source: stdlib, stdlib+site)" in out.stderr
+    negative = batch_size_runs()
+    negative.loc[negative["bs"] == negative["bs"].min(), "bs"] = 0
+    negative.to_csv(tmp_path / "bs0.csv", index=False)
+    out = subprocess.run([*cmd[:-1], str(tmp_path / "bs0.csv"), "--law", "batch-size"], capture_output=True, text=True,
+                         timeout=300)  # (was: "SVD did not converge")
+    assert out.returncode == 2 and "the bs column (bs) has 31 non-positive or infinite value(s), at row(s) 0, 1, 2" \
+        in out.stderr
     one = batch_size_runs().query("N == 9e6")
     with pytest.raises(NotFittable, match=r"one model size only \(N=9e\+06\)"):
         batch_size_law(one)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from windtunnel import laws, runs
-from windtunnel.config import ConfigError
+from windtunnel.config import ConfigError, to_dict
 from windtunnel.launch import LaunchSpec, decay_trial, full_scale_trial, split_batch, write_launch
 from windtunnel.predict import predict, target_model
 
@@ -168,3 +168,22 @@ def test_launch_refuses_what_it_should_not_write(tmp_path):
     assert (tmp_path / "busy" / "README.md").read_text() == "my notes"
     out = wt("launch", str(tmp_path / "ok.json"), "--out", "busy", "--device", "cpu", "--force", cwd=tmp_path)
     assert out.returncode == 0 and "--rdzv_id=windtunnel-small" in (tmp_path / "busy" / "launch.sh").read_text()
+
+
+def test_decay_from_reads_the_run_beside_its_checkpoint_not_the_working_directory(tmp_path, monkeypatch):
+    """An old checkpoint whose meta names its run relatively ("r"): from a directory that has another r/, the
+    decay still takes the config (LR) of the run that wrote the checkpoint."""
+    from conftest import tiny_trial
+    from windtunnel.train import run_trial
+    stable = tiny_trial(keep_checkpoint=True, total_tokens=20 * 2048)
+    stable.schedule.kind, stable.optim.lr = "constant", 0.004
+    run_trial(stable, tmp_path / "a" / "r")
+    meta = runs.read_json(tmp_path / "a" / "r" / "checkpoint" / "meta.json")
+    runs.write_json(tmp_path / "a" / "r" / "checkpoint" / "meta.json", {**meta, "run_dir": "r"})
+    decoy = tiny_trial()
+    decoy.optim.lr = 0.5
+    (tmp_path / "b" / "r").mkdir(parents=True)
+    runs.write_json(tmp_path / "b" / "r" / "config.json", {"trial": to_dict(decoy)})
+    monkeypatch.chdir(tmp_path / "b")
+    trial = decay_trial(tmp_path / "a" / "r" / "checkpoint", 4 * 2048, [])
+    assert trial.optim.lr == 0.004 and trial.train.save_final

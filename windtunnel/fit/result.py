@@ -92,7 +92,7 @@ def canonical(df: pd.DataFrame, columns: dict | None = None, *, bs_unit: str = "
     if "N_emb" in out and n_kind == "total":
         out["N"] = out["N"] - out["N_emb"]
         n_kind = "non-embedding"
-    for col in ("N", "bs", "tokens", "D", "loss", "lr"):
+    for col in ("N", "bs", "tokens", "D", "loss", "lr", "C"):
         if col in out:
             out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)  # 6ND overflows int64
     notes = []
@@ -102,6 +102,13 @@ def canonical(df: pd.DataFrame, columns: dict | None = None, *, bs_unit: str = "
             raise NotFittable(f"the loss column has {len(bad)} non-positive or infinite value(s), at row(s) "
                               f"{', '.join(map(str, list(bad[:10])))}{' ...' if len(bad) > 10 else ''}; a loss in nats "
                               f"is > 0: fix those rows or leave them out (--where 'loss > 0')")
+    for col in ("N", "bs", "lr", "C"):  # sizes, batches, rates and budgets are positive (logs of them are taken)
+        if col in out:
+            bad = out.index[(out[col] <= 0) | np.isinf(out[col])]
+            if len(bad):
+                raise NotFittable(f"the {col} column ({mapping[col]}) has {len(bad)} non-positive or infinite value(s), "
+                                  f"at row(s) {', '.join(map(str, list(bad[:10])))}{' ...' if len(bad) > 10 else ''}; "
+                                  f"fix those rows or leave them out (--where '{mapping[col]} > 0')")
     dup = out.duplicated()
     if dup.any():  # the same point twice counts twice: intervals shrink by sqrt(copies) without a warning
         notes.append(f"{int(dup.sum())} exact duplicate row(s) dropped (rows {', '.join(map(str, list(out.index[dup][:10])))}"

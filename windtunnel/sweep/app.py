@@ -25,9 +25,10 @@ from omegaconf import DictConfig, OmegaConf
 from .. import compose
 from ..config import ConfigError, redact
 from . import grid
+from .status import SWEEP_JOBS, SWEEP_START, finished, progress, redact_files, summarize
 
 log = logging.getLogger("windtunnel")
-LOG_LEVEL, SWEEP_JOBS, SWEEP_START = "WINDTUNNEL_LOG_LEVEL", "WINDTUNNEL_SWEEP_RUNS", "WINDTUNNEL_SWEEP_START"
+LOG_LEVEL = "WINDTUNNEL_LOG_LEVEL"
 GRID_SWEEPER = "windtunnel_grid"  # conf/config.yaml's default: expands the grid up front (and packs it)
 
 
@@ -42,7 +43,7 @@ def app(cfg: DictConfig) -> float:
     job_num = OmegaConf.select(hc.job, "num", default=None, throw_on_missing=False)  # unset outside -m
     meta = {"sweep": job.sweep_name, "overrides": redact(",".join(hc.overrides.task)), "job_num": job_num}
     sweep_dir = Path(hc.runtime.cwd) / hc.sweep.dir
-    _redact_files([*(out / hc.output_subdir).glob("*.yaml"), sweep_dir / "multirun.yaml"] if hc.output_subdir else
+    redact_files([*(out / hc.output_subdir).glob("*.yaml"), sweep_dir / "multirun.yaml"] if hc.output_subdir else
                   [sweep_dir / "multirun.yaml"])
     try:
         if job.train.pack_members:
@@ -54,47 +55,20 @@ def app(cfg: DictConfig) -> float:
             stop_beating()
     except ConfigError as err:  # found at set-up and recorded in the run dir as failed: the sweep goes on
         log.error("%s failed: %s", out, err)
-        _progress(sweep_dir)
+        progress(sweep_dir)
         return float("nan")
     log.info("%s: %s final_eval_loss=%s", out, result.status.value, result.final_eval_loss)
-    _progress(sweep_dir)
+    progress(sweep_dir)
     if result.status == "pruned" and job.tuning.trial_number >= 0:
         import optuna
         raise optuna.TrialPruned(result.error or "pruned")
     return _value(result, out)
 
 
-def _redact_files(paths) -> None:
-    """Hydra's own records (.hydra/*.yaml of the job, the sweep's multirun.yaml) repeat every override, an Optuna
-    storage URL with its password included: rewritten with the password hidden (the job has its config)."""
-    for path in paths:
-        try:
-            text = Path(path).read_text()
-        except OSError:
-            continue
-        if redact(text) != text:
-            tmp = Path(path).with_name(f".{Path(path).name}.{os.getpid()}")
-            tmp.write_text(redact(text))
-            os.replace(tmp, path)
 
 
-def _progress(sweep_dir: Path) -> None:
-    """After each job: runs done of the sweep's total, failed and diverged, and an ETA from this session's pace."""
-    total = int(os.environ.get(SWEEP_JOBS, "0") or 0)
-    if not total or not sweep_dir.is_dir():
-        return
-    from ..runs import read_result
-    status = [r.status.value for r in (read_result(d) for d in sweep_dir.iterdir() if d.is_dir()) if r is not None]
-    done = sum(s in ("completed", "diverged", "failed", "pruned") for s in status)
-    start, done0 = (float(x) for x in os.environ.get(SWEEP_START, f"{time.time()} 0").split())
-    pace = (time.time() - start) / (done - done0) if done > done0 else None
-    eta = f", ETA {_duration(pace * max(total - done, 0))}" if pace else ""
-    log.info("sweep: %d/%d runs done (%d failed, %d diverged)%s", done, total, status.count("failed"),
-             status.count("diverged"), eta)
 
 
-def _duration(seconds: float) -> str:
-    return f"{seconds / 3600:.1f} h" if seconds > 5400 else f"{seconds / 60:.0f} min" if seconds > 90 else f"{seconds:.0f} s"
 
 
 def _value(result, out: Path) -> float:
@@ -127,7 +101,7 @@ def _run_pack(job, hc, meta: dict, run_trials) -> float:
     for out, result in zip(dirs, results):
         log.info("%s: %s final_eval_loss=%s", out, result.status.value, result.final_eval_loss)
         values.append(_value(result, out))
-    _progress(sweep_dir)
+    progress(sweep_dir)
     finite = [v for v in values if math.isfinite(v)]
     return min(finite) if finite else float("nan")
 
@@ -273,8 +247,8 @@ def main(argv: list[str]) -> int:
         if checked["sweeper"].endswith("BasicSweeper"):  # Hydra's default: ours is the same grid, plus packing
             argv = [*argv, f"hydra/sweeper={GRID_SWEEPER}"]
     if checked.get("run_dirs"):  # for the progress line each job logs
-        finished = sum(1 for d in checked["run_dirs"] if _finished(d))
-        os.environ[SWEEP_JOBS], os.environ[SWEEP_START] = str(len(checked["run_dirs"])), f"{time.time()} {finished}"
+        done = sum(1 for d in checked["run_dirs"] if finished(d))
+        os.environ[SWEEP_JOBS], os.environ[SWEEP_START] = str(len(checked["run_dirs"])), f"{time.time()} {done}"
     completing = "-sc" in argv or "--shell-completion" in argv  # the script Hydra writes calls the program by name
     sys.argv = ["windtunnel" if completing else "windtunnel sweep", *argv]
     app()
@@ -284,30 +258,4 @@ def main(argv: list[str]) -> int:
     return 1 if failed else 0
 
 
-def _finished(run_dir: Path) -> bool:
-    from ..runs import read_result
-    result = read_result(run_dir) if Path(run_dir).is_dir() else None
-    return result is not None and result.status.value in ("completed", "diverged", "failed", "pruned")
 
-
-def summarize(sweep_dir: Path, run_dirs: Optional[list] = None) -> int:
-    """The table at the end of a sweep: how many of its runs ended in each status, and the failed ones with their
-    errors. Returns the number of failed runs (diverged and pruned are results, not failures)."""
-    from ..runs import RunStatus, load_results
-    sweep_dir = Path(sweep_dir)
-    table = load_results(sweep_dir) if sweep_dir.exists() else None
-    rows = [] if table is None or table.empty else table.to_dict("records")
-    if run_dirs is not None:  # a grid: its own points only, and the ones that left no run dir at all
-        by_dir = {str(Path(r["run_dir"]).resolve()): r for r in rows}
-        rows = [by_dir.get(str(Path(d).resolve()), {"run_dir": str(d), "status": "missing"}) for d in run_dirs]
-    counts: dict = {}
-    for r in rows:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    failed = [r for r in rows if r["status"] in (RunStatus.FAILED.value, "missing")]
-    print(f"\nsweep {sweep_dir}: {len(rows)} runs", file=sys.stderr)
-    for status in [s.value for s in RunStatus] + ["missing"]:
-        if counts.get(status):
-            print(f"  {status:<12} {counts[status]:>5}", file=sys.stderr)
-    for r in failed[:10]:
-        print(f"  failed: {r['run_dir']}: {str(r.get('error') or 'no result written')[:300]}", file=sys.stderr)
-    return len(failed)
