@@ -201,13 +201,16 @@ def test_names_that_would_leave_the_sweep_dir_are_refused(tmp_path):
     assert not list(tmp_path.rglob("ESCAPED")) and not list(tmp_path.parent.rglob("ESCAPED"))
 
 
-def test_a_killed_optuna_worker_s_trial_is_failed_retried_and_its_run_dir_resumed(tmp_path):
-    """SQLite storage with a 1 s heartbeat: kill -9 the worker mid-trial; the next worker fails the stale trial,
-    asks its retry (the same parameters, so the same run dir) and resumes that run from its checkpoint."""
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_killed_optuna_worker_s_trial_is_failed_retried_and_its_run_dir_resumed(tmp_path, kind):
+    """kill -9 the worker mid-trial; the next worker fails the dead trial (SQLite: its heartbeat, 1 s, stopped;
+    the journal has no heartbeats: its run dir says running and its lock's pid is dead), asks its retry (the same
+    parameters, so the same run dir) and resumes that run from its checkpoint."""
     import signal
     import time
     import optuna
-    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    from windtunnel.sweep.study import make_storage
+    storage = f"sqlite:///{tmp_path / 'study.db'}" if kind == "sqlite" else str(tmp_path / "study.journal")
     cmd = [sys.executable, "-m", "windtunnel.cli", "sweep", "-m", "model=tiny32", "train=cpu", "train.total_tokens=1e6",
            "train.log_every=5", "optim.lr=tag(log,interval(0.001,0.01))", "hydra/sweeper=windtunnel_optuna",
            "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage='{storage}'", "hydra.sweeper.heartbeat_interval=1",
@@ -222,11 +225,11 @@ def test_a_killed_optuna_worker_s_trial_is_failed_retried_and_its_run_dir_resume
     worker.wait()
     (run_dir,) = [d for d in runs.run_dirs(tmp_path / "sw")]
     killed_at = runs.read_metrics(run_dir)[-1]["step"]
-    study = optuna.load_study(study_name="s", storage=storage)
+    study = optuna.load_study(study_name="s", storage=make_storage(storage))
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.RUNNING]  # what a dead worker leaves
     time.sleep(3)  # past the grace period (2 x the heartbeat)
     wt(*cmd[3:], cwd=tmp_path)
-    trials = optuna.load_study(study_name="s", storage=storage).trials
+    trials = optuna.load_study(study_name="s", storage=make_storage(storage)).trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
     assert trials[1].params == trials[0].params
     assert runs.run_dirs(tmp_path / "sw") == [run_dir] and runs.read_result(run_dir).status == "completed"

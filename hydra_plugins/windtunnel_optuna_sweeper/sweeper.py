@@ -13,7 +13,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from windtunnel.config import redact
-from windtunnel.sweep.study import make_storage
+from windtunnel.sweep.study import fail_interrupted, make_storage
 
 log = logging.getLogger(__name__)
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp")
@@ -138,6 +138,8 @@ class WindtunnelOptunaSweeper(Sweeper):
             with warnings.catch_warnings():  # (Optuna marks it experimental)
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 optuna.storages.fail_stale_trials(study)
+            for number in fail_interrupted(study, self.sweep_dir):  # journal storages: from the run dirs' locks
+                log.warning(f"trial {number}: its worker died mid-run; recorded as FAIL, its parameters queued again")
             trials = [study.ask(space) for _ in range(min(self.n_jobs, n_total - done))]
             batch = [tuple(fixed + [f"{k}={_encode(t.params[k])}" for k in space] + tuning
                            + [f"tuning.trial_number={t.number}"]) for t in trials]

@@ -29,6 +29,31 @@ def make_storage(spec: str, heartbeat_s: int = 0):
     return optuna.storages.JournalStorage(JournalFileBackend(spec))
 
 
+def fail_interrupted(study, sweep_dir) -> list[int]:
+    """For storages without heartbeats (Optuna's journal): a RUNNING trial whose run dir under sweep_dir says
+    running but whose writer is gone (its lock is not live: runs/lock.py) was killed with its worker. It is
+    told FAIL and its parameters are queued again, so the next ask trains them into the same run dir, which
+    resumes from its checkpoint. Returns the failed trial numbers."""
+    import optuna
+    from pathlib import Path
+
+    from ..runs import lock, read_json, read_result
+    running = {t.number: t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
+    failed = []
+    for run in sorted(Path(sweep_dir).iterdir()) if running and Path(sweep_dir).is_dir() else []:
+        result = read_result(run) if run.is_dir() else None
+        if result is None or result.status.value != "running" or lock.is_live(run):
+            continue
+        overrides = (read_json(run / "config.json") or {}).get("overrides", "")
+        number = re.search(r"tuning\.trial_number=(\d+)", overrides)
+        trial = running.get(int(number.group(1))) if number else None
+        if trial is not None:
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            study.enqueue_trial(trial.params)
+            failed.append(trial.number)
+    return failed
+
+
 def keep_alive(tuning: TuningConfig):
     """In a job: a daemon thread recording the trial's heartbeat every tuning.heartbeat_s (RDB storages), so the
     trial is failed and retried only when this process is gone. Returns a stop function."""

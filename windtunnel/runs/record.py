@@ -1,0 +1,45 @@
+"""A sweep's committed record (sweeps/<name>/runs.csv.gz): every logged point and status of its runs, in one
+compact table that `windtunnel fit` reads as it reads the run directories themselves."""
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from .dirs import load_results, load_runs
+
+RECORD = "runs.csv.gz"  # a sweep's record (sweeps/<name>/): every logged point of every run, and every status
+_RUN_KEYS = ("run_dir", "status", "N", "tokens", "steps", "epochs", "overfit", "final_eval_loss", "best_eval_loss",
+             "decayed_eval_loss", "error")
+_FIT_KEYS = ("train.batch_size_tokens", "optim.lr", "model.parametrization", "model.d_model", "train.seed",
+             "train.total_tokens", "train.branch_at_n", "flops")  # what the fits read, kept even when constant
+
+
+def export_record(root: Path, out: Path) -> pd.DataFrame:
+    """Write the runs under root as one compact table: one row per logged point (a run that logged nothing,
+    e.g. failed at start, keeps one row), the run's swept hyperparameters and results beside each, run_dir
+    relative to root; config fields equal in every run are left out unless a fit reads them."""
+    results, points = load_results(root), load_runs(root)
+    table = pd.concat([points, results[~results["run_dir"].isin(points.get("run_dir", []))]], ignore_index=True)
+    keep = set(_RUN_KEYS) | set(_FIT_KEYS) | {"eval_loss", "train_loss"}
+    cols = [c for c in table.columns if c in keep or c in ("step", "lr", "grad_norm", "eval_bpb")
+            or table[c].astype(str).nunique(dropna=False) > 1]
+    table = table[cols].copy()
+    table["run_dir"] = [os.path.relpath(p, root) for p in table["run_dir"]]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    table.to_csv(tmp, index=False, compression="gzip")
+    os.replace(tmp, out)
+    return table
+
+
+def load_record(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per run, one row per logged point) from a record written by export_record."""
+    points = pd.read_csv(path, compression="gzip", low_memory=False)
+    for col in points.columns[points.dtypes == object]:  # lists (train.branch_at_n) were written as text
+        if points[col].astype(str).str.startswith("[").any():
+            points[col] = [json.loads(v) if isinstance(v, str) and v.startswith("[") else v for v in points[col]]
+    results = points.groupby("run_dir", sort=True).last().reset_index()  # run-level columns repeat on every row
+    if "step" in points:
+        points = points[points["step"].notna()]
+    return results, points
