@@ -66,8 +66,10 @@ def test_unsplittable_prediction_is_refused_before_anything(tmp_path):
 
 
 def wt(*args, cwd):
+    # PYTHON set to a python without windtunnel: `make test PYTHON=...` exports it, and launch.sh must not use it
+    env = {**os.environ, "PYTHON": "/nonexistent/python3"}
     return subprocess.run([sys.executable, "-m", "windtunnel.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, env=env)
 
 
 def test_predict_then_launch_runs_two_processes_on_cpu(tmp_path):
@@ -187,3 +189,4 @@ def test_decay_from_reads_the_run_beside_its_checkpoint_not_the_working_director
     monkeypatch.chdir(tmp_path / "b")
     trial = decay_trial(tmp_path / "a" / "r" / "checkpoint", 4 * 2048, [])
     assert trial.optim.lr == 0.004 and trial.train.save_final
+

@@ -33,7 +33,8 @@ class LaunchSpec:
     cpus_per_task: int = 16  # SLURM CPUs per node-task
     master_port: int = 29500  # torchrun rendezvous port
     python: str = "python3"  # the interpreter launch.sh runs torch.distributed.run with (`windtunnel launch`
-    #                          writes its own, so the script needs no activated environment); $PYTHON wins
+    #                          writes its own, so the script needs no activated environment); $WINDTUNNEL_PYTHON
+    #                          wins (not $PYTHON: build tools such as make export that one for their own use)
     round_batch: bool = False  # round the predicted batch to the nearest multiple of the world size
 
     @property
@@ -150,7 +151,7 @@ NODE_RANK="${{NODE_RANK:-0}}"
 MASTER_ADDR="${{MASTER_ADDR:-127.0.0.1}}"
 MASTER_PORT="${{MASTER_PORT:-{spec.master_port}}}"
 RUN_DIR="${{RUN_DIR:-$HERE/run}}"
-PYTHON="${{PYTHON:-{shlex.quote(spec.python)}}}"  # torchrun is this interpreter's torch.distributed.run
+PYTHON="${{WINDTUNNEL_PYTHON:-{shlex.quote(spec.python)}}}"  # torchrun is this interpreter's torch.distributed.run
 exec "$PYTHON" -m torch.distributed.run {rdzv} \\
   -m windtunnel.cli train --config "$HERE/trial.json" --out "$RUN_DIR"
 """

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Optional
 
 from .. import data, runs, schedule, sizing
-from ..runs import lock
 from ..config import PACKABLE, ConfigError, TrialConfig, to_dict
+from ..runs import lock
 from .core import EvalCallback, StopTrial, check_memory
 from .dist import Dist
 from .trainer import Trainer
@@ -20,8 +20,9 @@ RunResult, RunStatus = runs.RunResult, runs.RunStatus
 log = logging.getLogger("windtunnel")
 
 # config keys that do not change what a run computes, so a run dir may be continued with other values
-IGNORED_KEYS = ("train.skip_completed", "train.keep_checkpoint", "train.save_final", "train.device", "train.compile", "train.log_every",
-                "train.threads", "train.parallel", "train.compile_mode", "train.pack", "train.pack_members", "train.loggers")
+IGNORED_KEYS = ("train.skip_completed", "train.keep_checkpoint", "train.save_final", "train.device", "train.compile",
+                "train.log_every", "train.threads", "train.parallel", "train.compile_mode", "train.pack",
+                "train.pack_members", "train.loggers")
 
 
 def run_trial(cfg: TrialConfig, out_dir, callback: Optional[EvalCallback] = None,
