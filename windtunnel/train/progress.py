@@ -14,7 +14,8 @@ class Progress:
     def __init__(self, name: str, total_tokens: int, done_tokens: int, show: bool):
         self.name = name
         visible = show and sys.stderr.isatty() and log.getEffectiveLevel() <= logging.INFO
-        self.bar = tqdm(total=total_tokens, initial=done_tokens, unit="tok", unit_scale=True, desc=name,
+        desc = name if len(name) <= 40 else "..." + name[-37:]  # a sweep's run dir names are long; the bar is not
+        self.bar = tqdm(total=total_tokens, initial=done_tokens, unit="tok", unit_scale=True, desc=desc,
                         dynamic_ncols=True, leave=False, disable=not visible)
         self.show = show
 
