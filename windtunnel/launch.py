@@ -13,10 +13,7 @@ from . import schedule, sizing
 from .compose import compose_record
 from .config import ConfigError, TrialConfig, to_dict
 
-BYTES_PER_PARAM = 16  # fp32 weights (4) + grads (4) + AdamW moments (8); bf16 autocast keeps fp32 masters
-ACT_BYTES_PER_TOKEN_LAYER = 40  # bf16 activations per token, layer and unit of width (Korthikanti et al.
-#                                 2022: 34 s b h for a GPT block with flash attention; SwiGLU's wider FFN ~40)
-LOGIT_BYTES_PER_TOKEN_VOCAB = 10  # bf16 logits + their fp32 copy and gradient for the loss
+BYTES_PER_PARAM = sizing.BYTES_PER_PARAM  # the memory model is sizing's (shared with the trainer's check)
 USABLE_MEMORY = 0.85  # leave room for the allocator, NCCL buffers and fragmentation
 
 
@@ -57,14 +54,13 @@ def memory_plan(trial: TrialConfig, spec: LaunchSpec) -> dict:
     """Per-GPU memory of the model states and of one sequence's activations, the parallelism that fits, and
     the largest micro-batch (sequences) that fits."""
     m = trial.model
-    params = sizing.n_params(m) + sizing.n_embedding_params(m)
+    params = sizing.total_params(m)
     budget = spec.gpu_memory_gb * 2 ** 30 * USABLE_MEMORY
     parallel = spec.parallel
     if parallel == "auto":
         parallel = "ddp" if BYTES_PER_PARAM * params < 0.4 * budget or spec.world == 1 else "fsdp"
     states = BYTES_PER_PARAM * params / (spec.world if parallel == "fsdp" else 1)
-    per_seq = trial.train.seq_len * (ACT_BYTES_PER_TOKEN_LAYER * m.d_model * m.n_layers
-                                     + LOGIT_BYTES_PER_TOKEN_VOCAB * m.vocab_size)
+    per_seq = trial.train.seq_len * sizing.activation_bytes_per_token(m)
     max_micro = math.floor((budget - states) / per_seq)
     return {"parallel": parallel, "params": params, "state_gb": states / 2 ** 30, "seq_gb": per_seq / 2 ** 30,
             "max_micro": max_micro}

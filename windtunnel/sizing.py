@@ -109,3 +109,22 @@ def tokens_trained(cfg: TrialConfig) -> int:
     last = max(1, round(max(t.branch_at_n) * n_params(cfg.model) / t.batch_size_tokens))
     frac = cfg.schedule.decay_frac
     return (last + max(1, round(last * frac / (1 - frac)))) * t.batch_size_tokens
+
+
+# ----------------------------------------------------------------------------- memory
+# One memory model for `windtunnel launch` (micro-batch and DDP vs FSDP2) and the trainer's check before it
+# allocates anything.
+BYTES_PER_PARAM = 16  # fp32 weights (4) + grads (4) + AdamW moments (8); bf16 autocast keeps fp32 masters
+ACT_BYTES_PER_TOKEN_LAYER = 40  # bf16 activations per token, layer and unit of width (Korthikanti et al.
+#                                 2022: 34 s b h for a GPT block with flash attention; SwiGLU's wider FFN ~40)
+LOGIT_BYTES_PER_TOKEN_VOCAB = 10  # bf16 logits + their fp32 copy and gradient for the loss
+
+
+def total_params(m: ModelConfig, vocab_size: int = 0) -> int:
+    """Every parameter: non-embedding N plus the (tied) embedding."""
+    return n_params(m) + n_embedding_params(m, vocab_size)
+
+
+def activation_bytes_per_token(m: ModelConfig, vocab_size: int = 0) -> int:
+    return (ACT_BYTES_PER_TOKEN_LAYER * m.d_model * m.n_layers
+            + LOGIT_BYTES_PER_TOKEN_VOCAB * (vocab_size or m.vocab_size))

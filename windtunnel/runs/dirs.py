@@ -171,11 +171,12 @@ def git_commit() -> dict:
 
 # ----------------------------------------------------------------------------- tables
 
-def _flatten(d: dict, prefix: str = "") -> dict:
+def flatten(d: dict, prefix: str = "") -> dict:
+    """Nested dicts as one level of dotted keys (model.d_model)."""
     out = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
@@ -195,7 +196,7 @@ def _run_row(run_dir: Path) -> dict:
     if not isinstance(config, dict) or "trial" not in config:
         raise ValueError("config.json has no 'trial' section")
     row = {"run_dir": str(run_dir)}
-    row.update(_flatten(config["trial"]))
+    row.update(flatten(config["trial"]))
     row.update({k: v for k, v in config.items() if k not in ("trial",) and not isinstance(v, dict)})
     row.update({k: v for k, v in result.items() if k not in ("traceback",)})
     if row["status"] == RunStatus.RUNNING.value and not lock.is_live(run_dir):

@@ -52,17 +52,14 @@ def eval_steps(total_steps: int, batch_tokens: int, n_points: int) -> list[int]:
 
 
 def check_memory(cfgs: list, vocab_size: int, device: torch.device, world: int = 1, sharded: bool = False) -> None:
-    """Refuse a trial whose model states and activations cannot fit before anything is allocated: fp32 weights,
-    gradients and AdamW's two moments (16 bytes a parameter, over the ranks under FSDP2) plus one micro-batch's
-    activations (~34 d_model bytes per token and layer, Korthikanti et al. 2022, and fp32 logits with their
-    gradient), for each of a pack's K trials, against the device's free memory."""
+    """Refuse a trial whose model states and activations cannot fit, before anything is allocated: sizing's
+    memory model (the one `windtunnel launch` sizes micro-batches with) for each of a pack's K trials, states
+    over the ranks under FSDP2, one micro-batch of activations, against the device's free memory."""
     cfg = cfgs[0]
     m, t = cfg.model, cfg.train
-    vocab = m.vocab_size or vocab_size
-    params = sizing.n_params(m) + sizing.n_embedding_params(m, vocab)
-    states = 16 * params / (world if sharded else 1)
-    tokens = cfg.micro_batch * t.seq_len
-    acts = tokens * (34 * m.d_model * m.n_layers + 8 * vocab)
+    params = sizing.total_params(m, m.vocab_size or vocab_size)
+    states = sizing.BYTES_PER_PARAM * params / (world if sharded else 1)
+    acts = cfg.micro_batch * t.seq_len * sizing.activation_bytes_per_token(m, m.vocab_size or vocab_size)
     need = len(cfgs) * (states + acts)
     if device.type == "cuda":
         free = torch.cuda.mem_get_info(device)[0]
@@ -72,11 +69,12 @@ def check_memory(cfgs: list, vocab_size: int, device: torch.device, world: int =
         except (OSError, StopIteration):
             return
     if need > 0.9 * free:
-        raise ConfigError(f"trial {cfg.name!r} needs about {need / 2**30:.1f} GiB ({params:,} parameters x 16 bytes for "
-                          f"weights, gradients and AdamW, plus {acts / 2**30:.2f} GiB of activations for a micro-batch of "
-                          f"{cfg.micro_batch} x {t.seq_len} tokens{f', x {len(cfgs)} packed trials' if len(cfgs) > 1 else ''}"
-                          f"); {device.type} has {free / 2**30:.1f} GiB free. Use a smaller model or "
-                          f"train.micro_batch_size, or a device with more memory")
+        raise ConfigError(f"trial {cfg.name!r} needs about {need / 2**30:.1f} GiB ({params:,} parameters x "
+                          f"{sizing.BYTES_PER_PARAM} bytes for weights, gradients and AdamW, plus {acts / 2**30:.2f} GiB of "
+                          f"activations for a micro-batch of {cfg.micro_batch} x {t.seq_len} tokens"
+                          f"{f', x {len(cfgs)} packed trials' if len(cfgs) > 1 else ''}); {device.type} has "
+                          f"{free / 2**30:.1f} GiB free. Use a smaller model or train.micro_batch_size, or a device with "
+                          f"more memory")
 
 
 def autocast_for(device: torch.device, dtype: str):

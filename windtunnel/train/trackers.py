@@ -11,6 +11,8 @@ import os
 import time
 from pathlib import Path
 
+from ..runs import flatten
+
 
 def _scalars(row: dict) -> dict:
     return {k: float(v) for k, v in row.items() if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -53,7 +55,7 @@ class MLflow:
         found = self.client.get_experiment_by_name(experiment)
         exp_id = found.experiment_id if found else self.client.create_experiment(experiment)
         self.run_id = self.client.create_run(exp_id, run_name=name).info.run_id
-        params = [Param(k, str(v)[:500]) for k, v in _flat(config).items()]
+        params = [Param(k, str(v)[:500]) for k, v in flatten(config).items()]
         for i in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             self.client.log_batch(self.run_id, params=params[i:i + 100])
 
@@ -64,16 +66,6 @@ class MLflow:
 
     def close(self) -> None:
         self.client.set_terminated(self.run_id)
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 KINDS = {"tensorboard": TensorBoard, "wandb": WandB, "mlflow": MLflow}
