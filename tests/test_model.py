@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from windtunnel.config import ModelConfig, OptimConfig
 from windtunnel.model import Transformer, build_optimizer
+from windtunnel.train import coord_check
 
 
 def small(d_model=64, parametrization="mup", base=64, **kw):
@@ -110,39 +111,16 @@ def test_attention_is_causal():
 WIDTHS = (32, 64, 128, 256)  # 8x apart; base 32
 
 
-def coord_stats(parametrization: str, d_model: int, seed: int, steps: int = 5, lr: float = 0.03) -> dict:
-    """Mean |activation| of each block, attention and FFN output after `steps` AdamW steps on a fixed batch."""
-    cfg = small(d_model, parametrization, base=32)
-    torch.manual_seed(seed)
-    model = Transformer(cfg)
-    opt = build_optimizer(model, OptimConfig(lr=lr, weight_decay=0.0))
-    batch = torch.randint(0, 256, (8, 33), generator=torch.Generator().manual_seed(1234))
-    for _ in range(steps):
-        loss = model(batch[:, :-1], batch[:, 1:])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    stats, hooks = {}, []
-    for name, module in model.named_modules():
-        if name.startswith("blocks.") and (name.count(".") == 1 or name.endswith((".attn", ".ffn"))):
-            hooks.append(module.register_forward_hook(
-                lambda mod, inp, out, name=name: stats.__setitem__(name, out.abs().mean().item())))
-    with torch.no_grad():
-        stats["logits"] = model(batch[:, :-1]).abs().mean().item()
-    return stats
-
-
-def width_ratios(parametrization: str) -> dict:
-    """max/min over widths of the seed-averaged mean |activation|, per module."""
-    per_width = []
-    for d in WIDTHS:
-        runs = [coord_stats(parametrization, d, seed) for seed in range(3)]
-        per_width.append({k: sum(r[k] for r in runs) / len(runs) for k in runs[0]})
-    return {k: max(w[k] for w in per_width) / min(w[k] for w in per_width) for k in per_width[0]}
+def width_ratios(table, parametrization: str) -> dict:
+    """max/min over widths of the seed-averaged mean |activation| after the last step, per module."""
+    last = table[(table["parametrization"] == parametrization) & (table["step"] == table["step"].max())]
+    per_width = last.groupby(["module", "width"], sort=False)["mean_abs"].mean()
+    return {m: float(g.max() / g.min()) for m, g in per_width.groupby(level=0, sort=False)}
 
 
 def test_coordinate_check_mup_flat_sp_blows_up():
-    mup, sp = width_ratios("mup"), width_ratios("sp")
+    table = coord_check(WIDTHS, steps=5, lr=0.03, seeds=3, base=32)
+    mup, sp = width_ratios(table, "mup"), width_ratios(table, "sp")
     print("coord-check max/min across widths", WIDTHS, "\n mup:", mup, "\n sp:", sp)
     assert len(mup) == 7  # 2 blocks x (block, attn, ffn) + logits
     assert max(mup.values()) < 2.0, mup  # muP: every module within a 2x band across 8x width

@@ -37,3 +37,16 @@ def test_the_lr_transfer_record_shows_mup_transfer_and_sp_drift():
     assert transfer["sp"]["moves"] and transfer["sp"]["shift_in_grid_steps"][-1] < -1
     for cell in fits["details"]["optima"]:
         assert cell["interval"][0] <= cell["lr_star"] <= cell["interval"][1] and not cell["edge"]
+
+
+def test_the_batch_size_record_shows_the_optimum_growing_as_the_loss_falls():
+    """The README's answer, read from the record's fits: at each fully swept size the optimal batch grows as the
+    loss level falls (by more than 4x over the levels), and the law's b is positive, identified, and below
+    MiniCPM's 6.24 (the README's comparison of slopes)."""
+    fits = json.loads((SWEEPS / "batch_size" / "fits.json").read_text())["fits"]["batch_size"]
+    rows = [r for r in fits["details"]["optima"] if r["bs_opt"] and not r["flag"]]
+    for n in sorted({r["N"] for r in rows})[:2]:  # widths 128 and 256: all six batch sizes
+        mine = sorted((r for r in rows if r["N"] == n), key=lambda r: r["loss"])
+        assert mine[0]["bs_opt"] > 4 * mine[-1]["bs_opt"], mine
+    low, high = fits["parameters"]["b"]["interval"]
+    assert 0 < low < fits["parameters"]["b"]["value"] < high < 6.24

@@ -5,115 +5,22 @@ import sys
 from pathlib import Path
 
 from ..config import ConfigError
-
-LAW_NAMES = {"batch-size": "batch_size", "batch-size-data": "batch_size_data", "lr": "lr", "loss": "loss",
-             "isoflop": "isoflop", "critical-batch": "critical_batch"}
+from ..sweep.tables import LAW_NAMES
 
 
-def parse_columns(text: str) -> dict:
-    out = {}
-    for item in filter(None, (text or "").split(",")):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--columns item {item!r} must look like CANONICAL=YOUR_COLUMN (e.g. N=params)")
-        out[key.strip()] = value.strip()
-    return out
 
-
-def _fit_tables(args):
-    """(points table, per-run table, units) in canonical columns, from a run directory or a CSV/Parquet file."""
-    import pandas as pd
-
-    from .. import fit
-    from ..runs import RECORD, RunStatus, load_record, load_results, load_runs, run_dirs
-    path = Path(args.source)
-    options = dict(bs_unit=args.bs_unit, seq_len=args.seq_len, n_kind=args.n_kind)
-    if path.is_dir():
-        record = path / RECORD
-        if record.exists() and not run_dirs(path):  # a committed record (sweeps/<name>/)
-            runs, all_points = load_record(record)
-        else:
-            runs, all_points = load_results(path), None
-        if runs.empty:
-            raise FileNotFoundError(f"no run directories under {path}")
-        finished = runs[runs["status"].isin([RunStatus.COMPLETED.value, RunStatus.DIVERGED.value])].copy()
-        # per-run loss: after a decay where there was one (a run with decay branches is represented by them,
-        # each branch a run of its own, so the stable run itself is left out); diverged runs lose
-        if "train.branch_at_n" in finished:
-            finished = finished[[not (isinstance(b, list) and b) for b in finished["train.branch_at_n"]]]
-        if "decayed_eval_loss" in finished:
-            finished["final_eval_loss"] = finished["decayed_eval_loss"].fillna(finished["final_eval_loss"])
-        finished = _shape(finished, args)
-        per_run, units = fit.canonical(finished, {"loss": "final_eval_loss", **parse_columns(args.columns)}, **options)
-        _check_one_corpus(finished, path)
-        diverged = finished["status"].to_numpy() == RunStatus.DIVERGED.value
-        per_run.loc[diverged, "loss"] = float("inf")
-        if "train.total_tokens" in finished:  # a diverged run stopped early: its cell is the budget it was given
-            for col in {"tokens", "D"} & set(per_run):
-                per_run.loc[diverged, col] = finished.loc[diverged, "train.total_tokens"].to_numpy(float)
-        points, _ = fit.canonical(load_runs(path) if all_points is None else all_points, parse_columns(args.columns),
-                                  **options)
-        return points[points["run"].isin(finished["run_dir"])], per_run, units, per_run.attrs.get("notes", [])
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is neither a run directory nor a file")
-    table = _shape(pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path), args)
-    data, units = fit.canonical(table, parse_columns(args.columns), **options)
-    notes = data.attrs.get("notes", [])
-    if "D" not in data and "tokens" in data:
-        data["D"] = data["tokens"]
-    return data, data, units, notes
-
-
-CORPUS_KEYS = ("data.source", "data.path", "data.tokenizer", "data.bpe_vocab_size", "data.mixture", "corpus_manifest")
-
-
-def _check_one_corpus(runs, path) -> None:
-    """Runs trained on different corpora measure different things: never pooled as if they were seeds."""
-    for key in CORPUS_KEYS:
-        if key in runs:
-            values = sorted({str(v) for v in runs[key]})
-            if len(values) > 1:
-                raise ConfigError(f"the runs under {path} were trained on different corpora ({key}: "
-                                  f"{', '.join(values[:4])}); fit each corpus's runs separately (point fit at one "
-                                  f"sweep's directory, or keep one with --where, e.g. --where \"`{key}` == '{values[0]}'\")")
-
-
-def _shape(table, args):
-    """--derive, then --where, then --drop-top, on the table as read (its own column names)."""
-    from ..fit import columns
-    for item in args.derive or []:
-        name, sep, expr = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--derive {item!r} must look like NAME=EXPR (e.g. D=C/(6*N))")
-        table = columns.derive(table, name, expr)
-    for expr in args.where or []:
-        table = columns.where(table, expr)
-    return columns.drop_top(table, args.drop_by, args.drop_top) if args.drop_top else table
+def _tables(args):
+    from ..sweep.tables import load_tables
+    return load_tables(args.source, columns=args.columns, derive=args.derive or (), where=args.where or (),
+                       drop_top=args.drop_top, drop_by=args.drop_by, bs_unit=args.bs_unit, seq_len=args.seq_len,
+                       n_kind=args.n_kind)
 
 
 def cmd_fit(args) -> int:
     from .. import fit
-    points, per_run, units, notes = _fit_tables(args)
+    from ..sweep.tables import fit_laws
     wanted = list(LAW_NAMES.values()) if args.law == "all" else [LAW_NAMES[args.law]]
-    results, errors = {}, {}
-    for law in wanted:
-        try:
-            if law == "batch_size":
-                results[law] = fit.batch_size_law(points, n_boot=args.boot, units=units)
-            elif law == "isoflop":
-                results[law] = fit.isoflop_law(per_run, n_boot=args.boot, units=units)
-            elif law == "critical_batch":
-                results[law] = fit.critical_batch_law(points, n_boot=args.boot, units=units)
-            elif law == "batch_size_data":
-                results[law] = fit.batch_size_data_law(per_run, n_boot=args.boot, units=units)
-            elif law == "lr":
-                results[law] = fit.lr_optimum(per_run, n_boot=args.boot, units=units)
-            else:
-                results[law] = fit.loss_law(per_run, form=args.form, n_boot=args.boot, units=units)
-        except fit.NotFittable as err:
-            errors[law] = str(err)
-            continue
-        results[law].diagnostics += notes + fit.quality(results[law])
+    results, errors = fit_laws(_tables(args), wanted, form=args.form, n_boot=args.boot)
     doc = {"source": str(args.source), "fits": {k: v.to_json() for k, v in results.items()}, "not_fittable": errors}
     if args.out:
         Path(args.out).write_text(json.dumps(doc, indent=1))

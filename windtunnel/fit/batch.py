@@ -81,7 +81,10 @@ def _size_optima(bs: np.ndarray, reach: np.ndarray, levels: np.ndarray, min_step
                     break
         else:
             x = x_ok
-        row = {"loss": float(level), "n_runs": int(ok.sum()), "censored": int(cen.sum())}
+        # the level's points and parabola, for the iso-loss figure (plot.batch_size_curves)
+        row = {"loss": float(level), "n_runs": int(ok.sum()), "censored": int(cen.sum()), "coef": [c2, c1, c0],
+               "bs": bs[ok].tolist(), "reach": reach[ok, j].tolist(),
+               "censored_bs": bs[cen].tolist(), "censored_at": [] if budget is None else budget[cen].tolist()}
         if c2 <= 0:
             out.append({**row, "bs_opt": None, "flag": "no minimum (parabola opens down)"})
             continue

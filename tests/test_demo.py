@@ -1,0 +1,54 @@
+"""`windtunnel demo --tiny`: the whole story in seconds; its regret table is what its runs say, its report embeds
+every figure, and a second call trains nothing."""
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "runs"
+    done = subprocess.run([sys.executable, "-m", "windtunnel.cli", "-q", "demo", "--tiny", "--out", str(out),
+                           "--boot", "50"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out, done.stdout
+
+
+def test_regret_table_is_the_target_runs_losses(demo):
+    out, stdout = demo
+    doc = json.loads((out / "demo.json").read_text())
+    rows = {r["point"]: r for r in doc["regret"]}
+    assert list(rows) == ["predicted", "lr x2", "lr /2", "batch x2", "batch /2"]
+    pred = rows["predicted"]
+    assert rows["lr x2"]["lr"] == pytest.approx(2 * pred["lr"]) and rows["lr /2"]["lr"] == pytest.approx(pred["lr"] / 2)
+    assert rows["batch x2"]["batch_size_tokens"] == 2 * pred["batch_size_tokens"]
+    for r in rows.values():  # each loss is the run dir's own final held-out loss
+        result = json.loads(next((out / "target").glob(f"*-lr{r['lr']:.6g}-bs{r['batch_size_tokens']}/result.json")).read_text())
+        assert result["status"] == "completed" and r["final_eval_loss"] == result["final_eval_loss"]
+    best = min(r["final_eval_loss"] for r in rows.values())
+    assert doc["prediction_regret"] == pytest.approx(pred["final_eval_loss"] - best) and doc["prediction_regret"] >= 0
+    assert re.search(r"Regret of the prediction: [+-]\d", stdout) and "| predicted |" in stdout
+    # the predicted point comes from the fitted LR law (muP: one constant across widths)
+    assert "lr" in doc["fits"] and pred["lr"] == pytest.approx(doc["fits"]["lr"]["parameters"]["lr_star"]["value"])
+
+
+def test_report_embeds_every_figure(demo):
+    out, _ = demo
+    doc = json.loads((out / "demo.json").read_text())
+    html = (out / "report.html").read_text()
+    expected = 1 + 2 * ("batch_size" in doc["fits"]) + ("lr" in doc["fits"]) + 1  # curves, batch law x2, LR, target
+    assert html.count('<img alt="') == expected == html.count("data:image/png;base64,")
+    assert "Regret table" in html and "| predicted |" in html
+
+
+def test_a_second_call_skips_finished_trials(demo):
+    out, _ = demo
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("result.json")}
+    assert len(stamps) == 12 + 12 + 5  # 3 widths x 4 batches, 2 widths x 2 parametrizations x 3 LRs, 5 targets
+    done = subprocess.run([sys.executable, "-m", "windtunnel.cli", "-q", "demo", "--tiny", "--out", str(out),
+                           "--boot", "50"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("result.json")} == stamps

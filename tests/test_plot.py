@@ -1,0 +1,112 @@
+"""Figures: axis labels and scales, the number of series, and every marked optimum read back from the artists
+at the coordinates the fit computed."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from synthetic import A_BS, B_BS, batch_size_runs
+from test_fit import lr_sweep
+from windtunnel import laws, plot
+from windtunnel.fit import batch_size_law, lr_optimum
+
+
+@pytest.fixture(scope="module")
+def bs_fit():
+    return batch_size_law(batch_size_runs(seed=0), n_boot=50)
+
+
+def test_batch_size_law_figure_shows_the_fit_its_band_and_minicpm(bs_fit):
+    ax = plot.batch_size_law(bs_fit).axes[0]
+    assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log")
+    assert "loss" in ax.get_xlabel() and "batch size" in ax.get_ylabel()
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    sizes = sorted({r["N"] for r in bs_fit.details["optima"]})
+    assert sum(label.startswith("N = ") for label in lines) == len(sizes)  # one series of optima per size
+    fit_line = next(line for label, line in lines.items() if label.startswith("fit:"))
+    x, y = fit_line.get_xdata(), fit_line.get_ydata()
+    assert np.allclose(y, bs_fit.params["a"] / x ** bs_fit.params["b"], rtol=1e-9)
+    ref = next(line for label, line in lines.items() if label.startswith("MiniCPM"))
+    assert np.allclose(ref.get_ydata(), 1.21e9 / ref.get_xdata() ** 6.24, rtol=1e-9)
+    assert len(ax.collections) == 1  # the bootstrap band
+    # every optimum the fit used is drawn where the fit put it
+    good = [(r["loss"], r["bs_opt"]) for r in bs_fit.details["optima"] if r["bs_opt"] and not r["flag"]]
+    drawn = {(round(a, 9), round(b, 3)) for label, line in lines.items() if label.startswith("N = ")
+             for a, b in zip(line.get_xdata(), line.get_ydata())}
+    assert drawn == {(round(a, 9), round(b, 3)) for a, b in good}
+    # and the synthetic law is what it recovers, so the picture shows MiniCPM's slope
+    assert bs_fit.params["b"] == pytest.approx(B_BS, rel=0.06)
+
+
+def test_iso_loss_curves_one_panel_per_size_minima_on_their_parabolas(bs_fit):
+    fig = plot.batch_size_curves(bs_fit)
+    sizes = sorted({r["N"] for r in bs_fit.details["optima"]})
+    assert len(fig.axes) == len(sizes)
+    for ax, n in zip(fig.axes, sizes):
+        assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log") and ax.get_title() == f"N = {n:.3g}"
+        star = next(line for line in ax.get_lines() if line.get_label() == "optimum per level")
+        rows = sorted((r for r in bs_fit.details["optima"] if r["N"] == n and r["bs_opt"] and not r["flag"]),
+                      key=lambda r: r["loss"])
+        assert np.allclose(star.get_xdata(), [r["bs_opt"] for r in rows])
+        # each star sits at its parabola's minimum: the curve's value there is its lowest
+        for r, y in zip(rows, star.get_ydata()):
+            grid = np.linspace(math.log(min(r["bs"])), math.log(max(r["bs"])), 200)
+            assert y == pytest.approx(np.exp(np.polyval(r["coef"], grid)).min(), rel=1e-3)
+        levels = [r for r in bs_fit.details["optima"] if r["N"] == n and r.get("bs")]
+        assert sum(line.get_label().startswith("L=") for line in ax.get_lines()) == len(levels)
+
+
+def test_lr_curves_mup_beside_sp_with_each_optimum_marked():
+    runs = lr_sweep()
+    fit = lr_optimum(runs, n_boot=20)
+    fig = plot.lr_curves(runs, fit)
+    assert [ax.get_title() for ax in fig.axes] == ["muP", "SP"]
+    for ax, param in zip(fig.axes, ("mup", "sp")):
+        assert ax.get_xscale() == "log" and ax.get_xlabel() == "learning rate"
+        curves = [line for line in ax.get_lines() if line.get_label().startswith("width")]
+        stars = [line for line in ax.get_lines() if line.get_label().startswith("lr*")]
+        assert len(curves) == 4 and len(stars) == 4
+        cells = sorted((c for c in fit.details["optima"] if c["param"] == param), key=lambda c: c["width"])
+        for star, cell in zip(stars, cells):
+            assert star.get_xdata()[0] == pytest.approx(cell["lr_star"]) and star.get_ydata()[0] == cell["best_loss"]
+    # the synthetic truth: muP optima at 0.01, SP halving per doubling
+    mup = [line.get_xdata()[0] for line in fig.axes[0].get_lines() if line.get_label().startswith("lr*")]
+    sp = [line.get_xdata()[0] for line in fig.axes[1].get_lines() if line.get_label().startswith("lr*")]
+    assert np.allclose(mup, 0.01, rtol=0.1) and np.allclose(sp, [0.01, 0.005, 0.0025, 0.00125], rtol=0.1)
+
+
+def test_loss_curves_and_wsd_figure_from_logged_points():
+    rows = []
+    for n, scale in ((1e6, 1.0), (4e6, 0.8)):
+        for branch in ("", "/branch-2N"):
+            for t in np.geomspace(1e5, 1e7, 12):
+                rows.append(dict(run_dir=f"runs/N{n:.0e}{branch}", N=n, tokens=t, eval_loss=2 + scale * 30 * t ** -0.3,
+                                 train_loss=2.05 + scale * 30 * t ** -0.3, lr=0.01 if not branch else 0.001))
+    points = pd.DataFrame(rows)
+    ax = plot.loss_curves(points).axes[0]
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "tokens"
+    assert len(ax.get_lines()) == 8  # held-out and train per run
+    held = [line for line in ax.get_lines() if line.get_label() and not line.get_label().startswith("_")]
+    assert len(held) == 4 and np.allclose(held[0].get_ydata(), 2 + 30 * np.geomspace(1e5, 1e7, 12) ** -0.3)
+    fit = laws.ReferenceLaw("x", "chinchilla", {"E": 2.0, "A": 100.0, "B": 30.0, "alpha": 0.3, "beta": 0.3}, {}, "")
+    fit.law, fit.samples = "loss", []
+    left, right = plot.wsd_curves(points, fit).axes
+    fitted = [line for line in left.get_lines() if line.get_label().startswith("fit N")]
+    assert len(fitted) == 2
+    d = fitted[0].get_xdata()
+    assert np.allclose(fitted[0].get_ydata(), 2 + 100 / 1e6 ** 0.3 + 30 / d ** 0.3)
+    assert right.get_ylabel() == "learning rate" and len(right.get_lines()) == 4
+
+
+def test_coordinate_check_figure_flat_under_mup():
+    from windtunnel.train import coord_check
+    table = coord_check((32, 128), steps=2, seeds=1)
+    fig = plot.coord_check(table)
+    assert [ax.get_title() for ax in fig.axes] == ["muP", "SP"]
+    for ax in fig.axes:
+        assert (ax.get_xscale(), ax.get_yscale()) == ("log", "log") and len(ax.get_lines()) == 7
+    # SP's block outputs grow with width, muP's do not (read back from the drawn lines)
+    growth = {ax.get_title(): max(line.get_ydata()[-1] / line.get_ydata()[0] for line in ax.get_lines()
+                                  if line.get_label() != "logits") for ax in fig.axes}
+    assert growth["muP"] < 1.6 < 3.0 < growth["SP"], growth

@@ -1,0 +1,183 @@
+"""The wind tunnel's figures, as MiniCPM's paper shows them. The only matplotlib importer.
+
+Every function takes a table of runs or points (windtunnel's own columns: `windtunnel runs --points` /
+`SweepTables`) or a FitResult, and returns a matplotlib Figure built without pyplot (no display, no global
+state: safe in tests, sweeps and notebooks; `fig.savefig(path)` writes it).
+"""
+import math
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
+
+from . import laws
+from .fit import FitResult
+
+PARAM_TITLES = {"mup": "muP", "sp": "SP", "any": "all runs"}
+
+
+def _figure(n_panels: int, width: float = 5.0, height: float = 4.0):
+    fig = Figure(figsize=(width * n_panels, height), layout="constrained")
+    return fig, [fig.add_subplot(1, n_panels, i + 1) for i in range(n_panels)]
+
+
+def _label(run: str) -> str:
+    """A run dir's name without its sweep path: the overrides that make it differ."""
+    return str(run).rstrip("/").split("/")[-1][:48]
+
+
+def loss_curves(points: pd.DataFrame, runs=None, title: str = "loss curves") -> Figure:
+    """Held-out loss (markers) and training loss (faint line) against tokens, one colour per run.
+    points: `windtunnel runs --points` rows (run_dir, tokens, eval_loss, train_loss); runs: run_dirs to show."""
+    fig, (ax,) = _figure(1, 9, 4.5)
+    pts = points[points["tokens"] > 0]
+    for k, (run, g) in enumerate(pts.groupby("run_dir", sort=True)):
+        if runs is not None and run not in set(runs):
+            continue
+        g = g.sort_values("tokens")
+        colour = f"C{k % 10}"
+        if "train_loss" in g and g["train_loss"].notna().any():
+            tr = g.dropna(subset=["train_loss"])
+            ax.plot(tr["tokens"], tr["train_loss"], color=colour, alpha=0.3, lw=1)
+        ev = g.dropna(subset=["eval_loss"])
+        ax.plot(ev["tokens"], ev["eval_loss"], "o-", color=colour, ms=3, lw=1.2, label=_label(run))
+    ax.set(xscale="log", xlabel="tokens", ylabel="loss (nats/token): held-out o, train faint", title=title)
+    if ax.get_legend_handles_labels()[0] and len(ax.lines) <= 40:
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes, not over the curves
+    return fig
+
+
+def batch_size_curves(fit: FitResult) -> Figure:
+    """MiniCPM Fig. 4: per model size, tokens to reach each loss level (y, log) against batch size (x, log),
+    one colour per level; the iso-loss parabola of each level and the minima joined (black). Censored runs (the
+    level not reached within their budget) are open triangles at the budget."""
+    rows = fit.details["optima"]
+    sizes = sorted({r["N"] for r in rows})
+    fig, axes = _figure(len(sizes), 4.5, 4)
+    cmap = __import__("matplotlib").colormaps["viridis"]
+    for ax, n in zip(axes, sizes):
+        mine = sorted((r for r in rows if r["N"] == n and r.get("bs")), key=lambda r: r["loss"])
+        levels = [r["loss"] for r in mine]
+        star_x, star_y = [], []
+        for r in mine:
+            colour = cmap((r["loss"] - min(levels)) / max(np.ptp(levels), 1e-9))
+            ax.plot(r["bs"], r["reach"], "o", color=colour, ms=4, label=f"L={r['loss']:.3g}")
+            if r.get("censored_bs"):
+                ax.plot(r["censored_bs"], r["censored_at"], "^", mfc="none", color=colour, ms=5)
+            xs = np.log(r["bs"] + r.get("censored_bs", []))
+            grid = np.linspace(xs.min(), xs.max(), 50)
+            ax.plot(np.exp(grid), np.exp(np.polyval(r["coef"], grid)), "-", color=colour, lw=1)
+            if r.get("bs_opt") and not r.get("flag"):
+                star_x.append(r["bs_opt"])
+                star_y.append(math.exp(np.polyval(r["coef"], math.log(r["bs_opt"]))))
+        ax.plot(star_x, star_y, "k*-", ms=9, lw=1, label="optimum per level")
+        ax.set(xscale="log", yscale="log", xlabel="batch size (tokens)", ylabel="tokens to reach the level",
+               title=f"N = {n:.3g}")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.legend(fontsize=6, ncol=2)
+    return fig
+
+
+def batch_size_law(fit: FitResult, reference: bool = True) -> Figure:
+    """MiniCPM Fig. 5: the optimal batch size against the loss level (log-log), the fitted bs = a / L^b with
+    its bootstrap band, and MiniCPM's 1.21e9 / L^6.24 (another corpus and tokenizer: compare slopes)."""
+    rows = [r for r in fit.details["optima"] if r.get("bs_opt") and not r.get("flag")]
+    fig, (ax,) = _figure(1, 6, 4.5)
+    for k, n in enumerate(sorted({r["N"] for r in rows})):
+        mine = [r for r in rows if r["N"] == n]
+        ax.plot([r["loss"] for r in mine], [r["bs_opt"] for r in mine], "o", color=f"C{k}", label=f"N = {n:.3g}")
+    loss = np.geomspace(min(r["loss"] for r in rows) * 0.97, max(r["loss"] for r in rows) * 1.03, 60)
+    a, b = fit.params["a"], fit.params["b"]
+    lo_b, hi_b = fit.intervals.get("b") or (None, None)
+    ax.plot(loss, laws.power_law(loss, a, b), "k-", label=f"fit: {a:.3g} / L^{b:.3g}" +
+            (f" (b in [{lo_b:.3g}, {hi_b:.3g}])" if lo_b is not None else ""))
+    if fit.samples:
+        curves = np.array([laws.power_law(loss, s["a"], s["b"]) for s in fit.samples])
+        ax.fill_between(loss, *np.percentile(curves, [2.5, 97.5], axis=0), color="k", alpha=0.15, lw=0,
+                        label="95% bootstrap band")
+    if reference:
+        ref = laws.REFERENCE["minicpm-batch-size"].params
+        ax.plot(loss, laws.power_law(loss, ref["a"], ref["b"]), "--", color="C3",
+                label=f"MiniCPM: {ref['a']:.3g} / L^{ref['b']} (C4, their tokenizer)")
+    ax.set(xscale="log", yscale="log", xlabel="loss level L (nats/token)", ylabel="optimal batch size (tokens)",
+           title="optimal batch size vs loss")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def lr_curves(per_run: pd.DataFrame, fit: FitResult = None) -> Figure:
+    """The muTransfer picture: final held-out loss against LR, one curve per width (mean over seeds), muP beside
+    SP; each width's fitted optimum marked (star at lr*, on the parabola's level). per_run: canonical columns
+    (lr, loss, width or N, param)."""
+    df = per_run[np.isfinite(per_run["loss"])].copy()
+    df["param"] = df["param"] if "param" in df else "any"
+    size = "width" if "width" in df and df["width"].notna().all() else "N"
+    params = sorted(df["param"].unique(), key=lambda p: {"mup": 0, "sp": 1}.get(p, 2))
+    fig, axes = _figure(len(params), 5, 4)
+    optima = (fit.details.get("optima") or []) if fit is not None else []
+    for ax, param in zip(axes, params):
+        for k, (s, g) in enumerate(df[df["param"] == param].groupby(size)):
+            mean = g.groupby("lr")["loss"].mean()
+            ax.plot(mean.index, mean.to_numpy(), "o-", color=f"C{k}", ms=3, label=f"{size} {s:.4g}")
+            cell = [c for c in optima if c["param"] == param and math.isclose(
+                c["width"] if size == "width" else c["N"], float(s), rel_tol=1e-6)]
+            if cell:
+                c = cell[0]
+                ax.plot([c["lr_star"]], [c["best_loss"]], "*", color=f"C{k}", ms=14, mec="k",
+                        label=f"lr* {c['lr_star']:.3g}" + (" (edge)" if c["edge"] else ""))
+        ax.set(xscale="log", xlabel="learning rate", ylabel="final held-out loss",
+               title=PARAM_TITLES.get(param, param))
+        ax.xaxis.set_minor_formatter(NullFormatter())  # a grid of powers of 2 spans < 2 decades: labels collide
+        ax.legend(fontsize=6, ncol=2)
+    return fig
+
+
+def wsd_curves(points: pd.DataFrame, fit: FitResult = None) -> Figure:
+    """WSD runs and their decay branches: held-out loss against tokens (left), each branch's end marked, with
+    the fitted L(N, D) along D for each size (dashed); the LR schedules (right). points: `windtunnel runs
+    --points` rows (run_dir, tokens, eval_loss, lr, N)."""
+    fig, (ax, ax_lr) = _figure(2, 5.5, 4)
+    pts = points[points["tokens"] > 0]
+    sizes = sorted(pts["N"].dropna().unique()) if "N" in pts else [None]
+    colour = {n: f"C{k}" for k, n in enumerate(sizes)}
+    for run, g in pts.groupby("run_dir", sort=True):
+        g = g.sort_values("tokens")
+        n = g["N"].iloc[0] if "N" in g else None
+        ev = g.dropna(subset=["eval_loss"])
+        branch = "/branch" in str(run) or "decay" in str(run)
+        ax.plot(ev["tokens"], ev["eval_loss"], "-", color=colour.get(n, "C0"), lw=0.8 if branch else 1.5,
+                alpha=0.9)
+        if branch and len(ev):
+            ax.plot(ev["tokens"].iloc[-1], ev["eval_loss"].iloc[-1], "o", color=colour.get(n, "C0"), ms=4)
+        if "lr" in g and g["lr"].notna().any():
+            ax_lr.plot(g["tokens"], g["lr"], color=colour.get(n, "C0"), lw=0.8)
+    if fit is not None and fit.law == "loss":
+        d = np.geomspace(pts["tokens"].min(), pts["tokens"].max(), 60)
+        scale = 1e9 if fit.form == "minicpm_loss" else 1.0  # MiniCPM's form takes N and D in billions
+        for n in sizes:
+            if n is not None:
+                loss = laws.FORMS[fit.form][0](np.full_like(d, n) / scale, d / scale, **fit.params)
+                ax.plot(d, loss, "--", color=colour[n], label=f"fit N = {n:.3g}")
+        ax.legend(fontsize=7)
+    ax.set(xscale="log", xlabel="tokens", ylabel="held-out loss", title="WSD runs, branch ends o")
+    ax_lr.set(xlabel="tokens", ylabel="learning rate", title="LR schedules")
+    return fig
+
+
+def coord_check(df: pd.DataFrame) -> Figure:
+    """The coordinate check (microsoft/mup's plot): mean |activation| of each module against width after a few
+    steps, muP beside SP. df: windtunnel.train.coord_check's rows (parametrization, width, module, step,
+    mean_abs); flat lines across width pass, lines that grow with width fail."""
+    params = sorted(df["parametrization"].unique(), key=lambda p: {"mup": 0, "sp": 1}.get(p, 2))
+    fig, axes = _figure(len(params), 4.5, 4)
+    last = df["step"].max()
+    for ax, param in zip(axes, params):
+        sub = df[(df["parametrization"] == param) & (df["step"] == last)]
+        for k, (module, g) in enumerate(sub.groupby("module", sort=False)):
+            mean = g.groupby("width")["mean_abs"].mean()
+            ax.plot(mean.index, mean.to_numpy(), "o-", color=f"C{k % 10}", ms=3, label=module)
+        ax.set(xscale="log", yscale="log", xlabel="width (d_model)", ylabel=f"mean |activation| after step {last}",
+               title=PARAM_TITLES.get(param, param))
+        ax.legend(fontsize=6)
+    return fig

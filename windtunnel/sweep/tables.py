@@ -1,0 +1,133 @@
+"""A sweep's tables for fitting and plotting: from a run directory tree, a committed record (sweeps/<name>/) or
+anyone's CSV/Parquet, the per-run table and the points table (one row per held-out eval) in canonical columns,
+after the column language (--derive, --where, --drop-top); and every law's fit over them. Shared by `windtunnel
+fit`, `windtunnel report` and the demo, so all three fit the same rows the same way."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import ConfigError
+
+# pandas, scipy (fit) and the run tables load when a table does: `windtunnel --help` imports this module
+
+LAW_NAMES = {"batch-size": "batch_size", "batch-size-data": "batch_size_data", "lr": "lr", "loss": "loss",
+             "isoflop": "isoflop", "critical-batch": "critical_batch"}
+CORPUS_KEYS = ("data.source", "data.path", "data.tokenizer", "data.bpe_vocab_size", "data.mixture", "corpus_manifest")
+
+
+@dataclass
+class SweepTables:
+    points: "pd.DataFrame"  # canonical columns, one row per logged point (run, N, bs, tokens, loss, ...)
+    per_run: "pd.DataFrame"  # canonical columns, one row per finished run (loss = final or decayed held-out loss)
+    units: dict
+    notes: list = field(default_factory=list)
+    runs: "pd.DataFrame" = None  # the run table as recorded (statuses, epochs, overfit flags), None for a foreign file
+    logged: "pd.DataFrame" = None  # the finished runs' logged points as recorded (train_loss, eval_loss, lr per step)
+
+
+def parse_columns(text: str) -> dict:
+    out = {}
+    for item in filter(None, (text or "").split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--columns item {item!r} must look like CANONICAL=YOUR_COLUMN (e.g. N=params)")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def load_tables(source, *, columns: str = "", derive=(), where=(), drop_top: int = 0, drop_by: str = "loss",
+                bs_unit: str = "tokens", seq_len: int = 0, n_kind: str = "non-embedding") -> SweepTables:
+    import pandas as pd
+
+    from .. import fit
+    from ..runs import RECORD, RunStatus, load_record, load_results, load_runs, run_dirs
+    path = Path(source)
+    options = dict(bs_unit=bs_unit, seq_len=seq_len, n_kind=n_kind)
+    mapping = parse_columns(columns)
+    shape = dict(derive=derive, where=where, drop_top=drop_top, drop_by=drop_by)
+    if path.is_dir():
+        record = path / RECORD
+        if record.exists() and not run_dirs(path):  # a committed record (sweeps/<name>/)
+            runs, all_points = load_record(record)
+        else:
+            runs, all_points = load_results(path), None
+        if runs.empty:
+            raise FileNotFoundError(f"no run directories under {path}")
+        finished = runs[runs["status"].isin([RunStatus.COMPLETED.value, RunStatus.DIVERGED.value])].copy()
+        # per-run loss: after a decay where there was one (a run with decay branches is represented by them,
+        # each branch a run of its own, so the stable run itself is left out); diverged runs lose
+        if "train.branch_at_n" in finished:
+            finished = finished[[not (isinstance(b, list) and b) for b in finished["train.branch_at_n"]]]
+        if "decayed_eval_loss" in finished:
+            finished["final_eval_loss"] = finished["decayed_eval_loss"].fillna(finished["final_eval_loss"])
+        finished = _shape(finished, **shape)
+        per_run, units = fit.canonical(finished, {"loss": "final_eval_loss", **mapping}, **options)
+        _check_one_corpus(finished, path)
+        diverged = finished["status"].to_numpy() == RunStatus.DIVERGED.value
+        per_run.loc[diverged, "loss"] = float("inf")
+        if "train.total_tokens" in finished:  # a diverged run stopped early: its cell is the budget it was given
+            for col in {"tokens", "D"} & set(per_run):
+                per_run.loc[diverged, col] = finished.loc[diverged, "train.total_tokens"].to_numpy(float)
+        raw = load_runs(path) if all_points is None else all_points
+        if "run_dir" in raw:  # a running or failed run has no N yet: not a point
+            raw = raw[raw["run_dir"].isin(finished["run_dir"])]
+        points, _ = fit.canonical(raw, mapping, **options)
+        return SweepTables(points, per_run, units, per_run.attrs.get("notes", []), runs, raw)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is neither a run directory nor a file")
+    table = _shape(pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path), **shape)
+    data, units = fit.canonical(table, mapping, **options)
+    if "D" not in data and "tokens" in data:
+        data["D"] = data["tokens"]
+    return SweepTables(data, data, units, data.attrs.get("notes", []))
+
+
+def fit_laws(tables: SweepTables, laws, *, form: str = "chinchilla", n_boot: int = 200) -> tuple[dict, dict]:
+    """Every law in `laws` (FitResult.law names) over the tables: (law -> FitResult, law -> why not fittable)."""
+    from .. import fit
+    results, errors = {}, {}
+    for law in laws:
+        try:
+            if law == "batch_size":
+                res = fit.batch_size_law(tables.points, n_boot=n_boot, units=tables.units)
+            elif law == "isoflop":
+                res = fit.isoflop_law(tables.per_run, n_boot=n_boot, units=tables.units)
+            elif law == "critical_batch":
+                res = fit.critical_batch_law(tables.points, n_boot=n_boot, units=tables.units)
+            elif law == "batch_size_data":
+                res = fit.batch_size_data_law(tables.per_run, n_boot=n_boot, units=tables.units)
+            elif law == "lr":
+                res = fit.lr_optimum(tables.per_run, n_boot=n_boot, units=tables.units)
+            else:
+                res = fit.loss_law(tables.per_run, form=form, n_boot=n_boot, units=tables.units)
+        except fit.NotFittable as err:
+            errors[law] = str(err)
+            continue
+        res.diagnostics += tables.notes + fit.quality(res)
+        results[law] = res
+    return results, errors
+
+
+def _check_one_corpus(runs, path) -> None:
+    """Runs trained on different corpora measure different things: never pooled as if they were seeds."""
+    for key in CORPUS_KEYS:
+        if key in runs:
+            values = sorted({str(v) for v in runs[key]})
+            if len(values) > 1:
+                raise ConfigError(f"the runs under {path} were trained on different corpora ({key}: "
+                                  f"{', '.join(values[:4])}); fit each corpus's runs separately (point fit at one "
+                                  f"sweep's directory, or keep one with --where, e.g. --where \"`{key}` == '{values[0]}'\")")
+
+
+def _shape(table, *, derive=(), where=(), drop_top: int = 0, drop_by: str = "loss"):
+    """--derive, then --where, then --drop-top, on the table as read (its own column names)."""
+    from ..fit import columns
+    for item in derive or []:
+        name, sep, expr = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--derive {item!r} must look like NAME=EXPR (e.g. D=C/(6*N))")
+        table = columns.derive(table, name, expr)
+    for expr in where or []:
+        table = columns.where(table, expr)
+    return columns.drop_top(table, drop_by, drop_top) if drop_top else table
