@@ -50,3 +50,11 @@ def test_the_batch_size_record_shows_the_optimum_growing_as_the_loss_falls():
         assert mine[0]["bs_opt"] > 4 * mine[-1]["bs_opt"], mine
     low, high = fits["parameters"]["b"]["interval"]
     assert 0 < low < fits["parameters"]["b"]["value"] < high < 6.24
+
+
+def test_runs_reads_a_record_as_its_run_dirs():
+    done = subprocess.run([sys.executable, "-m", "windtunnel.cli", "runs", str(SWEEPS / "batch_size"), "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    statuses = sorted(r["status"] for r in json.loads(done.stdout))
+    assert statuses == ["completed"] * 16 + ["interrupted"]  # the README: 16 of 18 runs, one stopped by the budget

@@ -47,12 +47,17 @@ def cmd_train(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from ..runs import export_record, load_results, load_runs
+    from ..runs import RECORD, export_record, load_record, load_results, load_runs, run_dirs
     if args.export:
         table = export_record(Path(args.dir), Path(args.export))
         print(f"{table['run_dir'].nunique()} runs, {len(table)} rows -> {args.export}")
         return 0
-    table = load_runs(args.dir) if args.points else load_results(args.dir)
+    record = Path(args.dir) / RECORD
+    if record.exists() and not run_dirs(args.dir):  # a committed record (sweeps/NAME/) reads back as its run dirs
+        results, points = load_record(record)
+        table = points if args.points else results
+    else:
+        table = load_runs(args.dir) if args.points else load_results(args.dir)
     if table.empty:
         print(f"no runs under {args.dir}", file=sys.stderr)
         return 1

@@ -1,0 +1,130 @@
+"""Every shell command in the README runs: verbatim where it is cheap, with the budget overrides below appended
+where it trains (the same command at test size), or it is marked `# GPU` / `# cluster` in the README, or
+another test runs it (ELSEWHERE). A new README command that is none of these fails this test."""
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MARKS = ("# GPU", "# cluster")
+ELSEWHERE = {"make demo": "tests/test_demo.py (windtunnel demo --tiny)", "make test": ".ci/run (this suite)"}
+# command prefix -> overrides appended so that it trains at test size (everything else stays as written)
+SHRINK = {
+    "windtunnel train model=tiny128": ["train.total_tokens=16384", "train.eval_points=4"],
+    "windtunnel train model=tiny256": ["train.total_tokens=16384", "train.eval_points=4"],
+    "windtunnel sweep -m sweep=batch_size_cpu": ["train.total_tokens=16384", "train.eval_points=6"],
+    "windtunnel sweep -m sweep=lr_transfer_cpu": ["train.total_tokens=4096", "train.eval_points=2",
+                                                  "model.d_model=32,64"],
+    "windtunnel sweep -m sweep=wsd_data_model_cpu": ["model=tiny32", "train.branch_at_n=[1,2]", "train.eval_points=4"],
+    "windtunnel sweep -m sweep=lr_search_cpu": ["hydra.sweeper.n_trials=2", "train.branch_at_n=[0.5]"],
+}
+FIT_EXITS = {0, 1, 3}  # fitted; nothing fittable; fitted but not identified (test-size runs are too short)
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    out = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            if line.strip() and not line.strip().startswith("#"):
+                out.append(line.strip())
+    return out
+
+
+def _synthetic_tables(where: Path) -> None:
+    """The README's example files (theirs.csv, chinchilla.csv, steplaw.csv, isoflops.csv) with known answers."""
+    n, d = np.repeat(np.geomspace(1e7, 1e9, 8), 6), np.tile(np.geomspace(2e8, 5e10, 6), 8)
+    loss = 1.69 + 406.4 / n ** 0.34 + 410.7 / d ** 0.28
+    pd.DataFrame({"params": n, "tokens": d, "val_loss": loss}).to_csv(where / "theirs.csv", index=False)
+    pd.DataFrame({"Model Size": n, "Training FLOP": 6 * n * d, "loss": loss}).to_csv(where / "chinchilla.csv", index=False)
+    rows = []
+    for size in (1e8, 4e8, 1.6e9):
+        for tokens in (2e10, 8e10):
+            star = 1.79 * size ** -0.713 * tokens ** 0.307
+            for lr in star * 2.0 ** np.arange(-3, 4):
+                rows.append({"N": size, "D": tokens, "lr": lr, "smooth loss": 2.5 + 0.04 * np.log(lr / star) ** 2})
+    pd.DataFrame(rows).to_csv(where / "steplaw.csv", index=False)
+    rows = []
+    for c in np.geomspace(1e17, 1e20, 7):
+        for size in np.geomspace(1e7, 1e10, 13):
+            rows.append({"flops": c, "n": size, "dataset": "rw", "loss": 1.7 + 400 / size ** 0.34 + 400 / (c / (6 * size)) ** 0.28})
+    pd.DataFrame(rows).to_csv(where / "isoflops.csv", index=False)
+
+
+def classify(command: str):
+    if any(mark in command for mark in MARKS):
+        return "marked", None
+    for prefix, where in ELSEWHERE.items():
+        if command.startswith(prefix):
+            return "elsewhere", where
+    for prefix, extra in SHRINK.items():
+        if command.startswith(prefix):
+            return "shrunk", extra
+    return "verbatim", None
+
+
+def test_every_readme_command_is_covered():
+    commands = readme_commands()
+    assert len(commands) >= 25
+    for command in commands:
+        kind, where = classify(command)
+        if kind == "elsewhere":
+            path = ROOT / where.split()[0]
+            assert path.exists(), f"{command!r} is said to be run by {where}, which does not exist"
+        if command.startswith(("windtunnel sweep", "windtunnel train")) and "--dry-run" not in command:
+            assert kind in ("shrunk", "marked"), f"{command!r} trains: give it SHRINK overrides or a # GPU mark"
+
+
+def with_overrides(words: list[str], extra: list[str]) -> list[str]:
+    """The command with each extra override replacing its key's value if the command sets it, else added
+    before the first option (argparse takes positionals there)."""
+    keys = {e.split("=")[0] for e in extra}
+    words = [w for w in words if w.split("=")[0] not in keys]
+    at = next((i for i, w in enumerate(words) if w.startswith("--")), len(words))
+    return words[:at] + extra + words[at:]
+
+
+def test_readme_commands_run(tmp_path):
+    shutil.copytree(ROOT / "sweeps", tmp_path / "sweeps")
+    _synthetic_tables(tmp_path)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "WINDTUNNEL_LOG_LEVEL": "WARNING"}
+    outputs = {}
+    for command in readme_commands():
+        kind, extra = classify(command)
+        if kind in ("marked", "elsewhere"):
+            continue
+        words = shlex.split(command.split("  #")[0].split(" # ")[0], comments=True)
+        redirect = None
+        if ">" in words:
+            redirect, words = words[words.index(">") + 1], words[:words.index(">")]
+        if words[0] == "windtunnel":
+            words = [sys.executable, "-m", "windtunnel.cli", *words[1:]]
+        done = subprocess.run(with_overrides(words, list(extra or [])), cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=600)
+        if redirect:
+            (tmp_path / redirect).write_text(done.stdout)
+        allowed = FIT_EXITS if words[3:4] == ["fit"] else {0}
+        assert done.returncode in allowed and "Traceback" not in done.stderr, \
+            f"{command}\n-> exit {done.returncode}\n{done.stderr[-3000:]}"
+        outputs[command] = done.stdout
+    # what the example commands print is the known answer of the example data
+    theirs = next(v for k, v in outputs.items() if "theirs.csv" in k)
+    assert re.search(r"alpha = 0\.34\b", theirs) and re.search(r"beta = 0\.28\b", theirs), theirs
+    chinchilla = next(v for k, v in outputs.items() if "chinchilla.csv" in k)
+    assert re.search(r"alpha = 0\.3[34]", chinchilla), chinchilla
+    steplaw = next(v for k, v in outputs.items() if "steplaw.csv" in k)
+    assert re.search(r"e_N = -0\.71", steplaw) and re.search(r"e_D = 0\.30", steplaw), steplaw
+    iso = next(v for k, v in outputs.items() if "isoflops.csv" in k)
+    assert "isoflop" in iso
+    runs = next(v for k, v in outputs.items() if k.startswith("windtunnel runs runs/batch_size_cpu"))
+    assert runs.count("completed") == 12  # the six batch sizes of both sizes, each a run dir
+    assert (tmp_path / "runs" / "full" / "launch.sh").exists() and (tmp_path / "report.html").exists()
