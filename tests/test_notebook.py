@@ -1,6 +1,5 @@
 """The notebook runs top to bottom on the committed records, and prints what the library computes."""
 import json
-import os
 import re
 from pathlib import Path
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synthetic import A_BS, B_BS, batch_size_runs
+from synthetic import B_BS, batch_size_runs
 from test_fit import lr_sweep
 from windtunnel import laws, plot
 from windtunnel.fit import batch_size_law, lr_optimum

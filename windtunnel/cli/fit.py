@@ -4,7 +4,6 @@ import json
 import sys
 from pathlib import Path
 
-from ..config import ConfigError
 from ..sweep.tables import LAW_NAMES
 
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import ConfigError
 
-# pandas, scipy (fit) and the run tables load when a table does: `windtunnel --help` imports this module
+if TYPE_CHECKING:  # pandas, scipy (fit) and the run tables load when a table does: `windtunnel --help` imports this
+    import pandas as pd
 
 LAW_NAMES = {"batch-size": "batch_size", "batch-size-data": "batch_size_data", "lr": "lr", "loss": "loss",
              "isoflop": "isoflop", "critical-batch": "critical_batch"}
@@ -18,12 +20,12 @@ CORPUS_KEYS = ("data.source", "data.path", "data.tokenizer", "data.bpe_vocab_siz
 
 @dataclass
 class SweepTables:
-    points: "pd.DataFrame"  # canonical columns, one row per logged point (run, N, bs, tokens, loss, ...)
-    per_run: "pd.DataFrame"  # canonical columns, one row per finished run (loss = final or decayed held-out loss)
+    points: pd.DataFrame  # canonical columns, one row per logged point (run, N, bs, tokens, loss, ...)
+    per_run: pd.DataFrame  # canonical columns, one row per finished run (loss = final or decayed held-out loss)
     units: dict
     notes: list = field(default_factory=list)
-    runs: "pd.DataFrame" = None  # the run table as recorded (statuses, epochs, overfit flags), None for a foreign file
-    logged: "pd.DataFrame" = None  # the finished runs' logged points as recorded (train_loss, eval_loss, lr per step)
+    runs: pd.DataFrame = None  # the run table as recorded (statuses, epochs, overfit flags), None for a foreign file
+    logged: pd.DataFrame = None  # the finished runs' logged points as recorded (train_loss, eval_loss, lr per step)
 
 
 def parse_columns(text: str) -> dict:
