@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run one wind-tunnel sweep on a lent H200 (the device tool runs this from the repo root; $OUT comes back).
 #   bash sweeps/h200.sh SWEEP [OVERRIDES...]      e.g. bash sweeps/h200.sh lr_transfer train.pack=20
+#   bash sweeps/h200.sh demo                      windtunnel demo --device cuda into gpu_runs/demo
 # Runs go to gpu_runs/SWEEP (git-ignored; carried to the machine and back, so a later call resumes: finished
 # trials are skipped). WT_BUDGET_S (default 480) stops the sweep in time to copy what finished back.
 set -uo pipefail
@@ -14,8 +15,13 @@ python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_devic
 mkdir -p "$REPO/gpu_runs"
 cd /tmp
 start=$(date +%s)
-timeout -s INT "${WT_BUDGET_S:-480}" python3 -m windtunnel.cli sweep -m "sweep=$SWEEP" "$@" \
-  "hydra.sweep.dir=$REPO/gpu_runs/$SWEEP" > "$OUT/sweep_$SWEEP.log" 2>&1
+if [ "$SWEEP" = demo ]; then  # `windtunnel demo --device cuda`: the whole story at GPU sizes (resumable)
+  timeout -s INT "${WT_BUDGET_S:-480}" python3 -m windtunnel.cli demo --device cuda --out "$REPO/gpu_runs/demo" "$@" \
+    > "$OUT/sweep_$SWEEP.log" 2>&1
+else
+  timeout -s INT "${WT_BUDGET_S:-480}" python3 -m windtunnel.cli sweep -m "sweep=$SWEEP" "$@" \
+    "hydra.sweep.dir=$REPO/gpu_runs/$SWEEP" > "$OUT/sweep_$SWEEP.log" 2>&1
+fi
 echo "sweep exit $? after $(( $(date +%s) - start )) s" | tee -a "$OUT/sweep_$SWEEP.log"
 tail -30 "$OUT/sweep_$SWEEP.log"
 # bring back every run dir without weights (checkpoints are GBs; a finished run needs none to be skipped)

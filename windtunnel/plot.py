@@ -32,11 +32,13 @@ def loss_curves(points: pd.DataFrame, runs=None, title: str = "loss curves") -> 
     points: `windtunnel runs --points` rows (run_dir, tokens, eval_loss, train_loss); runs: run_dirs to show."""
     fig, (ax,) = _figure(1, 9, 4.5)
     pts = points[points["tokens"] > 0]
+    if runs is not None:
+        pts = pts[pts["run_dir"].isin(set(runs))]
+    n_runs = pts["run_dir"].nunique()
+    palette = __import__("matplotlib").colormaps["tab20" if n_runs > 10 else "tab10"]
     for k, (run, g) in enumerate(pts.groupby("run_dir", sort=True)):
-        if runs is not None and run not in set(runs):
-            continue
         g = g.sort_values("tokens")
-        colour = f"C{k % 10}"
+        colour = palette(k % palette.N)  # distinct up to 20 runs
         if "train_loss" in g and g["train_loss"].notna().any():
             tr = g.dropna(subset=["train_loss"])
             ax.plot(tr["tokens"], tr["train_loss"], color=colour, alpha=0.3, lw=1)
