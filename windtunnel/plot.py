@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
@@ -35,7 +36,7 @@ def loss_curves(points: pd.DataFrame, runs=None, title: str = "loss curves") -> 
     if runs is not None:
         pts = pts[pts["run_dir"].isin(set(runs))]
     n_runs = pts["run_dir"].nunique()
-    palette = __import__("matplotlib").colormaps["tab20" if n_runs > 10 else "tab10"]
+    palette = colormaps["tab20" if n_runs > 10 else "tab10"]
     for k, (run, g) in enumerate(pts.groupby("run_dir", sort=True)):
         g = g.sort_values("tokens")
         colour = palette(k % palette.N)  # distinct up to 20 runs
@@ -57,7 +58,7 @@ def batch_size_curves(fit: FitResult) -> Figure:
     rows = fit.details["optima"]
     sizes = sorted({r["N"] for r in rows})
     fig, axes = _figure(len(sizes), 4.5, 4)
-    cmap = __import__("matplotlib").colormaps["viridis"]
+    cmap = colormaps["viridis"]
     for ax, n in zip(axes, sizes):
         mine = sorted((r for r in rows if r["N"] == n and r.get("bs")), key=lambda r: r["loss"])
         levels = [r["loss"] for r in mine]
