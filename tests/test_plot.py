@@ -8,8 +8,8 @@ import pytest
 
 from synthetic import B_BS, batch_size_runs
 from test_fit import lr_sweep
-from windtunnel import laws, plot
-from windtunnel.fit import batch_size_law, lr_optimum
+from windtunnel import plot
+from windtunnel.fit import FitResult, batch_size_law, lr_optimum
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +89,8 @@ def test_loss_curves_and_wsd_figure_from_logged_points():
     assert len(ax.get_lines()) == 8  # held-out and train per run
     held = [line for line in ax.get_lines() if line.get_label() and not line.get_label().startswith("_")]
     assert len(held) == 4 and np.allclose(held[0].get_ydata(), 2 + 30 * np.geomspace(1e5, 1e7, 12) ** -0.3)
-    fit = laws.ReferenceLaw("x", "chinchilla", {"E": 2.0, "A": 100.0, "B": 30.0, "alpha": 0.3, "beta": 0.3}, {}, "")
-    fit.law, fit.samples = "loss", []
+    fit = FitResult(law="loss", form="chinchilla", params={"E": 2.0, "A": 100.0, "B": 30.0, "alpha": 0.3, "beta": 0.3},
+                    intervals={}, units={}, n_points=0)
     left, right = plot.wsd_curves(points, fit).axes
     fitted = [line for line in left.get_lines() if line.get_label().startswith("fit N")]
     assert len(fitted) == 2

@@ -83,7 +83,7 @@ def test_an_unknown_or_missing_tracker_is_refused_before_training(monkeypatch):
     cfg.train.loggers = ["neptune"]
     with pytest.raises(ConfigError, match="train.loggers item='neptune' is unknown; use one of tensorboard, wandb, mlflow"):
         cfg.validate()
-    monkeypatch.setattr(config, "_installed", lambda module: module != "wandb")
+    monkeypatch.setattr(config, "installed", lambda module: module != "wandb")
     cfg.train.loggers = ["wandb"]
     with pytest.raises(ConfigError, match=r"train.loggers=\[wandb\] needs the wandb package: pip install wandb"):
         cfg.validate()

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from . import sizing
-from .config import ConfigError, SweepJobConfig, TrialConfig, safe_name
+from .config import ConfigError, SweepJobConfig, TrialConfig, installed, safe_name
 
 CONFIG_MODULE = "windtunnel.conf"
 _NUMBER = re.compile(r"^[+-]?(\d[\d_]*\.?\d*|\.\d+)([eE][+-]?\d+)?$")
@@ -108,14 +108,6 @@ def hydra_error(err: Exception, overrides: list[str]) -> str:
         cause = str(err.__cause__).strip().splitlines()[0]
         return f"{merging.group(1)}: {cause}"
     return first
-
-
-def installed(module: str) -> bool:
-    import importlib.util
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 def unknown_key(key: str) -> str:

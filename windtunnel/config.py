@@ -236,9 +236,13 @@ TRACKERS = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "w
             "mlflow": ("mlflow", "mlflow-skinny")}  # train.loggers name -> (module, pip package)
 
 
-def _installed(module: str) -> bool:
+def installed(module: str) -> bool:
+    """Whether `module` can be imported here (an optional extra), without importing it."""
     import importlib.util
-    return importlib.util.find_spec(module) is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a dotted name whose parent package is missing
+        return False
 
 
 _SECRET = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s'\"]+:)([^@\s'\"]+)(@)")
@@ -351,7 +355,7 @@ def validate(cfg: TrialConfig) -> None:
     _need(t.pack >= 1, f"train.pack={t.pack} must be >= 1 (1 = one trial per process)")
     for name in t.loggers:
         _one_of(name, tuple(TRACKERS), "train.loggers item")
-        _need(_installed(TRACKERS[name][0]), f"train.loggers=[{name}] needs the {TRACKERS[name][1]} package: "
+        _need(installed(TRACKERS[name][0]), f"train.loggers=[{name}] needs the {TRACKERS[name][1]} package: "
                                               f"pip install {TRACKERS[name][1]}")
     for item in t.pack_members:
         _need(item.partition("=")[0] in PACKABLE, f"train.pack_members: {item!r} changes more than the LR or seed; "

@@ -15,7 +15,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import sizing
@@ -79,7 +79,7 @@ class DemoResult:
     prediction: dict
     refused: list  # why predict would have refused (the demo goes on, marked forced)
     regret: list  # one row per target trial: point, lr, bs, loss, regret
-    target_runs: list = field(default_factory=list)
+    target: SweepTables  # the five target runs
     seconds: float = 0.0
 
 
@@ -159,7 +159,7 @@ def run_demo(plan: DemoPlan, out: Path, *, n_boot: int = 200) -> DemoResult:
     points = {"predicted": (pred_lr, bs0), "lr x2": (2 * pred_lr, bs0), "lr /2": (pred_lr / 2, bs0),
               "batch x2": (pred_lr, 2 * bs0), "batch /2": (pred_lr, _round_batch(bs0 / 2, plan.seq_len))}
     log.info("demo 5/5: target at the predicted point (lr %.4g, batch %d tokens) and its 4 neighbours", pred_lr, bs0)
-    rows, dirs = [], []
+    rows = []
     for name, (lr_value, bs) in points.items():
         run_dir = out / "target" / f"{name.replace(' ', '').replace('/', 'div')}-lr{lr_value:.6g}-bs{bs}"
         cfg = compose(_overrides(plan, plan.target_width) + [f"optim.lr={lr_value}", f"train.batch_size_tokens={bs}",
@@ -168,11 +168,11 @@ def run_demo(plan: DemoPlan, out: Path, *, n_boot: int = 200) -> DemoResult:
         loss = result.final_eval_loss if result.status == "completed" else math.inf
         rows.append({"point": name, "lr": lr_value, "batch_size_tokens": bs, "status": str(result.status.value),
                      "final_eval_loss": loss})
-        dirs.append(str(run_dir))
     best = min(r["final_eval_loss"] for r in rows)
     for r in rows:
         r["regret"] = r["final_eval_loss"] - best
-    return DemoResult(batch, lr, fits, errors, prediction, refused, rows, dirs, time.time() - start)
+    return DemoResult(batch, lr, fits, errors, prediction, refused, rows, load_tables(out / "target"),
+                      time.time() - start)
 
 
 def regret_table(result: DemoResult) -> str:

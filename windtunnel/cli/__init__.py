@@ -48,13 +48,13 @@ def cmd_train(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from ..runs import RECORD, export_record, load_record, load_results, load_runs, run_dirs
+    from ..runs import export_record, load_record, load_results, load_runs, record_in
     if args.export:
         table = export_record(Path(args.dir), Path(args.export))
         print(f"{table['run_dir'].nunique()} runs, {len(table)} rows -> {args.export}")
         return 0
-    record = Path(args.dir) / RECORD
-    if record.exists() and not run_dirs(args.dir):  # a committed record (sweeps/NAME/) reads back as its run dirs
+    record = record_in(args.dir)
+    if record:  # a committed record (sweeps/NAME/) reads back as its run dirs
         results, points = load_record(record)
         table = points if args.points else results
     else:

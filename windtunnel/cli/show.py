@@ -72,9 +72,7 @@ def cmd_demo(args) -> int:
     doc = write_summary(out, plan, result)
     extra = {"LR sweep: final held-out loss vs LR (muP beside SP)": plot.lr_curves(result.lr.per_run, result.fits["lr"])} \
         if "lr" in result.fits else {}
-    from ..sweep.tables import load_tables
-    target = load_tables(out / "target")
-    extra["Target: the predicted point and its neighbours"] = plot.loss_curves(target.logged, title="target runs")
+    extra["Target: the predicted point and its neighbours"] = plot.loss_curves(result.target.logged, title="target runs")
     notes = [f"Demo in {result.seconds:.0f} s. Regret of the prediction: {doc['prediction_regret']:+.4f} nats "
              f"({100 * doc['prediction_regret_relative']:.2f}% of the best neighbour's loss)."]
     notes += [f"Refused by predict (the demo went on, marked forced): {r}" for r in result.refused]

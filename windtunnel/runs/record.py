@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .dirs import load_results, load_runs
+from .dirs import load_results, load_runs, run_dirs
 
 RECORD = "runs.csv.gz"  # a sweep's record (sweeps/<name>/): every logged point of every run, and every status
 _RUN_KEYS = ("run_dir", "status", "N", "tokens", "steps", "epochs", "overfit", "final_eval_loss", "best_eval_loss",
@@ -31,6 +31,12 @@ def export_record(root: Path, out: Path) -> pd.DataFrame:
     table.to_csv(tmp, index=False, compression="gzip")
     os.replace(tmp, out)
     return table
+
+
+def record_in(root: Path) -> Path | None:
+    """The committed record a directory is (sweeps/NAME/: a runs.csv.gz and no run dirs), else None."""
+    record = Path(root) / RECORD
+    return record if record.exists() and not run_dirs(root) else None
 
 
 def load_record(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

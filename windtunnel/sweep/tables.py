@@ -43,14 +43,14 @@ def load_tables(source, *, columns: str = "", derive=(), where=(), drop_top: int
     import pandas as pd
 
     from .. import fit
-    from ..runs import RECORD, RunStatus, load_record, load_results, load_runs, run_dirs
+    from ..runs import RunStatus, load_record, load_results, load_runs, record_in
     path = Path(source)
     options = dict(bs_unit=bs_unit, seq_len=seq_len, n_kind=n_kind)
     mapping = parse_columns(columns)
     shape = dict(derive=derive, where=where, drop_top=drop_top, drop_by=drop_by)
     if path.is_dir():
-        record = path / RECORD
-        if record.exists() and not run_dirs(path):  # a committed record (sweeps/<name>/)
+        record = record_in(path)
+        if record:  # a committed record (sweeps/<name>/)
             runs, all_points = load_record(record)
         else:
             runs, all_points = load_results(path), None
