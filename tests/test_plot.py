@@ -110,3 +110,16 @@ def test_coordinate_check_figure_flat_under_mup():
     growth = {ax.get_title(): max(line.get_ydata()[-1] / line.get_ydata()[0] for line in ax.get_lines()
                                   if line.get_label() != "logits") for ax in fig.axes}
     assert growth["muP"] < 1.6 < 3.0 < growth["SP"], growth
+
+
+def test_wsd_figure_of_one_size_gives_each_schedule_its_colour_and_label():
+    """WSD against cosine (one N, several schedules): one colour and one legend entry per run, on both panels."""
+    t = np.geomspace(1e5, 1e7, 10)
+    rows = [dict(run_dir=f"runs/wsd_vs_cosine/schedule={name}", N=6e6, tokens=x, eval_loss=3 + k * 0.1 + 30 * x ** -0.3,
+                 lr=0.01) for k, name in enumerate(("cosine", "wsd", "wsd_short")) for x in t]
+    left, right = plot.wsd_curves(pd.DataFrame(rows)).axes
+    labelled = [line for line in left.get_lines() if not line.get_label().startswith("_")]
+    assert [line.get_label() for line in labelled] == ["schedule=cosine", "schedule=wsd", "schedule=wsd_short"]
+    assert len({line.get_color() for line in labelled}) == 3
+    assert [line.get_color() for line in right.get_lines()] == [line.get_color() for line in labelled]
+    assert np.allclose(labelled[1].get_ydata(), 3.1 + 30 * t ** -0.3)

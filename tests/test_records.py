@@ -7,10 +7,10 @@ import sys
 import pytest
 
 SWEEPS = pathlib.Path(__file__).resolve().parents[1] / "sweeps"
-RECORDS = sorted(p.parent for p in SWEEPS.glob("*/fits.json"))
+RECORDS = sorted(p.parent for p in SWEEPS.glob("**/fits.json"))  # sweeps/NAME or sweeps/NAME/PART
 
 
-@pytest.mark.parametrize("record", RECORDS, ids=[p.name for p in RECORDS])
+@pytest.mark.parametrize("record", RECORDS, ids=[str(p.relative_to(SWEEPS)) for p in RECORDS])
 def test_fit_of_the_committed_runs_reproduces_the_committed_fits(record, tmp_path):
     committed = json.loads((record / "fits.json").read_text())
     laws = list(committed["fits"])
@@ -45,7 +45,8 @@ def test_the_batch_size_record_shows_the_optimum_growing_as_the_loss_falls():
     MiniCPM's 6.24 (the README's comparison of slopes)."""
     fits = json.loads((SWEEPS / "batch_size" / "fits.json").read_text())["fits"]["batch_size"]
     rows = [r for r in fits["details"]["optima"] if r["bs_opt"] and not r["flag"]]
-    for n in sorted({r["N"] for r in rows})[:2]:  # widths 128 and 256: all six batch sizes
+    assert len({r["N"] for r in rows}) == 3
+    for n in sorted({r["N"] for r in rows}):  # widths 128, 256, 384: all six batch sizes each
         mine = sorted((r for r in rows if r["N"] == n), key=lambda r: r["loss"])
         assert mine[0]["bs_opt"] > 4 * mine[-1]["bs_opt"], mine
     low, high = fits["parameters"]["b"]["interval"]
@@ -57,4 +58,34 @@ def test_runs_reads_a_record_as_its_run_dirs():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     statuses = sorted(r["status"] for r in json.loads(done.stdout))
-    assert statuses == ["completed"] * 16 + ["interrupted"]  # the README: 16 of 18 runs, one stopped by the budget
+    assert statuses == ["completed"] * 18  # the README: 18 of 18 runs
+
+
+def test_the_prediction_check_record_predicts_its_target_and_its_regret():
+    """sweeps/prediction_check: `windtunnel predict` from the committed proxy fits, at the largest proxy's best
+    final loss, gives the (LR, batch) the target was trained at; the regret read from the committed target runs is
+    the README's +0.0442 nats, with batch /2 the best point and both LR neighbours worse."""
+    import pandas as pd
+    record = SWEEPS / "prediction_check"
+    proxies = pd.read_csv(record / "batch_size" / "runs.csv.gz").groupby("run_dir").first()
+    target_loss = proxies[proxies["N"] == proxies["N"].max()]["final_eval_loss"].min()
+    assert target_loss == pytest.approx(3.733737, abs=1e-6)
+    done = subprocess.run([sys.executable, "-m", "windtunnel.cli", "predict", "--fits", str(record / "batch_size" / "fits.json"),
+                           "--fits", str(record / "lr" / "fits.json"), "--shape",
+                           "d_model=512,n_layers=8,fixed_head_dim=64,dim_model_base=256", "--tokens", "16777216",
+                           "--target-loss", repr(float(target_loss)), "--seq-len", "1024", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    numbers = {k: v["value"] for k, v in json.loads(done.stdout)["predictions"].items()}
+    runs = pd.read_csv(record / "target" / "runs.csv.gz").groupby("run_dir").first()
+    predicted = runs.loc[[d for d in runs.index if d.startswith("predicted-")][0]]
+    assert predicted["N"] / proxies["N"].max() == pytest.approx(4.0, rel=0.01)  # 4x the largest proxy
+    assert predicted["optim.lr"] == pytest.approx(numbers["lr"], rel=1e-6)
+    assert predicted["train.batch_size_tokens"] == round(numbers["batch_size_tokens"] / 1024) * 1024 == 28672
+    loss = {d.split("-")[0]: r["final_eval_loss"] for d, r in runs.iterrows()}
+    assert sorted(loss) == ["batchdiv2", "batchx2", "lrdiv2", "lrx2", "predicted"]
+    assert min(loss, key=loss.get) == "batchdiv2"
+    assert loss["predicted"] - min(loss.values()) == pytest.approx(0.0442, abs=5e-5)
+    assert min(loss["lrx2"], loss["lrdiv2"]) - loss["predicted"] > 0.09  # the README: 0.10 and 0.32 nats worse
+    summary = json.loads((record / "demo.json").read_text())
+    assert summary["prediction_regret"] == pytest.approx(loss["predicted"] - min(loss.values()), rel=1e-9)

@@ -74,6 +74,30 @@ def test_resume_equals_uninterrupted(tmp_path, finished):
             assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9), (a["step"], key)
 
 
+def test_a_checkpoint_that_lost_its_weights_restarts_the_run_and_keeps_its_first_curve(tmp_path, finished):
+    """A killed run dir brought back without *.pt (meta.json only): the next call trains it again from step 0 (the
+    same curve as an uninterrupted run) instead of failing, and keeps the first attempt's points beside it."""
+    from windtunnel.train.trainer import RESTARTED
+
+    def kill_at_fourth_eval(report):
+        if report.step >= eval_steps(60, 2048, 12)[3]:
+            raise KeyboardInterrupt
+    out = tmp_path / "copied"
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(tiny_trial(), out, callback=kill_at_fourth_eval)
+    first = runs.read_metrics(out)
+    (out / runs.CHECKPOINT / "state.pt").unlink()
+    result = run_trial(tiny_trial(), out)
+    assert result.status == "completed" and result.steps == 60
+    full = runs.read_metrics(finished[0])
+    again = runs.read_metrics(out)
+    assert [m["step"] for m in again] == [m["step"] for m in full]
+    assert [m["eval_loss"] for m in again if "eval_loss" in m] == pytest.approx(
+        [m["eval_loss"] for m in full if "eval_loss" in m], rel=1e-6)
+    kept = [json.loads(line) for line in (out / RESTARTED).read_text().splitlines()]
+    assert kept == first and 0 < kept[-1]["step"] < 60
+
+
 def test_huge_lr_diverges_and_keeps_its_curve(tmp_path):
     cfg = tiny_trial()
     cfg.optim.lr = 30.0

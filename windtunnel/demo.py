@@ -61,8 +61,8 @@ class DemoPlan:
     @classmethod
     def cuda(cls) -> "DemoPlan":
         """GPU sizes: MiniCPM's deep-and-thin shape (8 layers, head_dim 64, base 256) on the site-packages corpus,
-        the batch grid of sweeps/batch_size's record (where its U-curves lie), 16M tokens per proxy run: about 12
-        minutes on an H200 (that record's throughput), in resumable pieces."""
+        the batch grid of sweeps/batch_size's record (where its U-curves lie), 16M tokens per proxy run: 20.6
+        minutes of H200 device time in three resumed calls (sweeps/prediction_check is its record)."""
         return cls(device="cuda", widths=(128, 256), lr_widths=(128, 256), target_width=512, n_layers=8,
                    head_dim=64, base_width=256, seq_len=1024, batch_sizes=tuple(2 ** k for k in range(12, 18)),
                    bs_tokens=2 ** 24, lrs=tuple(2.0 ** k for k in range(-10, -4)), lr_batch=2 ** 15,

@@ -144,17 +144,22 @@ def wsd_curves(points: pd.DataFrame, fit: FitResult = None) -> Figure:
     pts = points[points["tokens"] > 0]
     sizes = sorted(pts["N"].dropna().unique()) if "N" in pts else [None]
     colour = {n: f"C{k}" for k, n in enumerate(sizes)}
-    for run, g in pts.groupby("run_dir", sort=True):
+    # one size and several schedules (WSD against cosine): a colour and a legend entry per run instead of per size
+    per_run = len(sizes) <= 1 and pts["run_dir"].nunique() > 1
+    for k, (run, g) in enumerate(pts.groupby("run_dir", sort=True)):
         g = g.sort_values("tokens")
         n = g["N"].iloc[0] if "N" in g else None
+        c = f"C{k % 10}" if per_run else colour.get(n, "C0")
         ev = g.dropna(subset=["eval_loss"])
         branch = "/branch" in str(run) or "decay" in str(run)
-        ax.plot(ev["tokens"], ev["eval_loss"], "-", color=colour.get(n, "C0"), lw=0.8 if branch else 1.5,
-                alpha=0.9)
+        ax.plot(ev["tokens"], ev["eval_loss"], "-", color=c, lw=0.8 if branch else 1.5, alpha=0.9,
+                label=_label(run) if per_run else None)
         if branch and len(ev):
-            ax.plot(ev["tokens"].iloc[-1], ev["eval_loss"].iloc[-1], "o", color=colour.get(n, "C0"), ms=4)
+            ax.plot(ev["tokens"].iloc[-1], ev["eval_loss"].iloc[-1], "o", color=c, ms=4)
         if "lr" in g and g["lr"].notna().any():
-            ax_lr.plot(g["tokens"], g["lr"], color=colour.get(n, "C0"), lw=0.8)
+            ax_lr.plot(g["tokens"], g["lr"], color=c, lw=0.8)
+    if per_run:
+        ax.legend(fontsize=7)
     if fit is not None and fit.law == "loss":
         d = np.geomspace(pts["tokens"].min(), pts["tokens"].max(), 60)
         scale = 1e9 if fit.form == "minicpm_loss" else 1.0  # MiniCPM's form takes N and D in billions

@@ -117,6 +117,9 @@ class Dist:
 
     def load(self, path: Path, model, opt) -> dict:
         meta = read_meta(path)
+        if not has_weights(path):
+            raise ConfigError(f"checkpoint {path} has its meta.json but not its weights ({weights_file(meta)}; e.g. "
+                              f"copied with --exclude='*.pt'): copy them too, or start without it")
         if (meta.get("format") == "dcp") != self.sharded:
             raise ConfigError(f"checkpoint {path} was written {'sharded (FSDP2)' if meta.get('format') == 'dcp' else 'whole'}"
                               f"; resume it with train.parallel={'fsdp' if meta.get('format') == 'dcp' else 'ddp or none'}")
@@ -138,6 +141,15 @@ class Dist:
         except RuntimeError as err:
             raise ConfigError(f"checkpoint {path} does not fit this model: {str(err)[:300]}") from None
         return meta
+
+
+def weights_file(meta: dict) -> str:
+    return ".metadata" if meta.get("format") == "dcp" else "state.pt"  # DCP's index of shards, or the whole state
+
+
+def has_weights(path: Path) -> bool:
+    """Whether a checkpoint dir holds its weights, not only meta.json (a run dir brought back without *.pt)."""
+    return (Path(path) / weights_file(read_meta(path))).exists()
 
 
 def read_meta(path: Path) -> dict:

@@ -7,6 +7,7 @@ Each step s (0-based) trains at lr_factor(s); a row is logged after the update a
 step 1, a multiple of train.log_every, an eval point (~eval_points log-spaced in tokens) or a branch point.
 """
 import dataclasses
+import logging
 import math
 import time
 from pathlib import Path
@@ -18,10 +19,12 @@ from .. import __version__, runs, schedule, sizing
 from ..config import ConfigError, ModelConfig, TrialConfig, to_dict
 from ..data import Corpus, epochs, eval_windows, prepare_mixture
 from .core import EvalCallback, EvalReport, device_name, diverged_message, eval_steps, is_diverged
-from .dist import Dist, read_meta
+from .dist import Dist, has_weights, read_meta
 from .engines import ModuleEngine, PackedEngine
 from .progress import Progress
 from .trackers import Trackers
+
+RESTARTED = "metrics.restarted.jsonl"  # the points of an attempt whose checkpoint lost its weights
 
 # (the stable run's config, branch step, its checkpoint, multiple of N, branch run dir) -> the branch's RunResult
 BranchRunner = Callable[[TrialConfig, int, Path, float, Path], runs.RunResult]
@@ -174,7 +177,16 @@ class Trainer:
         own = run / runs.CHECKPOINT
         path = None
         if self.engine.checkpoints:
-            path = own if (own / "meta.json").exists() else Path(cfg.train.init_from) if cfg.train.init_from else None
+            resumable = (own / "meta.json").exists()
+            if resumable and not has_weights(own):
+                # an interrupted run dir copied back without its weights: train it again from the start, keeping
+                # the curve it had logged beside the new one
+                logging.getLogger("windtunnel").warning("%s: checkpoint without weights; training from the start "
+                                                        "(its earlier points kept in %s)", run, RESTARTED)
+                if self.dist.is_main and (run / runs.METRICS).exists():
+                    (run / RESTARTED).write_bytes((run / runs.METRICS).read_bytes())
+                resumable = False
+            path = own if resumable else Path(cfg.train.init_from) if cfg.train.init_from else None
         if path is None:
             for d in self.dirs:
                 if self.dist.is_main:
