@@ -17,18 +17,40 @@ def test_the_committed_notebook_has_no_outputs():
     assert code and all(not c["outputs"] and c.get("execution_count") is None for c in code)
 
 
-def test_notebook_executes_and_prints_the_librarys_exponent(monkeypatch):
+# (batch-size record, LR record): the notebook reads each committed pair
+PAIRS = [("batch_size", "lr_transfer"), ("prediction_check/batch_size", "prediction_check/lr")]
+
+
+@pytest.mark.parametrize("record,lr_record", PAIRS, ids=[p[0] for p in PAIRS])
+def test_notebook_executes_and_prints_the_librarys_exponent(monkeypatch, record, lr_record):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     monkeypatch.setenv("WINDTUNNEL_BOOT", "50")
+    monkeypatch.setenv("WINDTUNNEL_RECORD", str(ROOT / "sweeps" / record))
+    monkeypatch.setenv("WINDTUNNEL_LR_RECORD", str(ROOT / "sweeps" / lr_record))
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
                             resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
                    if o.get("output_type") == "stream")
     printed = float(re.search(r"^b = (\S+)", text, re.M).group(1))
-    want = fit_laws(load_tables(ROOT / "sweeps" / "batch_size"), ["batch_size"], n_boot=50)[0]["batch_size"]
+    want = fit_laws(load_tables(ROOT / "sweeps" / record), ["batch_size"], n_boot=50)[0]["batch_size"]
     assert printed == pytest.approx(want.params["b"], rel=1e-5)
     figures = sum(1 for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {}))
     assert figures == 4  # loss curves, iso-loss curves, batch-size law, LR U-curves
     assert "optimum transfers across width" in text and "Prediction for w768" in text
+
+
+# every committed record's run table, as the notebook (and fit, report) load it: runs and statuses per its README
+RECORD_RUNS = {"batch_size": {"completed": 18}, "lr_transfer": {"completed": 159, "diverged": 1},
+               "prediction_check/batch_size": {"completed": 12}, "prediction_check/lr": {"completed": 24},
+               "prediction_check/target": {"completed": 5}, "wsd_vs_cosine": {"completed": 3}}
+
+
+def test_every_committed_record_loads_with_its_runs_and_statuses():
+    found = sorted(str(p.parent.relative_to(ROOT / "sweeps")) for p in (ROOT / "sweeps").glob("**/runs.csv.gz"))
+    assert found == sorted(RECORD_RUNS)
+    for name, statuses in RECORD_RUNS.items():
+        tables = load_tables(ROOT / "sweeps" / name)
+        assert tables.runs["status"].value_counts().to_dict() == statuses, name
+        assert (tables.runs["epochs"] <= 1).all(), name  # every trial within one epoch of its corpus
