@@ -190,3 +190,28 @@ def test_decay_from_reads_the_run_beside_its_checkpoint_not_the_working_director
     trial = decay_trial(tmp_path / "a" / "r" / "checkpoint", 4 * 2048, [])
     assert trial.optim.lr == 0.004 and trial.train.save_final
 
+
+
+def test_launch_overrides_set_the_corpus_and_the_readme_says_what_it_trains_on(tmp_path):
+    """A prediction carries the default (embedded) corpus: the launch README warns; overrides on the command line
+    (group choices and fields, as for train) put the proxies' corpus into trial.json and leave the rest alone."""
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps(minicpm_prediction()))
+    plain = wt("launch", "p.json", "--out", "plain", "--nnodes", "4", "--nproc-per-node", "8", "--round-batch", cwd=tmp_path)
+    assert plain.returncode == 0, plain.stderr
+    assert "WARNING: this is windtunnel's embedded demo corpus" in (tmp_path / "plain" / "README.md").read_text()
+    assert "embedded demo corpus" in plain.stderr
+    done = wt("launch", "p.json", "data=stdlib_site_bpe", "data.eval_frac=0.01", "train.seed=3", "--out", "mine",
+              "--nnodes", "4", "--nproc-per-node", "8", "--round-batch", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    mine, base = (json.loads((tmp_path / d / "trial.json").read_text()) for d in ("mine", "plain"))
+    assert (mine["data"]["source"], mine["data"]["tokenizer"], mine["data"]["bpe_vocab_size"]) == ("stdlib+site", "bpe", 8192)
+    assert mine["data"]["eval_frac"] == 0.01 and mine["train"]["seed"] == 3
+    assert {k: v for k, v in mine.items() if k != "data"} == {**{k: v for k, v in base.items() if k != "data"},
+                                                              "train": {**base["train"], "seed": 3}}
+    readme = (tmp_path / "mine" / "README.md").read_text()
+    assert "`data.source=stdlib+site`, tokenizer `bpe` (8192)" in readme and "WARNING" not in readme
+    bad = wt("launch", "p.json", "data=nope", "--out", "bad", "--nnodes", "4", "--nproc-per-node", "8",
+             "--round-batch", cwd=tmp_path)
+    assert bad.returncode == 2 and "data='nope' is not an option of the data group" in bad.stderr
+    assert not (tmp_path / "bad").exists()

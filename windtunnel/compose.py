@@ -163,15 +163,27 @@ def compose(overrides: Optional[list[str]] = None) -> TrialConfig:
     return compose_job(list(overrides or [])).trial()
 
 
+SECTION_GROUPS = ("model", "optim", "schedule", "data", "train")  # config groups that each fill one section
+
+
 def compose_record(record: dict, overrides: Optional[list[str]] = None) -> TrialConfig:
-    """A recorded trial (a run's config.json "trial", a launch's trial.json) with field overrides on top,
-    through the same grammar (lists included)."""
+    """A recorded trial (a run's config.json "trial", a launch's trial.json) with overrides on top, through the
+    same grammar (lists included). A group choice (`data=stdlib_site_bpe`) sets the fields its option sets, over
+    the recorded section (as a later entry does in Hydra's defaults list); field overrides apply last."""
+    overrides = list(overrides or [])
+    picks = [o for o in overrides if o.partition("=")[0] in SECTION_GROUPS and o.partition("=")[1]]
+    options = []
+    for pick in picks:
+        compose_config([pick])  # an unknown option fails here, with the message a sweep would give
+        group, _, option = pick.partition("=")
+        options.append(OmegaConf.to_container(_compose(f"{group}/{option}", [])))
+    overrides = [o for o in overrides if o not in picks]
     try:
-        node = OmegaConf.merge(OmegaConf.structured(TrialConfig), _literal(record))
+        node = OmegaConf.merge(OmegaConf.structured(TrialConfig), _literal(record), *options)
     except OmegaConfBaseException as err:
         raise ConfigError(f"the recorded trial does not fit windtunnel/config.py: {str(err).splitlines()[0]}") from None
     ConfigStore.instance().store(name="_record", node=node)
-    return _to_object(_compose("_record", list(overrides or []))).validate()
+    return _to_object(_compose("_record", overrides)).validate()
 
 
 def _literal(value: Any) -> Any:

@@ -84,9 +84,10 @@ def split_batch(batch_size_tokens: int, seq_len: int, world: int, max_micro: int
     return micro, per_rank // micro
 
 
-def full_scale_trial(prediction: dict, spec: LaunchSpec) -> tuple[TrialConfig, dict]:
-    """The prediction's TrialConfig made ready for its GPUs: micro-batch, parallelism, bf16, compile."""
-    trial = compose_record(prediction["trial"])
+def full_scale_trial(prediction: dict, spec: LaunchSpec, overrides: tuple = ()) -> tuple[TrialConfig, dict]:
+    """The prediction's TrialConfig, with the user's overrides (its corpus, above all), made ready for its GPUs:
+    micro-batch, parallelism, bf16, compile."""
+    trial = compose_record(prediction["trial"], list(overrides))
     t = trial.train
     seqs = t.batch_size_tokens // t.seq_len
     if spec.round_batch and seqs % spec.world:
@@ -253,6 +254,9 @@ N = {sizing.n_params(m):,} non-embedding parameters (d_model {m.d_model}, {m.n_l
 {rows}
 
 {notes}
+## Data
+{data_note(trial)}
+
 ## How the batch is split
 {rounded}{t.batch_size_tokens // t.seq_len} sequences of {t.seq_len} tokens = micro-batch {plan['micro']} x accumulation {plan['accum']} x
 world size {spec.world} ({spec.nnodes} node(s) x {spec.nproc_per_node} GPU(s)). Parallelism: {plan['parallel']} (model states
@@ -276,12 +280,27 @@ world size {spec.world} ({spec.nnodes} node(s) x {spec.nproc_per_node} GPU(s)). 
 """
 
 
+def data_note(trial: TrialConfig) -> str:
+    """What the launched run trains on; a warning when it is still the embedded demo corpus, which a prediction
+    carries by default (predict knows the laws, not the corpus they were measured on)."""
+    d = trial.data
+    text = f"`data.source={d.source}`{f' `data.path={d.path}`' if d.path else ''}, tokenizer `{d.tokenizer}`" + (
+        f" ({d.bpe_vocab_size})" if d.tokenizer == "bpe" else "")
+    if d.source == "stdlib" and not d.mixture:
+        text += (". WARNING: this is windtunnel's embedded demo corpus (a few MB). Launch on the corpus and tokenizer "
+                 "the proxies were measured on (the laws hold in its loss units): add overrides, e.g. "
+                 "`windtunnel launch p.json --out DIR data=hf data.path=ORG/NAME` or `data=text_dir data.path=/corpus`.")
+    return text
+
+
 def write_launch(prediction: dict, spec: LaunchSpec, out: Path, trial: TrialConfig | None = None,
-                 force: bool = False) -> dict:
-    """Write trial.json, launch.sh, job.sbatch, torchtitan.toml, megatron_args.txt and README.md into out."""
+                 force: bool = False, overrides: tuple = ()) -> dict:
+    """Write trial.json, launch.sh, job.sbatch, torchtitan.toml, megatron_args.txt and README.md into out.
+    overrides: Hydra overrides of the launched trial (data=..., data.path=..., train.seed=...)."""
     if trial is None:
-        trial, plan = full_scale_trial(prediction, spec)
+        trial, plan = full_scale_trial(prediction, spec, overrides)
     else:
+        trial = compose_record(to_dict(trial), list(overrides)) if overrides else trial
         plan = memory_plan(trial, spec)
         micro, accum = split_batch(trial.train.batch_size_tokens, trial.train.seq_len, spec.world, plan["max_micro"])
         trial = dataclasses.replace(trial, train=dataclasses.replace(

@@ -103,11 +103,13 @@ def cmd_predict(args) -> int:
 
 
 def cmd_launch(args) -> int:
-    from ..launch import LaunchSpec, decay_trial, write_launch
+    from ..launch import LaunchSpec, data_note, decay_trial, write_launch
     spec = LaunchSpec(nnodes=args.nnodes, nproc_per_node=args.nproc_per_node, gpu_memory_gb=args.gpu_memory_gb,
                       device=args.device, parallel=args.parallel, partition=args.partition, account=args.account,
                       time_limit=args.time, round_batch=args.round_batch, python=sys.executable)
-    prediction, trial = {}, None
+    prediction, trial, overrides = {}, None, list(args.overrides or [])
+    if args.decay_from and args.prediction and "=" in args.prediction:  # no prediction: the first word is an override
+        overrides, args.prediction = [args.prediction] + overrides, None
     if args.decay_from:
         if args.decay_tokens <= 0:
             raise ConfigError("--decay-from needs --decay-tokens (the length of the decay, in tokens)")
@@ -123,10 +125,13 @@ def cmd_launch(args) -> int:
                               f"never falls back to a default model. Make it with windtunnel predict --target NAME")
     else:
         raise ConfigError("give PREDICTION.json (from windtunnel predict --json) or --decay-from CHECKPOINT")
-    done = write_launch(prediction, spec, Path(args.out), trial=trial, force=args.force)
+    done = write_launch(prediction, spec, Path(args.out), trial=trial, force=args.force, overrides=tuple(overrides))
     plan = done["plan"]
     print(f"wrote {', '.join(done['files'])} into {args.out}: {plan['micro']} x {plan['accum']} x {spec.world} "
           f"sequences per step, {plan['parallel']}", file=sys.stderr)
+    note = data_note(done["trial"])
+    if "WARNING" in note:
+        print(f"data: {note}", file=sys.stderr)
     if not args.run:
         print(done["command"])
         return 0
@@ -246,6 +251,8 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("launch", help="write (and --run) the full-scale run of a prediction: torchrun, sbatch, exports")
     p.add_argument("prediction", nargs="?", help="prediction.json from windtunnel predict (or its --out folder)")
+    p.add_argument("overrides", nargs="*", help="overrides of the launched trial, as for train: data=hf "
+                                                "data.path=ORG/NAME (the corpus the proxies were measured on), ...")
     p.add_argument("--out", required=True, help="folder for trial.json, launch.sh, job.sbatch, exports, README.md")
     p.add_argument("--nnodes", type=int, default=1)
     p.add_argument("--nproc-per-node", type=int, default=1, help="GPUs (processes) per node")
