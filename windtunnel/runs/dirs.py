@@ -128,9 +128,9 @@ def append_metrics(run_dir: Path, row: dict) -> None:
     lock.beat(run_dir)
 
 
-def rewrite_metrics(run_dir: Path, rows: Iterable[dict]) -> None:
+def rewrite_metrics(run_dir: Path, rows: Iterable[dict], name: str = METRICS) -> None:
     """Atomically replace the metrics (a resumed run drops the lines logged after its checkpoint)."""
-    path = Path(run_dir) / METRICS
+    path = Path(run_dir) / name
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text("".join(json.dumps(_clean(r)) + "\n" for r in rows))
     os.replace(tmp, path)

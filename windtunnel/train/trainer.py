@@ -184,7 +184,7 @@ class Trainer:
                 logging.getLogger("windtunnel").warning("%s: checkpoint without weights; training from the start "
                                                         "(its earlier points kept in %s)", run, RESTARTED)
                 if self.dist.is_main and (run / runs.METRICS).exists():
-                    (run / RESTARTED).write_bytes((run / runs.METRICS).read_bytes())
+                    runs.rewrite_metrics(run, runs.read_metrics(run), name=RESTARTED)  # atomic, like every write
                 resumable = False
             path = own if resumable else Path(cfg.train.init_from) if cfg.train.init_from else None
         if path is None:
