@@ -33,6 +33,24 @@ def test_lengths_in_tokens_win_over_fractions():
     assert lr_factor(9900 + 5000, p) == pytest.approx(0.5)
 
 
+def test_warmup_in_steps_is_the_same_for_every_batch_size():
+    """schedule.warmup_steps wins over tokens and fractions: 20 steps at 4k and at 128k tokens per step, where 1%
+    of 32M tokens would give 82 and 2.6 (rounded 3) steps; the config checks it in tokens against the run."""
+    from windtunnel.compose import compose
+    from windtunnel.config import ConfigError
+    for bs, frac_steps in ((4096, 82), (131072, 3)):
+        total = 2 ** 25 // bs
+        assert plan(ScheduleConfig(kind="cosine", warmup_frac=0.01), total, bs).warmup == frac_steps
+        p = plan(ScheduleConfig(kind="cosine", warmup_frac=0.01, warmup_tokens=40960, warmup_steps=20), total, bs)
+        assert p.warmup == 20 and lr_factor(9, p) == pytest.approx(0.5) and lr_factor(19, p) == 1.0
+    cfg = compose(["model=tiny32", "schedule.warmup_steps=7", "train.batch_size_tokens=2048", "train.total_tokens=20480"])
+    assert plan(cfg.schedule, cfg.total_steps, 2048).warmup == 7
+    with pytest.raises(ConfigError, match="schedule.warmup_steps=-1 must be >= 0"):
+        compose(["model=tiny32", "schedule.warmup_steps=-1"])
+    with pytest.raises(ConfigError, match=r"schedule warmup \(22528 tokens\)"):
+        compose(["model=tiny32", "schedule.warmup_steps=11", "train.batch_size_tokens=2048", "train.total_tokens=20480"])
+
+
 @pytest.mark.parametrize("kind,mid,end", [("linear", 0.5, 0.0), ("cosine", 0.5, 0.0), ("1-sqrt", 1 - math.sqrt(0.5), 0.0)])
 def test_wsd_decay_shapes(kind, mid, end):
     p, f = factors(ScheduleConfig(kind="wsd", warmup_frac=0.0, decay_frac=0.2, decay_kind=kind))

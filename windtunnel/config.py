@@ -82,6 +82,9 @@ class ScheduleConfig:
     kind: str = "wsd"  # "wsd" (warmup-stable-decay), "cosine" (to a floor, the paper's baseline), "constant"
     warmup_frac: float = 0.01  # linear warmup length as a fraction of the run's tokens
     warmup_tokens: int = 0  # warmup length in tokens; wins over warmup_frac when > 0
+    # warmup length in optimizer steps; wins over both when > 0. A batch-size sweep wants it: a warmup in tokens
+    # gives its largest batches only a few steps (1% of 32M tokens at 128k tokens/step is 2.6 steps)
+    warmup_steps: int = 0
     decay_kind: str = "exp"  # WSD decay shape: "exp" (half-life), "linear", "cosine", "1-sqrt"
     decay_frac: float = 0.1  # WSD decay length as a fraction of the run's tokens (MiniCPM: ~10% is enough)
     decay_tokens: int = 0  # WSD decay length in tokens; wins over decay_frac when > 0
@@ -303,7 +306,8 @@ def validate(cfg: TrialConfig) -> None:
           f"schedule.min_factor={s.min_factor} must be in [0, 1], or -1 for the kind's default")
     for f in ("warmup_tokens", "decay_tokens", "half_life_tokens"):
         _need(getattr(s, f) >= 0, f"schedule.{f}={getattr(s, f)} must be >= 0 tokens")
-    warm = s.warmup_tokens or s.warmup_frac * t.total_tokens
+    _need(s.warmup_steps >= 0, f"schedule.warmup_steps={s.warmup_steps} must be >= 0 steps")
+    warm = s.warmup_steps * t.batch_size_tokens or s.warmup_tokens or s.warmup_frac * t.total_tokens
     decay = (s.decay_tokens or s.decay_frac * t.total_tokens) if s.kind == "wsd" else 0
     _need(warm + decay <= t.total_tokens,
           f"schedule warmup ({warm:.0f} tokens) + decay ({decay:.0f} tokens) exceed train.total_tokens="

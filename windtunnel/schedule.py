@@ -52,11 +52,12 @@ def half_life_tokens(cfg: ScheduleConfig, total_tokens: int) -> float:
 
 
 def plan(cfg: ScheduleConfig, total_steps: int, batch_size_tokens: int) -> SchedulePlan:
-    """Resolve lengths given as fractions of the run or in tokens (tokens win when > 0) into steps."""
+    """Resolve lengths given as fractions of the run or in tokens (tokens win when > 0) into steps; a warmup
+    may also be given in steps (wins over both)."""
     def steps(tokens: int, frac: float) -> int:
         return round(tokens / batch_size_tokens) if tokens > 0 else round(frac * total_steps)
 
-    warmup = steps(cfg.warmup_tokens, cfg.warmup_frac)
+    warmup = cfg.warmup_steps if cfg.warmup_steps > 0 else steps(cfg.warmup_tokens, cfg.warmup_frac)
     decay = steps(cfg.decay_tokens, cfg.decay_frac) if cfg.kind == "wsd" else 0
     half_life = half_life_tokens(cfg, total_steps * batch_size_tokens) / batch_size_tokens
     return SchedulePlan(kind=cfg.kind, decay_kind=cfg.decay_kind, total=total_steps, warmup=warmup,
@@ -102,7 +103,7 @@ def decay_from(cfg: TrialConfig, step: int, decay_steps: int, checkpoint: str) -
     s, t = cfg.schedule, cfg.train
     batch_size_tokens, total = t.batch_size_tokens, step + decay_steps
     warmup = plan(replace(s, decay_frac=0.0), cfg.total_steps, batch_size_tokens).warmup
-    sched = replace(s, kind="wsd", warmup_tokens=warmup * batch_size_tokens, warmup_frac=0.0,
+    sched = replace(s, kind="wsd", warmup_tokens=warmup * batch_size_tokens, warmup_frac=0.0, warmup_steps=0,
                     decay_tokens=decay_steps * batch_size_tokens,
                     half_life_tokens=round(half_life_tokens(s, total * batch_size_tokens)))
     train = replace(t, total_tokens=total * batch_size_tokens, tokens_per_param=0.0, branch_at_n=[],

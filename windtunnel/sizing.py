@@ -91,7 +91,8 @@ def resolve_tokens(cfg: TrialConfig) -> TrialConfig:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, total_tokens=steps * t.batch_size_tokens))
     if t.branch_at_n:  # every decay branch must start after the warmup (each branch keeps it)
         first = min(t.branch_at_n) * n_params(cfg.model)
-        warmup = cfg.schedule.warmup_tokens or cfg.schedule.warmup_frac * cfg.train.total_tokens
+        warmup = (cfg.schedule.warmup_steps * cfg.train.batch_size_tokens or cfg.schedule.warmup_tokens
+                  or cfg.schedule.warmup_frac * cfg.train.total_tokens)
         if warmup >= first:
             raise ConfigError(f"train.branch_at_n: the first decay branch, at {min(t.branch_at_n):g}N = {first:,.0f} "
                               f"tokens for model={cfg.model.name}, starts before the warmup ends ({warmup:,.0f} tokens); "
