@@ -98,6 +98,24 @@ def test_a_checkpoint_that_lost_its_weights_restarts_the_run_and_keeps_its_first
     assert kept == first and 0 < kept[-1]["step"] < 60
 
 
+def test_a_run_recorded_before_a_config_field_existed_is_still_skipped_and_a_set_field_is_refused(tmp_path, finished):
+    """An upgrade adds fields to config.py (schedule.warmup_steps): a run dir whose config.json lacks one is the
+    same trial while the field keeps its default (skipped, not refused); set away from it, it is another trial."""
+    import shutil
+    from windtunnel.config import ConfigError
+    out = tmp_path / "old"
+    shutil.copytree(finished[0], out)
+    config = json.loads((out / "config.json").read_text())
+    del config["trial"]["schedule"]["warmup_steps"]
+    (out / "config.json").write_text(json.dumps(config))
+    before = (out / runs.METRICS).read_text()
+    assert run_trial(tiny_trial(), out) == finished[1] and (out / runs.METRICS).read_text() == before
+    changed = tiny_trial()
+    changed.schedule.warmup_steps = 5
+    with pytest.raises(ConfigError, match="schedule.warmup_steps: None there, 5 now"):
+        run_trial(changed, out)
+
+
 def test_huge_lr_diverges_and_keeps_its_curve(tmp_path):
     cfg = tiny_trial()
     cfg.optim.lr = 30.0

@@ -150,12 +150,18 @@ def _check_packable(cfgs: list[TrialConfig]) -> None:
                           "use train.pack=1")
 
 
-def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+def _differences(old: dict, new: dict, prefix: str = "", defaults: Optional[dict] = None) -> list[str]:
+    """Fields that differ between two recorded trials. A field the old record lacks (added to config.py since
+    it was written) counts only when the new trial sets it away from its default, so an upgrade keeps resuming
+    and skipping the runs it finds."""
+    defaults = to_dict(TrialConfig()) if defaults is None else defaults
     out = []
     for key in sorted(set(old) | set(new)):
         a, b, name = old.get(key), new.get(key), f"{prefix}{key}"
         if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{name}.")
+            out += _differences(a, b, f"{name}.", defaults.get(key) or {})
+        elif key not in old and key in defaults and b == defaults[key]:
+            continue
         elif a != b and name not in IGNORED_KEYS and not (name == "model.vocab_size" and b == 0):
             out.append(f"{name}: {a!r} there, {b!r} now")
     return out
