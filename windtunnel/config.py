@@ -263,6 +263,12 @@ def safe_name(text: str) -> bool:
     return bool(text) and text[0] not in ".-" and all(c.isalnum() or c in "._+-" for c in text) and text.isascii()
 
 
+def warmup_length_tokens(s: ScheduleConfig, batch_size_tokens: int, total_tokens: int) -> float:
+    """The warmup in tokens, by the one precedence rule (steps, then tokens, then a fraction of the run);
+    schedule.plan applies the same rule in steps."""
+    return s.warmup_steps * batch_size_tokens or s.warmup_tokens or s.warmup_frac * total_tokens
+
+
 def validate(cfg: TrialConfig) -> None:
     """Raise ConfigError naming the field and the fix; called before any compute starts."""
     m, o, s, d, t = cfg.model, cfg.optim, cfg.schedule, cfg.data, cfg.train
@@ -307,7 +313,7 @@ def validate(cfg: TrialConfig) -> None:
     for f in ("warmup_tokens", "decay_tokens", "half_life_tokens"):
         _need(getattr(s, f) >= 0, f"schedule.{f}={getattr(s, f)} must be >= 0 tokens")
     _need(s.warmup_steps >= 0, f"schedule.warmup_steps={s.warmup_steps} must be >= 0 steps")
-    warm = s.warmup_steps * t.batch_size_tokens or s.warmup_tokens or s.warmup_frac * t.total_tokens
+    warm = warmup_length_tokens(s, t.batch_size_tokens, t.total_tokens)
     decay = (s.decay_tokens or s.decay_frac * t.total_tokens) if s.kind == "wsd" else 0
     _need(warm + decay <= t.total_tokens,
           f"schedule warmup ({warm:.0f} tokens) + decay ({decay:.0f} tokens) exceed train.total_tokens="

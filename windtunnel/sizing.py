@@ -5,7 +5,7 @@ attention/FFN matrix and every RMSNorm gain, without the (tied) token embedding.
 """
 import dataclasses
 
-from .config import ConfigError, ModelConfig, TrialConfig
+from .config import ConfigError, ModelConfig, TrialConfig, warmup_length_tokens
 
 # MiniCPM Table 8 (wind-tunnel shapes: head_dim 64, d_ff = 2.5 d) and Table 2 (final models), see
 # shared/docs/minicpm.md sections 2.1 and 5. Tiny CPU sizes use head_dim 32 and a base width of 64 so
@@ -91,8 +91,7 @@ def resolve_tokens(cfg: TrialConfig) -> TrialConfig:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, total_tokens=steps * t.batch_size_tokens))
     if t.branch_at_n:  # every decay branch must start after the warmup (each branch keeps it)
         first = min(t.branch_at_n) * n_params(cfg.model)
-        warmup = (cfg.schedule.warmup_steps * cfg.train.batch_size_tokens or cfg.schedule.warmup_tokens
-                  or cfg.schedule.warmup_frac * cfg.train.total_tokens)
+        warmup = warmup_length_tokens(cfg.schedule, cfg.train.batch_size_tokens, cfg.train.total_tokens)
         if warmup >= first:
             raise ConfigError(f"train.branch_at_n: the first decay branch, at {min(t.branch_at_n):g}N = {first:,.0f} "
                               f"tokens for model={cfg.model.name}, starts before the warmup ends ({warmup:,.0f} tokens); "
