@@ -123,3 +123,7 @@ def test_wsd_figure_of_one_size_gives_each_schedule_its_colour_and_label():
     assert len({line.get_color() for line in labelled}) == 3
     assert [line.get_color() for line in right.get_lines()] == [line.get_color() for line in labelled]
     assert np.allclose(labelled[1].get_ydata(), 3.1 + 30 * t ** -0.3)
+    # the schedules part late: linear tokens, the loss axis spanning the second half's losses (3.0-3.2 + the tail)
+    late = [3 + k * 0.1 + 30 * x ** -0.3 for k in range(3) for x in t if x >= t[-1] / 2]
+    low, high = left.get_ylim()
+    assert left.get_xscale() == "linear" and low < min(late) < min(late) + 0.01 and max(late) < high < max(late) + 0.05

@@ -169,6 +169,12 @@ def wsd_curves(points: pd.DataFrame, fit: FitResult = None) -> Figure:
                 ax.plot(d, loss, "--", color=colour[n], label=f"fit N = {n:.3g}")
         ax.legend(fontsize=7)
     ax.set(xscale="log", xlabel="tokens", ylabel="held-out loss", title="WSD runs, branch ends o")
+    if per_run:  # schedules differ only late (where their LRs part): linear tokens, y zoomed on the second half
+        late = pts.dropna(subset=["eval_loss"])
+        late = late[late["tokens"] >= late["tokens"].max() / 2]["eval_loss"]
+        pad = 0.05 * (late.max() - late.min()) + 1e-9
+        ax.set(xscale="linear", ylim=(late.min() - pad, late.max() + pad),
+               title="schedules at equal tokens (second half)")
     ax_lr.set(xlabel="tokens", ylabel="learning rate", title="LR schedules")
     return fig
 

@@ -42,7 +42,8 @@ def record_in(root: Path) -> Path | None:
 def load_record(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per run, one row per logged point) from a record written by export_record."""
     points = pd.read_csv(path, compression="gzip", low_memory=False)
-    for col in points.columns[points.dtypes == object]:  # lists (train.branch_at_n) were written as text
+    # lists (train.branch_at_n) were written as text; pandas 3 reads text as its "str" dtype, pandas 2 as object
+    for col in [c for c in points.columns if pd.api.types.is_string_dtype(points[c]) or points[c].dtype == object]:
         if points[col].astype(str).str.startswith("[").any():
             points[col] = [json.loads(v) if isinstance(v, str) and v.startswith("[") else v for v in points[col]]
     results = points.groupby("run_dir", sort=True).last().reset_index()  # run-level columns repeat on every row
