@@ -18,14 +18,15 @@ def test_fit_of_the_committed_runs_reproduces_the_committed_fits(record, tmp_pat
     for law in laws:
         out = tmp_path / f"{law}.json"
         # --allow-degenerate: a record may commit a fit its data cannot identify (with the diagnostics that say so)
+        form = ["--form", committed["fits"][law]["form"].removesuffix("_loss")] if law == "loss" else []
         done = subprocess.run([sys.executable, "-m", "windtunnel.cli", "fit", str(record), "--law",
-                               law.replace("_", "-"), "--out", str(out), "--allow-degenerate",
-                               *(["--form", committed["fits"][law]["form"].removesuffix("_loss")] if law == "loss" else [])],
+                               law.replace("_", "-"), "--out", str(out), "--allow-degenerate", *form],
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
         fresh = json.loads(out.read_text())["fits"][law]
         want = committed["fits"][law]
-        assert (fresh["n_points"], fresh["form"], fresh["diagnostics"]) == (want["n_points"], want["form"], want["diagnostics"])
+        for key in ("n_points", "form", "diagnostics"):  # e.g. a stable WSD run fitted as a point shows in n_points
+            assert fresh[key] == want[key], key
         for name, p in want["parameters"].items():
             assert fresh["parameters"][name]["value"] == pytest.approx(p["value"], rel=1e-9), name
             assert fresh["parameters"][name]["interval"] == pytest.approx(p["interval"], rel=1e-9), name
