@@ -127,3 +127,18 @@ def test_wsd_figure_of_one_size_gives_each_schedule_its_colour_and_label():
     late = [3 + k * 0.1 + 30 * x ** -0.3 for k in range(3) for x in t if x >= t[-1] / 2]
     low, high = left.get_ylim()
     assert left.get_xscale() == "linear" and min(late) - 0.05 < low < min(late) and max(late) < high < max(late) + 0.05
+
+
+def test_loss_curve_labels_leave_out_the_overrides_every_run_shares():
+    """12 runs that all say optim.lr=0.004: the legend names what differs (width and batch), which fits in the
+    label's 48 characters; a value with commas inside brackets stays one override."""
+    runs = [f"gpu_runs/bs/model.d_model={w},optim.lr=0.004,train.batch_size_tokens={b},train.branch_at_n=[2,4]"
+            for w in (128, 256) for b in (4096, 131072)]
+    rows = [dict(run_dir=r, tokens=t, eval_loss=3.0, train_loss=3.1) for r in runs for t in (1e5, 1e6)]
+    labels = sorted(line.get_label() for line in plot.loss_curves(pd.DataFrame(rows)).axes[0].get_lines()
+                    if not line.get_label().startswith("_"))
+    assert labels == ["model.d_model=128,train.batch_size_tokens=131072", "model.d_model=128,train.batch_size_tokens=4096",
+                      "model.d_model=256,train.batch_size_tokens=131072", "model.d_model=256,train.batch_size_tokens=4096"]
+    one = [dict(run_dir="runs/x/model.d_model=64,train.branch_at_n=[1,2]", tokens=1e5, eval_loss=3.0)]
+    assert [line.get_label() for line in plot.loss_curves(pd.DataFrame(one)).axes[0].get_lines()] == \
+        ["model.d_model=64,train.branch_at_n=[1,2]"]

@@ -5,6 +5,7 @@ Every function takes a table of runs or points (windtunnel's own columns: `windt
 state: safe in tests, sweeps and notebooks; `fig.savefig(path)` writes it).
 """
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -23,9 +24,14 @@ def _figure(n_panels: int, width: float = 5.0, height: float = 4.0):
     return fig, [fig.add_subplot(1, n_panels, i + 1) for i in range(n_panels)]
 
 
-def _label(run: str) -> str:
-    """A run dir's name without its sweep path: the overrides that make it differ."""
-    return str(run).rstrip("/").split("/")[-1][:48]
+def _labels(runs) -> dict:
+    """run -> its label: the run dir's name without its sweep path (the overrides that make it differ), the
+    overrides shared by every run left out (optim.lr=0.004 on each of 12 runs says
+    nothing and pushes what differs past the label's 48 characters). Overrides split at commas before key=."""
+    names = {run: str(run).rstrip("/").split("/")[-1] for run in runs}
+    parts = {run: re.split(r",(?=[\w.+~]+=)", name) for run, name in names.items()}
+    shared = set.intersection(*(set(p) for p in parts.values())) if len(parts) > 1 else set()
+    return {run: (",".join(x for x in p if x not in shared) or names[run])[:48] for run, p in parts.items()}
 
 
 def loss_curves(points: pd.DataFrame, runs=None, title: str = "loss curves") -> Figure:
@@ -37,6 +43,7 @@ def loss_curves(points: pd.DataFrame, runs=None, title: str = "loss curves") -> 
         pts = pts[pts["run_dir"].isin(set(runs))]
     n_runs = pts["run_dir"].nunique()
     palette = colormaps["tab20" if n_runs > 10 else "tab10"]
+    labels = _labels(pts["run_dir"].unique())
     for k, (run, g) in enumerate(pts.groupby("run_dir", sort=True)):
         g = g.sort_values("tokens")
         colour = palette(k % palette.N)  # distinct up to 20 runs
@@ -44,7 +51,7 @@ def loss_curves(points: pd.DataFrame, runs=None, title: str = "loss curves") -> 
             tr = g.dropna(subset=["train_loss"])
             ax.plot(tr["tokens"], tr["train_loss"], color=colour, alpha=0.3, lw=1)
         ev = g.dropna(subset=["eval_loss"])
-        ax.plot(ev["tokens"], ev["eval_loss"], "o-", color=colour, ms=3, lw=1.2, label=_label(run))
+        ax.plot(ev["tokens"], ev["eval_loss"], "o-", color=colour, ms=3, lw=1.2, label=labels[run])
     ax.set(xscale="log", xlabel="tokens", ylabel="loss (nats/token): held-out o, train faint", title=title)
     if ax.get_legend_handles_labels()[0] and len(ax.lines) <= 40:
         ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes, not over the curves
@@ -146,6 +153,7 @@ def wsd_curves(points: pd.DataFrame, fit: FitResult = None) -> Figure:
     colour = {n: f"C{k}" for k, n in enumerate(sizes)}
     # one size and several schedules (WSD against cosine): a colour and a legend entry per run instead of per size
     per_run = len(sizes) <= 1 and pts["run_dir"].nunique() > 1
+    labels = _labels(pts["run_dir"].unique())
     for k, (run, g) in enumerate(pts.groupby("run_dir", sort=True)):
         g = g.sort_values("tokens")
         n = g["N"].iloc[0] if "N" in g else None
@@ -153,7 +161,7 @@ def wsd_curves(points: pd.DataFrame, fit: FitResult = None) -> Figure:
         ev = g.dropna(subset=["eval_loss"])
         branch = "/branch" in str(run) or "decay" in str(run)
         ax.plot(ev["tokens"], ev["eval_loss"], "-", color=c, lw=0.8 if branch else 1.5, alpha=0.9,
-                label=_label(run) if per_run else None)
+                label=labels[run] if per_run else None)
         if branch and len(ev):
             ax.plot(ev["tokens"].iloc[-1], ev["eval_loss"].iloc[-1], "o", color=c, ms=4)
         if "lr" in g and g["lr"].notna().any():
