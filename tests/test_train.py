@@ -42,6 +42,22 @@ def test_eval_points_are_log_spaced_in_tokens():
     assert max(ratios) <= 1000 ** (1 / 29) + 1.0  # geometric spacing up to integer rounding
 
 
+def test_a_wsd_decay_gets_evenly_spaced_evals_of_its_own(tmp_path):
+    """train.decay_eval_points: 4 evals evenly spaced over a decay of the last 10 of 60 steps (52, 55, 58, 60:
+    linspace(50, 60, 5)[1:] rounded) where the log spacing alone puts only the end; none without a decay."""
+    assert eval_steps(60, 2048, 12) == eval_steps(60, 2048, 12, 0, 4) == eval_steps(60, 2048, 12, 60, 4)
+    base = eval_steps(60, 2048, 12)
+    assert [s for s in base if s > 42] == [60]
+    assert sorted(set(base) | {52, 55, 58, 60}) == eval_steps(60, 2048, 12, 50, 4)
+    cfg = tiny_trial(decay_eval_points=4)
+    cfg.schedule.kind, cfg.schedule.decay_frac = "wsd", 10 / 60
+    result = run_trial(cfg, tmp_path / "wsd")
+    assert result.status == "completed", result
+    evals = [m["step"] for m in runs.read_metrics(tmp_path / "wsd") if "eval_loss" in m]
+    assert [s for s in evals if s > 42] == [52, 55, 58, 60]
+    assert result.decayed_eval_loss == result.final_eval_loss
+
+
 def test_completed_run_is_skipped(finished):
     out, result = finished
     before = (out / runs.METRICS).read_text()

@@ -136,6 +136,8 @@ class TrainConfig:
     log_every: int = 10  # steps between logged train-loss points (each log syncs the device once)
     eval_points: int = 30  # held-out evals, log-spaced in tokens over the run (the batch-size law needs them)
     eval_tokens: int = 16384  # held-out tokens per eval
+    decay_eval_points: int = 0  # more held-out evals, evenly spaced over a WSD decay (the log-spaced ones see a
+    #                             decay of the last 10% at 2-3 points); each decay branch gets its own
     checkpoint_every: int = 0  # steps between checkpoints; 0 = at every eval point
     diverge_factor: float = 3.0  # a train loss above this multiple of the first loss (or NaN) = diverged
     overfit_margin: float = 0.02  # held-out loss ending more than this fraction above its best while the train
@@ -345,6 +347,7 @@ def validate(cfg: TrialConfig) -> None:
     for f in ("seq_len", "batch_size_tokens", "log_every", "eval_points", "eval_tokens"):
         _need(getattr(t, f) > 0, f"train.{f}={getattr(t, f)} must be a positive integer")
     _need(t.micro_batch_size >= 0, f"train.micro_batch_size={t.micro_batch_size} must be >= 0 (0 = automatic)")
+    _need(t.decay_eval_points >= 0, f"train.decay_eval_points={t.decay_eval_points} must be >= 0 (0 = none)")
     _need(t.seq_len <= m.max_seq_len, f"train.seq_len={t.seq_len} exceeds model.max_seq_len={m.max_seq_len}")
     cfg.accum_per_rank(1)
     _need(0 <= t.seed < 2 ** 63, f"train.seed={t.seed} must be a non-negative integer")

@@ -43,11 +43,16 @@ def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
-def eval_steps(total_steps: int, batch_tokens: int, n_points: int) -> list[int]:
+def eval_steps(total_steps: int, batch_tokens: int, n_points: int, decay_start: int = 0,
+               decay_points: int = 0) -> list[int]:
     """Steps (counted after the update) at ~n_points log-spaced token counts from one batch to the end,
-    plus step 0 (the initial loss). Dense early, where the loss falls fastest."""
+    plus step 0 (the initial loss). Dense early, where the loss falls fastest. With decay_points > 0 and a
+    decay from step decay_start (< total_steps) to the end: that many more, evenly spaced in it (its last one
+    the end), where the log spacing leaves a short WSD decay with two or three."""
     tokens = np.geomspace(batch_tokens, total_steps * batch_tokens, max(min(n_points, total_steps), 2))
     steps = {0, total_steps} | {min(total_steps, max(1, math.ceil(t / batch_tokens - 1e-9))) for t in tokens}
+    if decay_points > 0 and 0 < decay_start < total_steps:
+        steps |= {round(s) for s in np.linspace(decay_start, total_steps, decay_points + 1)[1:]}
     return sorted(steps)
 
 

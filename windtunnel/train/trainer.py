@@ -61,7 +61,8 @@ class Trainer:
         stable = dataclasses.replace(cfg.schedule, decay_frac=0.0) if self.branches else cfg.schedule
         self.plan = schedule.plan(stable, self.total, self.batch_size_tokens)
         self.decays = not self.branches and self.plan.decays
-        self.eval_at = set(eval_steps(self.total, self.batch_size_tokens, t.eval_points))
+        self.eval_at = set(eval_steps(self.total, self.batch_size_tokens, t.eval_points,
+                                      self.plan.decay_start if self.decays else 0, t.decay_eval_points))
         self.branch_losses: dict[int, Optional[float]] = {}  # branch step -> final held-out loss of that branch
 
     # ------------------------------------------------------------------------- the loop
