@@ -25,9 +25,9 @@ def _figure(n_panels: int, width: float = 5.0, height: float = 4.0):
 
 
 def _labels(runs) -> dict:
-    """run -> its label: the run dir's name without its sweep path (the overrides that make it differ), the
-    overrides shared by every run left out (optim.lr=0.004 on each of 12 runs says
-    nothing and pushes what differs past the label's 48 characters). Overrides split at commas before key=."""
+    """run -> its label: the run dir's name without its sweep path (the overrides that make it differ), less
+    the overrides every run shares (optim.lr=0.004 on each of 12 runs says nothing and pushes what differs past
+    the label's 48 characters). Overrides are split at the commas before a key=."""
     names = {run: str(run).rstrip("/").split("/")[-1] for run in runs}
     parts = {run: re.split(r",(?=[\w.+~]+=)", name) for run, name in names.items()}
     shared = set.intersection(*(set(p) for p in parts.values())) if len(parts) > 1 else set()

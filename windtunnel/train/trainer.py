@@ -4,7 +4,8 @@ callbacks), K > 1 a pack (train/engines.py PackedEngine). Set-up, the step, held
 checkpoints and the divergence rule live here once; rank 0 writes.
 
 Each step s (0-based) trains at lr_factor(s); a row is logged after the update at step s + 1 when it is
-step 1, a multiple of train.log_every, an eval point (~eval_points log-spaced in tokens) or a branch point.
+step 1, a multiple of train.log_every, an eval point (~eval_points log-spaced in tokens, plus
+train.decay_eval_points spread over a WSD decay) or a branch point.
 """
 import dataclasses
 import logging
