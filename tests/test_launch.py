@@ -204,6 +204,7 @@ def test_launch_overrides_set_the_corpus_and_the_readme_says_what_it_trains_on(t
     done = wt("launch", "p.json", "data=stdlib_site_bpe", "data.eval_frac=0.01", "train.seed=3", "--out", "mine",
               "--nnodes", "4", "--nproc-per-node", "8", "--round-batch", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+    assert "embedded demo corpus" not in done.stderr
     mine, base = (json.loads((tmp_path / d / "trial.json").read_text()) for d in ("mine", "plain"))
     assert (mine["data"]["source"], mine["data"]["tokenizer"], mine["data"]["bpe_vocab_size"]) == ("stdlib+site", "bpe", 8192)
     assert mine["data"]["eval_frac"] == 0.01 and mine["train"]["seed"] == 3

@@ -96,16 +96,16 @@ def test_the_prediction_check_record_predicts_its_target_and_its_regret():
     assert summary["prediction_regret"] == pytest.approx(loss["predicted"] - min(loss.values()), rel=1e-9)
 
 
-def _final_losses(path):
+def _runs(path):
+    """One row per run of a committed runs table (run-level columns repeat on every logged point)."""
     import pandas as pd
-    runs = pd.read_csv(path).groupby("run_dir").first()
-    return runs
+    return pd.read_csv(path).groupby("run_dir").first()
 
 
 def test_the_wsd_record_at_the_mup_lr_shows_minicpms_ordering():
     """sweeps/wsd_vs_cosine/lr0.004 (the README's answer): at this shape's muP LR, WSD with a 10% decay beats cosine
     at equal tokens, a 20% decay beats it too, and a 2% decay falls short of cosine."""
-    runs = _final_losses(SWEEPS / "wsd_vs_cosine" / "lr0.004" / "runs.csv.gz")
+    runs = _runs(SWEEPS / "wsd_vs_cosine" / "lr0.004" / "runs.csv.gz")
     loss = {d.split("schedule=")[-1]: r["final_eval_loss"] for d, r in runs.iterrows()}
     assert sorted(loss) == ["cosine", "wsd", "wsd_long", "wsd_short"]
     assert (runs["optim.lr"] == 0.004).all() and runs["tokens"].nunique() == 1  # equal tokens, one LR
@@ -117,7 +117,7 @@ def test_the_wsd_branch_record_fits_branch_ends_only_and_flags_its_floor():
     """sweeps/wsd_data_model: the loss law is fitted on the 20 decay-branch ends (4 sizes x 5 branches), never on
     the 4 stable runs' constant-LR ends, and the record says the irreducible loss is not identified."""
     fit = json.loads((SWEEPS / "wsd_data_model" / "fits.json").read_text())["fits"]["loss"]
-    runs = _final_losses(SWEEPS / "wsd_data_model" / "runs.csv.gz")
+    runs = _runs(SWEEPS / "wsd_data_model" / "runs.csv.gz")
     assert len(runs) == 24 and runs["branch_of"].notna().sum() == 20
     assert fit["n_points"] == 20 and fit["form"] == "minicpm_loss"
     assert any("L0" in d and "bound" in d for d in fit["diagnostics"])

@@ -280,13 +280,18 @@ world size {spec.world} ({spec.nnodes} node(s) x {spec.nproc_per_node} GPU(s)). 
 """
 
 
+def on_demo_corpus(trial: TrialConfig) -> bool:
+    """Whether the trial still trains on the embedded demo corpus, which a prediction carries by default
+    (predict knows the laws, not the corpus they were measured on)."""
+    return trial.data.source == "stdlib" and not trial.data.mixture
+
+
 def data_note(trial: TrialConfig) -> str:
-    """What the launched run trains on; a warning when it is still the embedded demo corpus, which a prediction
-    carries by default (predict knows the laws, not the corpus they were measured on)."""
+    """What the launched run trains on; a warning when it is the embedded demo corpus (on_demo_corpus)."""
     d = trial.data
     text = f"`data.source={d.source}`{f' `data.path={d.path}`' if d.path else ''}, tokenizer `{d.tokenizer}`" + (
         f" ({d.bpe_vocab_size})" if d.tokenizer == "bpe" else "")
-    if d.source == "stdlib" and not d.mixture:
+    if on_demo_corpus(trial):
         text += (". WARNING: this is windtunnel's embedded demo corpus (a few MB). Launch on the corpus and tokenizer "
                  "the proxies were measured on (the laws hold in its loss units): add overrides, e.g. "
                  "`windtunnel launch p.json --out DIR data=hf data.path=ORG/NAME` or `data=text_dir data.path=/corpus`.")

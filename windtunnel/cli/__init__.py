@@ -103,7 +103,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_launch(args) -> int:
-    from ..launch import LaunchSpec, data_note, decay_trial, write_launch
+    from ..launch import LaunchSpec, data_note, decay_trial, on_demo_corpus, write_launch
     spec = LaunchSpec(nnodes=args.nnodes, nproc_per_node=args.nproc_per_node, gpu_memory_gb=args.gpu_memory_gb,
                       device=args.device, parallel=args.parallel, partition=args.partition, account=args.account,
                       time_limit=args.time, round_batch=args.round_batch, python=sys.executable)
@@ -129,9 +129,8 @@ def cmd_launch(args) -> int:
     plan = done["plan"]
     print(f"wrote {', '.join(done['files'])} into {args.out}: {plan['micro']} x {plan['accum']} x {spec.world} "
           f"sequences per step, {plan['parallel']}", file=sys.stderr)
-    note = data_note(done["trial"])
-    if "WARNING" in note:
-        print(f"data: {note}", file=sys.stderr)
+    if on_demo_corpus(done["trial"]):
+        print(f"data: {data_note(done['trial'])}", file=sys.stderr)
     if not args.run:
         print(done["command"])
         return 0
