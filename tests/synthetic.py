@@ -21,21 +21,26 @@ def tokens_needed(bs, L, E, A=250.0, beta=0.3, k=0.1):
     return d_star * np.exp(k * np.log(bs / (A_BS / L ** B_BS)) ** 2)
 
 
-def batch_size_runs(noise=0.002, seed=0, n_evals=30, l_init=10.0) -> pd.DataFrame:
-    """One row per held-out eval of 18 runs (3 sizes x 6 batch sizes), canonical columns."""
+def batch_size_runs(noise=0.002, seed=0, n_evals=30, l_init=10.0, steps=None, first_eval=None) -> pd.DataFrame:
+    """One row per held-out eval of 18 runs (3 sizes x 6 batch sizes), canonical columns. Each run trains
+    its size's token budget, or `steps` optimizer steps (then a larger batch sees more tokens) if given; evals
+    are log-spaced from one step, or from `first_eval` of the run's tokens (a sparse eval schedule)."""
     rng = np.random.default_rng(seed)
     rows = []
     for n, E, budget, grid in SIZES:
+        levels = np.linspace(E + 1e-3, l_init, 20000)  # ascending loss
         for mult in grid:
             bs = mult * 4096
-            levels = np.linspace(E + 1e-3, l_init, 20000)  # loss grid, descending tokens as loss rises
-            # first time a loss is reached: tokens must not rise with the loss (monotone from the right)
-            need = np.maximum.accumulate(tokens_needed(bs, levels, E)[::-1])[::-1]
-            need, first = np.unique(need, return_index=True)
+            # tokens to first reach each loss: a run passes every higher loss first, so the need of a loss is
+            # the largest need of any loss above it (non-increasing in the loss)
+            reach = np.maximum.accumulate(tokens_needed(bs, levels, E)[::-1])[::-1]
+            total = budget if steps is None else steps * bs
             run = f"N{n:.0e}-bs{bs}"
             rows.append({"run": run, "N": n, "bs": bs, "tokens": 0.0, "loss": l_init})
-            for t in np.geomspace(bs, budget, n_evals):
-                loss = float(np.interp(np.log(t), np.log(need), levels[first]))
+            for t in np.geomspace(bs if first_eval is None else first_eval * total, total, n_evals):
+                # the lowest loss reached by t tokens (levels above the grid: still at the initial loss)
+                i = np.searchsorted(-reach, -t)
+                loss = float(levels[i]) if i < len(levels) else l_init
                 rows.append({"run": run, "N": n, "bs": bs, "tokens": t,
-                             "loss": min(loss, l_init) * math.exp(noise * rng.standard_normal())})
+                             "loss": loss * math.exp(noise * rng.standard_normal())})
     return pd.DataFrame(rows)

@@ -111,6 +111,53 @@ def test_censoring_keeps_more_levels_and_finds_their_optimum_better(opt_index, s
     print(f"levels kept {kept}, RMSE of log bs_opt {rmse}")
 
 
+def test_a_level_passed_before_the_first_eval_is_an_upper_bound():
+    """A run already below a level at its first eval needed fewer tokens than that eval: an upper bound. Counted
+    as never reached (a lower bound at its budget, as the fitter did before), it bends a noise-free parabola."""
+    bs = np.array([1, 2, 4, 8, 16, 32], dtype=float) * 1024
+    x, x_star = np.log(bs), np.log(6 * 1024)
+    truth = np.exp(18 + 0.3 * (x - x_star) ** 2)
+    reach = truth.copy()[:, None]
+    reach[5, 0] = np.nan  # the largest batch's first eval came after 2x its need, and it was below the level
+    first, budget = 2 * truth, 40 * truth
+    early = np.array([[False]] * 5 + [[True]])
+    bounded = _size_optima(bs, reach, np.array([3.0]), 0, budget, True, first, early)[0]
+    as_never = _size_optima(bs, reach, np.array([3.0]), 0, budget, True)[0]
+    assert bounded["censored_early"] == 1 and bounded["censored_upper"] == [True]
+    assert bounded["bs_opt"] == pytest.approx(6 * 1024, rel=1e-9)  # the bound holds at the truth: inactive
+    assert as_never["censored_early"] == 0 and abs(np.log(as_never["bs_opt"] / (6 * 1024))) > 0.3
+
+
+def test_sparse_evals_recover_the_batch_size_law_within_its_intervals(monkeypatch):
+    """Runs of a fixed number of steps (a larger batch sees more tokens) that evaluate from 10% of their tokens on:
+    the large batches are already below the higher loss levels at their first eval, the small ones never reach
+    the lower levels. With both kinds of unmeasured points censored on the right side the fitter recovers
+    MiniCPM's a and b within their intervals (noise-free: to 0.2%); counting the first kind as never reached
+    (what it did before) biases b by 0.4 with an interval 6 wide; dropping both happens to be unbiased here."""
+    from synthetic import A_BS, B_BS, batch_size_runs
+
+    from windtunnel.fit import batch as batch_fit
+    runs = batch_size_runs(noise=0.0, steps=2000, first_eval=0.1)
+    fits = {"censored": batch_fit.batch_size_law(runs, n_boot=100), "dropped": batch_fit.batch_size_law(
+        runs, n_boot=100, censor=False)}
+    monkeypatch.setattr(batch_fit, "_first_eval", lambda tokens, loss: (float("nan"), float("nan")))
+    fits["first-eval points as never reached"] = batch_fit.batch_size_law(runs, n_boot=100)
+    for name, res in fits.items():
+        print(f"{name}: a = {res.params['a']:.4g} {np.round(res.intervals['a'], -6)}, b = {res.params['b']:.4f} "
+              f"{np.round(res.intervals['b'], 3)}, {res.n_points} levels")
+    good, wrong = fits["censored"], fits["first-eval points as never reached"]
+    assert any("below the level at the run's first eval" in d for d in good.diagnostics)
+    assert good.params["b"] == pytest.approx(B_BS, rel=0.002) and good.params["a"] == pytest.approx(A_BS, rel=0.01)
+    for sym, true in (("a", A_BS), ("b", B_BS)):
+        assert good.intervals[sym][0] <= true <= good.intervals[sym][1]
+    assert np.ptp(good.intervals["b"]) < 0.2
+    assert abs(wrong.params["b"] - B_BS) > 0.3 and np.ptp(wrong.intervals["b"]) > 3
+    # with eval noise (0.2% of the loss per eval) the intervals still cover the truth
+    noisy = batch_fit.batch_size_law(batch_size_runs(steps=2000, first_eval=0.1), n_boot=200)
+    assert noisy.intervals["a"][0] <= A_BS <= noisy.intervals["a"][1]
+    assert noisy.intervals["b"][0] <= B_BS <= noisy.intervals["b"][1]
+
+
 def test_no_input_ends_in_a_traceback(tmp_path):
     table = need(DATA / "steplaw" / "dense_lr_bs_loss.csv")
     out = subprocess.run([sys.executable, "-m", "windtunnel.cli", "fit", str(table), "--law", "batch-size",

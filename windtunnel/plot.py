@@ -60,8 +60,8 @@ def loss_curves(points: pd.DataFrame, runs=None, title: str = "loss curves") -> 
 
 def batch_size_curves(fit: FitResult) -> Figure:
     """MiniCPM Fig. 4: per model size, tokens to reach each loss level (y, log) against batch size (x, log),
-    one colour per level; the iso-loss parabola of each level and the minima joined (black). Censored runs (the
-    level not reached within their budget) are open triangles at the budget."""
+    one colour per level; the iso-loss parabola of each level and the minima joined (black). Censored runs are
+    open triangles: up at the budget (the level not reached), down at the first eval (already below it there)."""
     rows = fit.details["optima"]
     sizes = sorted({r["N"] for r in rows})
     fig, axes = _figure(len(sizes), 4.5, 4)
@@ -73,8 +73,12 @@ def batch_size_curves(fit: FitResult) -> Figure:
         for r in mine:
             colour = cmap((r["loss"] - min(levels)) / max(np.ptp(levels), 1e-9))
             ax.plot(r["bs"], r["reach"], "o", color=colour, ms=4, label=f"L={r['loss']:.3g}")
-            if r.get("censored_bs"):
-                ax.plot(r["censored_bs"], r["censored_at"], "^", mfc="none", color=colour, ms=5)
+            for upper, marker in ((False, "^"), (True, "v")):  # never reached: need > budget; passed by the first eval
+                pick = [k for k, u in enumerate(r.get("censored_upper") or [False] * len(r.get("censored_bs", [])))
+                        if u == upper]
+                if pick:
+                    ax.plot([r["censored_bs"][k] for k in pick], [r["censored_at"][k] for k in pick], marker,
+                            mfc="none", color=colour, ms=5)
             xs = np.log(r["bs"] + r.get("censored_bs", []))
             grid = np.linspace(xs.min(), xs.max(), 50)
             ax.plot(np.exp(grid), np.exp(np.polyval(r["coef"], grid)), "-", color=colour, lw=1)

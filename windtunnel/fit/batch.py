@@ -37,6 +37,15 @@ def tokens_to_reach(tokens: np.ndarray, loss: np.ndarray, level: float) -> float
     return float(math.exp(x[i - 1] + w * (x[i] - x[i - 1])))
 
 
+def _first_eval(tokens: np.ndarray, loss: np.ndarray) -> tuple[float, float]:
+    """(tokens, loss) of a run's first held-out eval after step 0 (the lowest loss if it was logged twice)."""
+    keep = (tokens > 0) & np.isfinite(loss)
+    if not keep.any():
+        return float("nan"), float("nan")
+    t = tokens[keep].min()
+    return float(t), float(loss[keep][tokens[keep] == t].min())
+
+
 def _levels(curves: dict, n_levels: int, early_frac: float) -> np.ndarray:
     """Loss levels from the 4th-lowest best loss (4 runs reach it) up to the median loss of the runs after
     `early_frac` of their tokens (earlier than that a run is still in its initial transient).
@@ -49,31 +58,43 @@ def _levels(curves: dict, n_levels: int, early_frac: float) -> np.ndarray:
 
 
 def _size_optima(bs: np.ndarray, reach: np.ndarray, levels: np.ndarray, min_steps: float,
-                 budget: np.ndarray = None, censor: bool = True) -> list[dict]:
+                 budget: np.ndarray = None, censor: bool = True, first: np.ndarray = None,
+                 early: np.ndarray = None) -> list[dict]:
     """Per loss level: the parabola in (log bs, log tokens) through the runs' tokens to reach it, and its
-    minimum. bs: (runs,), reach: (runs, levels) tokens to reach each level (NaN: never reached), budget:
-    (runs,) tokens each run trained. A run that never reached a level needed more than its whole run: with
-    `censor`, its point is a lower bound (censored regression: the parabola is refitted with each violated
-    bound raised to the curve until none is violated) instead of being dropped, which would bias the optimum
-    towards the batch sizes that did reach it. A point counts only after min_steps optimizer steps (before
-    that a run is in warmup). Levels that fewer than 3 batch sizes reach are skipped."""
+    minimum. bs: (runs,), reach: (runs, levels) tokens to reach each level (NaN: not measured), budget:
+    (runs,) tokens each run trained, first: (runs,) tokens at each run's first eval, early: (runs, levels)
+    True where a run was already below the level at its first eval. A run that never reached a level needed
+    more than its whole run; one already below it at its first eval needed fewer tokens than that eval. With
+    `censor`, such a point is a bound (censored regression: the parabola is refitted with each violated bound
+    moved to the curve until none is violated) instead of being dropped, which would bias the optimum towards
+    the batch sizes that were measured. A point counts only after min_steps optimizer steps (before that a
+    run is in warmup). Levels that fewer than 3 batch sizes reach are skipped."""
     out = []
+    never = ~np.isfinite(reach)  # (runs, levels) not measured: never reached, or below it at the first eval
+    early = np.zeros_like(never) if early is None or first is None else early & never
+    never &= ~early
+    # a first eval inside warmup bounds nothing we trust, as a point reached there counts for nothing
+    early &= (first >= min_steps * bs)[:, None] if first is not None else False
     for j, level in enumerate(levels):
         ok = np.isfinite(reach[:, j]) & (reach[:, j] >= min_steps * bs)
         if len(set(bs[ok])) < 3:
             out.append({"loss": float(level), "bs_opt": None, "n_runs": int(ok.sum()), "censored": 0,
                         "flag": "reached by fewer than 3 batch sizes"})
             continue
-        cen = ~np.isfinite(reach[:, j]) & censor & (budget is not None)
+        cen = censor & ((never[:, j] & (budget is not None)) | early[:, j])
         x_ok, y_ok = np.log(bs[ok]), np.log(reach[ok, j])
         c2, c1, c0 = np.polyfit(x_ok, y_ok, 2)
         if cen.any():
-            # least squares with the censored points as lower bounds: minimise the reached points' squared
-            # residuals plus max(0, bound - curve)^2, by alternately raising each bound to the curve and refitting
-            x_cen, bound = np.log(bs[cen]), np.log(budget[cen])
+            # least squares with the censored points as bounds: minimise the reached points' squared residuals
+            # plus each violated bound's squared distance to the curve, by alternately moving each bound to the
+            # curve and refitting. Never reached: need > budget (lower bound); below the level at the first
+            # eval: need < that eval's tokens (upper bound)
+            x_cen = np.log(bs[cen])
+            low = np.where(early[cen, j], -np.inf, np.log(budget[cen]) if budget is not None else 0.0)
+            high = np.where(early[cen, j], np.log(first[cen]) if first is not None else 0.0, np.inf)
             x = np.concatenate([x_ok, x_cen])
             for _ in range(200):
-                y_cen = np.maximum(bound, np.polyval([c2, c1, c0], x_cen))
+                y_cen = np.clip(np.polyval([c2, c1, c0], x_cen), low, high)
                 new = np.polyfit(x, np.concatenate([y_ok, y_cen]), 2)
                 converged = np.allclose(new, [c2, c1, c0], rtol=1e-10, atol=1e-12)
                 c2, c1, c0 = new
@@ -82,15 +103,19 @@ def _size_optima(bs: np.ndarray, reach: np.ndarray, levels: np.ndarray, min_step
         else:
             x = x_ok
         # the level's points and parabola, for the iso-loss figure (plot.batch_size_curves)
-        row = {"loss": float(level), "n_runs": int(ok.sum()), "censored": int(cen.sum()), "coef": [c2, c1, c0],
+        row = {"loss": float(level), "n_runs": int(ok.sum()), "censored": int(cen.sum()),
+               "censored_early": int((cen & early[:, j]).sum()), "coef": [c2, c1, c0],
                "bs": bs[ok].tolist(), "reach": reach[ok, j].tolist(),
-               "censored_bs": bs[cen].tolist(), "censored_at": [] if budget is None else budget[cen].tolist()}
+               "censored_bs": bs[cen].tolist(),
+               "censored_at": [float(first[i] if early[i, j] else budget[i]) for i in np.flatnonzero(cen)],
+               "censored_upper": early[cen, j].tolist()}  # True: an upper bound (below the level at the first eval)
         if c2 <= 0:
             out.append({**row, "bs_opt": None, "flag": "no minimum (parabola opens down)"})
             continue
         x_star = -c1 / (2 * c2)
         edge = not (x.min() < x_star < x.max())
-        out.append({**row, "bs_opt": float(math.exp(x_star)),
+        # an all-but-flat parabola puts its minimum anywhere (exp would overflow); off the grid is all it says
+        out.append({**row, "bs_opt": float(math.exp(np.clip(x_star, x.min() - 20, x.max() + 20))),
                     "flag": "optimum at the edge of the swept grid" if edge else None})
     return out
 
@@ -135,7 +160,9 @@ def _batch_size_law(df: pd.DataFrame, *, n_levels: int, early_frac: float, min_s
         bs = np.array([c[0] for c in curves.values()], dtype=float)
         reach = np.array([[tokens_to_reach(t, l, lv) for lv in levels] for _, t, l in curves.values()])
         budget = np.array([np.nanmax(t) for _, t, _ in curves.values()], dtype=float)
-        sizes[n] = (bs, reach.reshape(len(bs), len(levels)), levels, budget)
+        first = np.array([_first_eval(t, l) for _, t, l in curves.values()], dtype=float).reshape(-1, 2)
+        early = first[:, 1:] <= levels[None, :]  # (runs, levels): below the level at the first eval already
+        sizes[n] = (bs, reach.reshape(len(bs), len(levels)), levels, budget, first[:, 0], early)
     if not sizes:
         raise NotFittable("no model size has runs at 3 or more batch sizes; the batch-size law needs a sweep of "
                           ">= 3 (MiniCPM: 6) batch sizes per size")
@@ -144,8 +171,9 @@ def _batch_size_law(df: pd.DataFrame, *, n_levels: int, early_frac: float, min_s
                           f"the batch-size law needs 2 or more sizes (MiniCPM used 3)")
 
     def optima(pick: dict) -> list[dict]:
-        return [{"N": float(n), **o} for n, (bs, reach, levels, budget) in sizes.items()
-                for o in _size_optima(bs[pick[n]], reach[pick[n]], levels, min_steps, budget[pick[n]], censor)]
+        return [{"N": float(n), **o} for n, (bs, reach, levels, budget, first, early) in sizes.items()
+                for o in _size_optima(bs[pick[n]], reach[pick[n]], levels, min_steps, budget[pick[n]], censor,
+                                      first[pick[n]], early[pick[n]])]
 
     rows = optima({n: np.arange(len(v[0])) for n, v in sizes.items()})
     a, b = _power_fit(rows)
@@ -160,8 +188,12 @@ def _batch_size_law(df: pd.DataFrame, *, n_levels: int, early_frac: float, min_s
     for flag in sorted({r["flag"] for r in rows if r["flag"]}):
         diagnostics.append(f"{sum(1 for r in rows if r['flag'] == flag)} of {len(rows)} loss levels left out: {flag}")
     if censor and any(r.get("censored") for r in rows):
-        diagnostics.append(f"{sum(r.get('censored', 0) for r in rows)} (run, level) points never reached, counted "
-                           f"as needing more than their run's tokens (censored)")
+        early = sum(r.get("censored_early", 0) for r in rows)
+        diagnostics.append(f"{sum(r.get('censored', 0) for r in rows) - early} (run, level) points never reached, "
+                           f"counted as needing more than their run's tokens (censored)")
+        if early:
+            diagnostics.append(f"{early} (run, level) points already below the level at the run's first eval, "
+                               f"counted as needing fewer tokens than that eval (censored)")
     b_low, b_high = _interval(draws[:, 1])
     if b_low is not None and b_low <= 0 <= b_high:
         diagnostics.append(f"b's interval [{b_low:.3g}, {b_high:.3g}] includes 0: these runs show no clear change of "
