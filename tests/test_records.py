@@ -125,15 +125,16 @@ def test_the_wsd_branch_record_fits_branch_ends_only_and_flags_its_floor():
     assert 0.2 < low < fit["parameters"]["beta"]["value"] < high < 0.3
 
 
-def test_the_batch_size_record_at_the_mup_lr_is_partial_and_not_identified():
-    """sweeps/batch_size/lr0.004: 12 runs of 18 (width 384 not run), b's interval includes 0, and at both widths
-    the optimum at the mid levels (L 4.0-4.5) is more than twice that at the high ones (L > 4.75, the grid's edge
-    left out)."""
+def test_the_batch_size_record_at_the_mup_lr_grows_slower_than_at_lr_001():
+    """sweeps/batch_size/lr0.004 (18 runs, 3 widths): b's interval excludes 0 and lies wholly below the lr 0.01
+    record's, and at every width the optimum at the mid levels (L 4.0-4.5) is more than twice that at the high
+    ones (L > 4.75, the grid's edge left out)."""
     fits = json.loads((SWEEPS / "batch_size" / "lr0.004" / "fits.json").read_text())["fits"]["batch_size"]
+    at_001 = json.loads((SWEEPS / "batch_size" / "fits.json").read_text())["fits"]["batch_size"]
     low, high = fits["parameters"]["b"]["interval"]
-    assert low < 0 < fits["parameters"]["b"]["value"] < high
+    assert 0 < low < fits["parameters"]["b"]["value"] < high < at_001["parameters"]["b"]["interval"][0]
     rows = [r for r in fits["details"]["optima"] if r["bs_opt"] and not r["flag"]]
-    assert len({r["N"] for r in rows}) == 2
+    assert len({r["N"] for r in rows}) == 3
     for n in {r["N"] for r in rows}:
         mid = [r["bs_opt"] for r in rows if r["N"] == n and 4.0 < r["loss"] < 4.5]
         top = [r["bs_opt"] for r in rows if r["N"] == n and r["loss"] > 4.75]
