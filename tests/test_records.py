@@ -139,3 +139,31 @@ def test_the_batch_size_record_at_the_mup_lr_grows_slower_than_at_lr_001():
         mid = [r["bs_opt"] for r in rows if r["N"] == n and 4.0 < r["loss"] < 4.5]
         top = [r["bs_opt"] for r in rows if r["N"] == n and r["loss"] > 4.75]
         assert mid and top and min(mid) > 2 * max(top), (mid, top)
+
+
+def test_a_second_seed_of_width_384_at_the_mup_lr_moves_b_inside_its_interval(tmp_path):
+    """sweeps/batch_size/lr0.004/width384_seed1.csv.gz (the README's seed check): width 384's six runs again with
+    train.seed=1. Final losses move by up to 0.18 nats (batch 4k), the 4k run stays the worst small batch of the
+    three widths, and the law refitted with seed 1 in place of seed 0 keeps b inside the committed interval."""
+    import pandas as pd
+    here = SWEEPS / "batch_size" / "lr0.004"
+    seed0, seed1 = _runs(here / "runs.csv.gz"), _runs(here / "width384_seed1.csv.gz")
+    assert len(seed1) == 6 and set(seed1["train.seed"]) == {1} and set(seed1["status"]) == {"completed"}
+    final = {s: t[t["N"] == t["N"].max()].set_index("train.batch_size_tokens")["final_eval_loss"]
+             for s, t in ((0, seed0), (1, seed1))}
+    moved = (final[1] - final[0]).abs()
+    assert moved.idxmax() == 4096 and 0.17 < moved.max() < 0.18, moved
+    at_4k = seed0[seed0["train.batch_size_tokens"] == 4096].set_index("N")["final_eval_loss"]
+    assert final[1][4096] > at_4k.drop(at_4k.index.max()).max() + 0.1  # not the seed alone
+    # the law with seed 1's width 384 in place of seed 0's: one table, as `windtunnel fit` reads a record
+    points = pd.read_csv(here / "runs.csv.gz")
+    swapped = pd.concat([points[points["N"] != points["N"].max()], pd.read_csv(here / "width384_seed1.csv.gz")])
+    (tmp_path / "swap").mkdir()
+    swapped.to_csv(tmp_path / "swap" / "runs.csv.gz", index=False, compression="gzip")
+    done = subprocess.run([sys.executable, "-m", "windtunnel.cli", "fit", str(tmp_path / "swap"), "--law",
+                           "batch-size", "--json"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    b = json.loads(done.stdout)["fits"]["batch_size"]["parameters"]["b"]
+    committed = json.loads((here / "fits.json").read_text())["fits"]["batch_size"]["parameters"]["b"]
+    assert committed["interval"][0] < b["value"] < committed["interval"][1]
+    assert abs(b["value"] - committed["value"]) < 0.05
