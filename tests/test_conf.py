@@ -68,6 +68,9 @@ def test_grid_jobs_are_checked_before_any_training():
                                           r"at 2N = 47,424 tokens for model=tiny32, starts before the warmup ends"):
         preflight(["sweep=wsd_data_model_cpu", "schedule.warmup_tokens=65536"])
     assert preflight(["sweep=batch_size_cpu"]) == 12
+    assert preflight(["sweep=batch_size_cpu", "train.batch_size_tokens=512"]) == 2  # the command line narrows a swept key
+    with pytest.raises(ConfigError, match=r"give the key itself: train.batch_size_tokens=\.\.\."):
+        preflight(["sweep=batch_size_cpu", "hydra.sweeper.params.train.batch_size_tokens=512"])
 
 
 def test_unknown_model_names_the_override():

@@ -112,6 +112,10 @@ def hydra_error(err: Exception, overrides: list[str]) -> str:
 
 def unknown_key(key: str) -> str:
     """The message for a key that is not a field: the known fields of the section it names."""
+    swept = key.removeprefix("hydra.sweeper.params.")
+    if swept != key:  # a dotted key under params is a nested node to OmegaConf, not the flat key a sweep file holds
+        return (f"{key!r}: to narrow or change a key the sweep file sweeps, give the key itself: {swept}=... (a key "
+                f"given twice keeps the command line's values)")
     cls, parts = SweepJobConfig, key.split(".")
     for i, part in enumerate(parts[:-1]):
         fields = {f.name: f.type for f in dataclasses.fields(cls)}
