@@ -113,6 +113,18 @@ def test_the_wsd_record_at_the_mup_lr_shows_minicpms_ordering():
     assert loss["wsd_long"] < loss["wsd"] < loss["cosine"] < loss["wsd_short"]
 
 
+def test_the_wsd_record_at_lr_001_orders_the_decays_but_loses_to_cosine():
+    """sweeps/wsd_vs_cosine (top level, lr 0.01): the longer the decay the better (20% < 10% < 2%), and every WSD
+    run ends 0.56-0.90 nats above cosine (the stable phase stalls at this LR)."""
+    runs = _runs(SWEEPS / "wsd_vs_cosine" / "runs.csv.gz")
+    loss = {d.split("schedule=")[-1]: r["final_eval_loss"] for d, r in runs.iterrows()}
+    assert sorted(loss) == ["cosine", "wsd", "wsd_long", "wsd_short"] and set(runs["status"]) == {"completed"}
+    assert (runs["optim.lr"] == 0.01).all() and runs["tokens"].nunique() == 1
+    assert loss["cosine"] < loss["wsd_long"] < loss["wsd"] < loss["wsd_short"]
+    gaps = sorted(loss[k] - loss["cosine"] for k in ("wsd_long", "wsd", "wsd_short"))
+    assert gaps[0] == pytest.approx(0.561, abs=5e-3) and gaps[-1] == pytest.approx(0.900, abs=5e-3)
+
+
 def test_the_wsd_branch_record_fits_branch_ends_only_and_flags_its_floor():
     """sweeps/wsd_data_model: the loss law is fitted on the 20 decay-branch ends (4 sizes x 5 branches), never on
     the 4 stable runs' constant-LR ends, and the record says the irreducible loss is not identified."""
