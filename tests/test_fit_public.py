@@ -158,6 +158,20 @@ def test_sparse_evals_recover_the_batch_size_law_within_its_intervals(monkeypatc
     assert noisy.intervals["b"][0] <= B_BS <= noisy.intervals["b"][1]
 
 
+def test_runs_without_curves_are_not_read_as_curves():
+    """MiniCPM's method reads the tokens to reach a loss off each run's held-out curve: runs that log 3 evals each
+    (or Step Law's final losses) get a fit whose diagnostics say it is not identified and name the law for them."""
+    from synthetic import batch_size_runs
+
+    from windtunnel.fit import batch_size_law, unidentified
+    runs = batch_size_runs()
+    assert runs.groupby("run").size().min() == 31  # the full curves: no such diagnostic
+    assert not any("held-out evals each" in d for d in batch_size_law(runs, n_boot=20).diagnostics)
+    sparse = runs.groupby("run").tail(3)
+    res = batch_size_law(sparse, n_boot=20)
+    assert any("median of 3 held-out evals each" in d and "batch-size-data" in d for d in unidentified(res))
+
+
 def test_no_input_ends_in_a_traceback(tmp_path):
     table = need(DATA / "steplaw" / "dense_lr_bs_loss.csv")
     out = subprocess.run([sys.executable, "-m", "windtunnel.cli", "fit", str(table), "--law", "batch-size",

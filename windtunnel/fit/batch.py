@@ -185,6 +185,11 @@ def _batch_size_law(df: pd.DataFrame, *, n_levels: int, early_frac: float, min_s
     draws = np.array([_power_fit(optima({n: rng.integers(0, len(v[0]), len(v[0])) for n, v in sizes.items()}))
                       for _ in range(n_boot)]).reshape(-1, 2)
     diagnostics = list(dropped)
+    evals = float(df.groupby("run").size().median())
+    if evals < 5:  # the tokens to reach a level are read off each run's curve; one final point is not a curve
+        diagnostics.append(f"the runs log a median of {evals:g} held-out evals each, too few to read the tokens to "
+                           f"reach a loss off a curve: not identified by MiniCPM's method; for a table of final "
+                           f"losses use --law batch-size-data (Step Law's bs* = c D^b)")
     for flag in sorted({r["flag"] for r in rows if r["flag"]}):
         diagnostics.append(f"{sum(1 for r in rows if r['flag'] == flag)} of {len(rows)} loss levels left out: {flag}")
     if censor and any(r.get("censored") for r in rows):
