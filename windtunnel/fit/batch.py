@@ -193,11 +193,11 @@ def _batch_size_law(df: pd.DataFrame, *, n_levels: int, early_frac: float, min_s
     for flag in sorted({r["flag"] for r in rows if r["flag"]}):
         diagnostics.append(f"{sum(1 for r in rows if r['flag'] == flag)} of {len(rows)} loss levels left out: {flag}")
     if censor and any(r.get("censored") for r in rows):
-        early = sum(r.get("censored_early", 0) for r in rows)
-        diagnostics.append(f"{sum(r.get('censored', 0) for r in rows) - early} (run, level) points never reached, "
+        n_early = sum(r.get("censored_early", 0) for r in rows)
+        diagnostics.append(f"{sum(r.get('censored', 0) for r in rows) - n_early} (run, level) points never reached, "
                            f"counted as needing more than their run's tokens (censored)")
-        if early:
-            diagnostics.append(f"{early} (run, level) points already below the level at the run's first eval, "
+        if n_early:
+            diagnostics.append(f"{n_early} (run, level) points already below the level at the run's first eval, "
                                f"counted as needing fewer tokens than that eval (censored)")
     b_low, b_high = _interval(draws[:, 1])
     if b_low is not None and b_low <= 0 <= b_high:
