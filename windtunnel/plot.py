@@ -73,9 +73,9 @@ def batch_size_curves(fit: FitResult) -> Figure:
         for r in mine:
             colour = cmap((r["loss"] - min(levels)) / max(np.ptp(levels), 1e-9))
             ax.plot(r["bs"], r["reach"], "o", color=colour, ms=4, label=f"L={r['loss']:.3g}")
+            upper_bound = r.get("censored_upper") or [False] * len(r.get("censored_bs", []))
             for upper, marker in ((False, "^"), (True, "v")):  # never reached: need > budget; passed by the first eval
-                pick = [k for k, u in enumerate(r.get("censored_upper") or [False] * len(r.get("censored_bs", [])))
-                        if u == upper]
+                pick = [k for k, u in enumerate(upper_bound) if u == upper]
                 if pick:
                     ax.plot([r["censored_bs"][k] for k in pick], [r["censored_at"][k] for k in pick], marker,
                             mfc="none", color=colour, ms=5)
