@@ -197,7 +197,7 @@ def _early_rise(path) -> dict:
 
 def test_a_warmup_in_steps_removes_the_early_rise_and_keeps_b():
     """sweeps/batch_size/warmup20 (the lr 0.01 record again with a 20-step warmup at every batch instead of 1% of
-    the tokens): the held-out loss no longer rises early (0.25-0.70 nats in five of the 1% record's 32k-128k runs,
+    the tokens): the held-out loss no longer rises early (0.25-0.70 nats in six of the 1% record's 32k-128k runs,
     at most 0.1 in any run now), every 128k run ends 0.18-0.40 nats lower, the per-level optima grow (median 1.3x)
     and b stays inside the 1% record's interval. Seed check: width 384's 16k and 32k again with train.seed=1; the
     0.45-nat gap between them holds, so the jump in the final losses is not one seed's luck."""
