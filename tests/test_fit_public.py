@@ -300,3 +300,22 @@ def test_the_fit_table_prints_each_exponents_leave_one_out_change(tmp_path, caps
         assert f"{c['lr_star']:.4g}  [{c['interval'][0]:.4g}, {c['interval'][1]:.4g}]" in row
         assert c["interval"][0] <= c["lr_star"] <= c["interval"][1]
     assert any(x.strip().startswith("sp: optimum moves with width") for x in printed)
+
+
+def test_the_batch_size_fit_shows_the_dropped_fit_beside_the_censored_one():
+    """With censored points, the fit also reports what dropping them gives (on the same bootstrap resamples), in its
+    details and one diagnostic line: the same numbers as fitting with censor=False (which has no such line)."""
+    from synthetic import batch_size_runs
+
+    from windtunnel.fit import batch_size_law
+    runs = batch_size_runs(noise=0.0, steps=2000, first_eval=0.1)  # points of both kinds are censored here
+    res, plain = batch_size_law(runs, n_boot=50), batch_size_law(runs, n_boot=50, censor=False)
+    shown = res.details["uncensored"]
+    for sym in ("a", "b"):
+        assert shown[sym] == pytest.approx(plain.params[sym], rel=1e-12)
+        assert shown["intervals"][sym] == pytest.approx(plain.intervals[sym], rel=1e-12)
+    lo, hi = plain.intervals["b"]
+    assert [d for d in res.diagnostics if d.startswith("dropping the censored")] == [
+        f"dropping the censored points instead (each read as a missing point) gives b = {plain.params['b']:.3g} "
+        f"[{lo:.3g}, {hi:.3g}]"]
+    assert "uncensored" not in plain.details and not any("dropping" in d for d in plain.diagnostics)

@@ -170,20 +170,26 @@ def _batch_size_law(df: pd.DataFrame, *, n_levels: int, early_frac: float, min_s
         raise NotFittable(f"one model size only (N={next(iter(sizes)):.3g}): b would rest on the loss range of one sweep; "
                           f"the batch-size law needs 2 or more sizes (MiniCPM used 3)")
 
-    def optima(pick: dict) -> list[dict]:
+    def optima(pick: dict, censored: bool = censor) -> list[dict]:
         return [{"N": float(n), **o} for n, (bs, reach, levels, budget, first, early) in sizes.items()
-                for o in _size_optima(bs[pick[n]], reach[pick[n]], levels, min_steps, budget[pick[n]], censor,
+                for o in _size_optima(bs[pick[n]], reach[pick[n]], levels, min_steps, budget[pick[n]], censored,
                                       first[pick[n]], early[pick[n]])]
 
-    rows = optima({n: np.arange(len(v[0])) for n, v in sizes.items()})
+    everyone = {n: np.arange(len(v[0])) for n, v in sizes.items()}
+    rows = optima(everyone)
     a, b = _power_fit(rows)
     good = [r for r in rows if r["bs_opt"] and not r["flag"]]
     if not np.isfinite(a):
         raise NotFittable(f"only {len(good)} loss level(s) have an interior batch-size optimum (need 3 across a "
                           f"range of losses); widen the batch-size grid around the optimum or train longer")
     rng = np.random.default_rng(seed)
-    draws = np.array([_power_fit(optima({n: rng.integers(0, len(v[0]), len(v[0])) for n, v in sizes.items()}))
-                      for _ in range(n_boot)]).reshape(-1, 2)
+    picks = [{n: rng.integers(0, len(v[0]), len(v[0])) for n, v in sizes.items()} for _ in range(n_boot)]
+    draws = np.array([_power_fit(optima(pick)) for pick in picks]).reshape(-1, 2)
+    has_censored = censor and any(r.get("censored") for r in rows)
+    if has_censored:  # beside it, the same fit with the censored points dropped, on the same resamples
+        uncensored_draws = np.array([_power_fit(optima(pick, False)) for pick in picks]).reshape(-1, 2)
+        uncensored = dict(zip(("a", "b"), _power_fit(optima(everyone, False))))
+        uncensored["intervals"] = {"a": _interval(uncensored_draws[:, 0]), "b": _interval(uncensored_draws[:, 1])}
     diagnostics = list(dropped)
     evals = float(df.groupby("run").size().median())
     if evals < 5:  # the tokens to reach a level are read off each run's curve; one final point is not a curve
@@ -192,13 +198,20 @@ def _batch_size_law(df: pd.DataFrame, *, n_levels: int, early_frac: float, min_s
                            f"losses use --law batch-size-data (Step Law's bs* = c D^b)")
     for flag in sorted({r["flag"] for r in rows if r["flag"]}):
         diagnostics.append(f"{sum(1 for r in rows if r['flag'] == flag)} of {len(rows)} loss levels left out: {flag}")
-    if censor and any(r.get("censored") for r in rows):
+    if has_censored:
         n_early = sum(r.get("censored_early", 0) for r in rows)
-        diagnostics.append(f"{sum(r.get('censored', 0) for r in rows) - n_early} (run, level) points never reached, "
-                           f"counted as needing more than their run's tokens (censored)")
+        n_never = sum(r.get("censored", 0) for r in rows) - n_early
+        if n_never:
+            diagnostics.append(f"{n_never} (run, level) points never reached, counted as needing more than their "
+                               f"run's tokens (censored)")
         if n_early:
             diagnostics.append(f"{n_early} (run, level) points already below the level at the run's first eval, "
                                f"counted as needing fewer tokens than that eval (censored)")
+        lo, hi = uncensored["intervals"]["b"]
+        diagnostics.append(f"dropping the censored points instead (each read as a missing point) "
+                           f"gives b = {uncensored['b']:.3g} [{lo:.3g}, {hi:.3g}]"
+                           if np.isfinite(uncensored["b"]) and lo is not None else
+                           "dropping the censored points instead leaves too few loss levels to fit")
     b_low, b_high = _interval(draws[:, 1])
     if b_low is not None and b_low <= 0 <= b_high:
         diagnostics.append(f"b's interval [{b_low:.3g}, {b_high:.3g}] includes 0: these runs show no clear change of "
@@ -210,7 +223,8 @@ def _batch_size_law(df: pd.DataFrame, *, n_levels: int, early_frac: float, min_s
                      intervals={"a": _interval(draws[:, 0]), "b": _interval(draws[:, 1])},
                      units={"x": "loss (as logged, nats/token)", "y": "batch size in tokens", **(units or {})},
                      n_points=len(good), diagnostics=diagnostics,
-                     details={"optima": rows, "sizes": [float(n) for n in sizes], "leave_one_out": loo},
+                     details={"optima": rows, "sizes": [float(n) for n in sizes], "leave_one_out": loo,
+                              **({"uncensored": uncensored} if has_censored else {})},
                      samples=[{"a": x, "b": y} for x, y in draws if np.isfinite(x)])
 
 
