@@ -147,7 +147,8 @@ def _batch_size_law(df: pd.DataFrame, *, n_levels: int, early_frac: float, min_s
     bs, tokens, loss: one row per held-out eval). Per size and loss level, the tokens each run needed to
     reach the level; a parabola in log-log through them; its minimum is that level's optimal batch size.
     Then log bs_opt = log a - b log L over all sizes. Intervals: bootstrap over runs within each size.
-    Optima at the edge of the swept grid are reported and left out of the fit."""
+    Optima at the edge of the swept grid are reported and left out of the fit. Where points are censored, the
+    same fit with them dropped is reported beside it (details['uncensored'] and a diagnostic)."""
     _need(df, ("run", "N", "bs", "tokens", "loss"), "batch-size")
     df, dropped = drop_overfit(df.dropna(subset=["tokens", "loss"]))  # train-only log rows carry no held-out loss
     sizes = {}  # N -> (bs per run, reach matrix (runs, levels), levels)
