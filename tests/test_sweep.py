@@ -42,6 +42,22 @@ def test_batch_size_grid_through_the_cli_then_resume(tmp_path):
     assert sorted(r["train.batch_size_tokens"] for r in listed) == [512, 1024, 2048]
 
 
+def test_a_grid_with_decay_branches_runs_again_without_retraining(tmp_path):
+    """A run dir records its trial with the tokens resolved (the last decay branch sets train.total_tokens); the
+    sweep's check of existing run dirs compared the unresolved trial and refused every run dir of a finished
+    or killed sweep with branches as 'a different trial' (train.total_tokens: 24,576 there, 32,768 now)."""
+    grid = ["-m", *TINY, "schedule=wsd", "schedule.warmup_frac=0", "schedule.warmup_tokens=2048",
+            "train.branch_at_n=[0.5,1.0]", "train.batch_size_tokens=2048", "optim.lr=0.01,0.02"]
+    wt("sweep", *grid, cwd=tmp_path)
+    trunks = [d for d in runs.run_dirs(tmp_path / "runs" / "adhoc") if "decay_" not in d.name]
+    assert len(trunks) == 2
+    assert [runs.read_json(d / runs.CONFIG)["trial"]["train"]["total_tokens"] for d in trunks] == [12 * 2048] * 2
+    stamps = {d: (d / runs.RESULT).stat().st_mtime_ns for d in runs.run_dirs(tmp_path / "runs" / "adhoc")}
+    out = wt("sweep", *grid, cwd=tmp_path, check=False)
+    assert out.returncode == 0 and "holds a different trial" not in out.stderr, out.stderr[-2000:]
+    assert {d: (d / runs.RESULT).stat().st_mtime_ns for d in runs.run_dirs(tmp_path / "runs" / "adhoc")} == stamps
+
+
 def test_a_sweep_with_failed_jobs_exits_nonzero_after_its_summary(tmp_path):
     out = wt("sweep", "-m", *TINY, "optim.lr=0.01,0.02", "train.init_from=/nonexistent/x.pt", cwd=tmp_path, check=False)
     assert out.returncode == 1

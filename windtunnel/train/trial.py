@@ -169,10 +169,11 @@ def _differences(old: dict, new: dict, prefix: str = "", defaults: Optional[dict
 
 def finished_result(cfg: TrialConfig, run: Path) -> Optional[RunResult]:
     """The result of run dir `run` when it holds this trial, finished (and train.skip_completed), else None.
-    Raises ConfigError when it holds a different trial: logged runs are never overwritten."""
+    Raises ConfigError when it holds a different trial: logged runs are never overwritten. The run dir records
+    the trial with its tokens resolved (tokens_per_param, decay branches), so `cfg` is compared resolved too."""
     existing = runs.read_json(run / runs.CONFIG) if (run / runs.CONFIG).exists() else None
     if existing and "trial" in existing:
-        diff = _differences(existing["trial"], to_dict(cfg))
+        diff = _differences(existing["trial"], to_dict(sizing.resolve_tokens(cfg)))
         if diff:
             raise ConfigError(f"run directory {run} holds a different trial ({'; '.join(diff[:3])}); "
                               f"use another directory: logged runs are never overwritten")
