@@ -59,6 +59,12 @@ def test_unknown_keys_and_missing_options_are_one_line_errors(tmp_path):
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "not in the ladder" in out.stderr
     out = wt("sweep", "-m", "hydra/launcher=submitit_nowhere", "model=tiny32", check=False)  # a typo: the options
     assert out.returncode == 2 and "is not an option of the hydra group" in out.stderr
+    # a setting of one sweeper under another: Hydra's first line ends in ':' and the reason is on the next
+    out = wt("sweep", "-m", "sweep=lr_search", "hydra/sweeper=windtunnel_grid", "optim.lr=0.001,0.002", check=False)
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and out.stderr.strip().endswith(
+        "while composing config: Key 'sampler' not in 'WindtunnelGridSweeperConf' (full_key: hydra.sweeper.sampler)")
+    out = wt("sweep", "-m", "model=tiny32,tiny64", "--cfg", "job", check=False)  # Hydra: a bare ValueError
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "-m and --cfg do not go together" in out.stderr
     import shutil
     if shutil.which("srun") is None:
         out = wt("sweep", "-m", "launcher=slurm", "model=tiny32", check=False)

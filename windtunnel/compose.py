@@ -89,7 +89,10 @@ def _compose(name: str, overrides: list[str], hydra_node: bool = False) -> DictC
 def hydra_error(err: Exception, overrides: list[str]) -> str:
     """One readable message from a Hydra/OmegaConf error: what was wrong, in which override, and the fix."""
     text = str(err).strip()
-    first = text.splitlines()[0] if text else type(err).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = lines[0] if lines else type(err).__name__
+    if first.endswith(":") and len(lines) > 1:  # "... raised while composing config:": the reason is below
+        first = f"{first} {lines[1]}" + "".join(f" ({line})" for line in lines[2:] if line.startswith("full_key:"))
     missing_group = re.search(r"Could not find '(\w+)/([^']+)'", text)
     if missing_group:
         group, option = missing_group.groups()

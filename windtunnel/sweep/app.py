@@ -65,12 +65,6 @@ def app(cfg: DictConfig) -> float:
     return _value(result, out)
 
 
-
-
-
-
-
-
 def _value(result, out: Path) -> float:
     """The value to compare trials on: the loss after a decay when there is one (a WSD run's end, or its
     last decay branch), else the final held-out loss; NaN for diverged or failed runs."""
@@ -228,6 +222,10 @@ def main(argv: list[str]) -> int:
         print_help()
         return 0
     multirun = "-m" in argv or "--multirun" in argv
+    shown = [a for a in argv if a.split("=")[0] in ("--cfg", "-c", "--info", "-i")]
+    if multirun and shown:  # Hydra would raise a bare ValueError here
+        raise ConfigError(f"-m and {shown[0]} do not go together: {shown[0]} shows one job; drop -m and give one "
+                          f"value per key (e.g. windtunnel sweep sweep=NAME {shown[0]} job)")
     argv = [a if a.startswith("-") else compose.normalize([a])[0] for a in argv]
     overrides = [a for a in argv if not a.startswith("-")]
     for a in overrides:
