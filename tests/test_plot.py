@@ -76,6 +76,24 @@ def test_lr_curves_mup_beside_sp_with_each_optimum_marked():
     assert np.allclose(mup, 0.01, rtol=0.1) and np.allclose(sp, [0.01, 0.005, 0.0025, 0.00125], rtol=0.1)
 
 
+def test_lr_curves_draw_one_curve_per_token_budget_with_its_own_optimum():
+    """Where D varies (decay branches, Step Law's grids) each (width, D) is a cell of the fit: one curve each,
+    the star of that cell on it (before, every D was averaged into one curve under the first cell's star)."""
+    rows = [dict(N=1e6, width=256, param="mup", D=d, lr=lr, loss=3 + 10 / d ** 0.1 + 0.05 * np.log(lr / star) ** 2)
+            for d, star in ((1e6, 0.004), (4e6, 0.005), (1.6e7, 0.006)) for lr in 2.0 ** np.arange(-10, -4.5, 0.5)]
+    runs = pd.DataFrame(rows)
+    fit = lr_optimum(runs, n_boot=0)
+    fig = plot.lr_curves(runs, fit)
+    ax = fig.axes[0]
+    curves = [line for line in ax.get_lines() if line.get_label().startswith("width")]
+    stars = [line for line in ax.get_lines() if line.get_label().startswith("lr*")]
+    assert [c.get_label() for c in curves] == ["width 256, D 1e+06", "width 256, D 4e+06", "width 256, D 1.6e+07"]
+    for curve, star, (d, want) in zip(curves, stars, ((1e6, 0.004), (4e6, 0.005), (1.6e7, 0.006))):
+        assert star.get_xdata()[0] == pytest.approx(want, rel=0.01)  # the noise-free parabola's own optimum
+        assert curve.get_ydata().min() == pytest.approx(star.get_ydata()[0])  # on its own curve's level
+    assert [t.get_text() for t in ax.get_xticklabels()][:2] == ["0.00098", "0.0014"]  # the grid's LRs labelled
+
+
 def test_loss_curves_and_wsd_figure_from_logged_points():
     rows = []
     for n, scale in ((1e6, 1.0), (4e6, 0.8)):

@@ -122,27 +122,35 @@ def batch_size_law(fit: FitResult, reference: bool = True) -> Figure:
 
 def lr_curves(per_run: pd.DataFrame, fit: FitResult = None) -> Figure:
     """The muTransfer picture: final held-out loss against LR, one curve per width (mean over seeds), muP beside
-    SP; each width's fitted optimum marked (star at lr*, on the parabola's level). per_run: canonical columns
-    (lr, loss, width or N, param)."""
+    SP; each width's fitted optimum marked (star at lr*, on the parabola's level). Where the token budget D
+    varies (decay branches, Step Law's grids), one curve per (width, D), as the fit has one cell each.
+    per_run: canonical columns (lr, loss, width or N, param; D optional)."""
     df = per_run[np.isfinite(per_run["loss"])].copy()
     df["param"] = df["param"] if "param" in df else "any"
     size = "width" if "width" in df and df["width"].notna().all() else "N"
+    by_d = "D" in df and df["D"].nunique() > 1
     params = sorted(df["param"].unique(), key=lambda p: {"mup": 0, "sp": 1}.get(p, 2))
     fig, axes = _figure(len(params), 5, 4)
     optima = (fit.details.get("optima") or []) if fit is not None else []
     for ax, param in zip(axes, params):
-        for k, (s, g) in enumerate(df[df["param"] == param].groupby(size)):
+        for k, (key, g) in enumerate(df[df["param"] == param].groupby([size, "D"] if by_d else [size])):
+            s, d = key if by_d else (key[0], None)
             mean = g.groupby("lr")["loss"].mean()
-            ax.plot(mean.index, mean.to_numpy(), "o-", color=f"C{k}", ms=3, label=f"{size} {s:.4g}")
+            ax.plot(mean.index, mean.to_numpy(), "o-", color=f"C{k % 10}", ms=3,
+                    label=f"{size} {s:.4g}" + (f", D {d:.3g}" if by_d else ""))
             cell = [c for c in optima if c["param"] == param and math.isclose(
-                c["width"] if size == "width" else c["N"], float(s), rel_tol=1e-6)]
+                c["width"] if size == "width" else c["N"], float(s), rel_tol=1e-6)
+                and (not by_d or math.isclose(c.get("D", float("nan")), float(d), rel_tol=0.03))]
             if cell:
                 c = cell[0]
-                ax.plot([c["lr_star"]], [c["best_loss"]], "*", color=f"C{k}", ms=14, mec="k",
+                ax.plot([c["lr_star"]], [c["best_loss"]], "*", color=f"C{k % 10}", ms=14, mec="k",
                         label=f"lr* {c['lr_star']:.3g}" + (" (edge)" if c["edge"] else ""))
         ax.set(xscale="log", xlabel="learning rate", ylabel="final held-out loss",
                title=PARAM_TITLES.get(param, param))
         ax.xaxis.set_minor_formatter(NullFormatter())  # a grid of powers of 2 spans < 2 decades: labels collide
+        grid = np.sort(df.loc[df["param"] == param, "lr"].unique())
+        if len(grid) <= 12:  # label the grid's own LRs (a fine grid may hold no power of 10 at all)
+            ax.set_xticks(grid, [f"{x:.2g}" for x in grid], rotation=45, fontsize=7)
         ax.legend(fontsize=6, ncol=2)
     return fig
 
