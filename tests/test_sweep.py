@@ -278,3 +278,21 @@ def test_a_killed_joblib_sweep_rerun_at_once_never_has_two_writers(tmp_path):
     for d in dirs:
         steps = [m["step"] for m in runs.read_metrics(d)]
         assert steps == sorted(set(steps)) and steps[-1] == 122 and runs.read_result(d).status == "completed"
+
+
+def test_the_samplers_random_start_up_is_a_setting():
+    """TPE's default 10 random trials are most of a 16-trial LR search (sweeps/lr_search); the sweeper passes
+    sampler_startup_trials to the samplers that have such a start-up, and refuses it (naming the field) elsewhere."""
+    from hydra_plugins.windtunnel_optuna_sweeper.sweeper import SearchSpaceError, WindtunnelOptunaSweeper
+
+    def sweeper(sampler, startup):
+        return WindtunnelOptunaSweeper(sampler, 0, "minimize", None, None, 4, 1, "none", 2, 2, 1.0, {},
+                                       sampler_startup_trials=startup)
+    assert sweeper("tpe", None)._sampler({})[0]._n_startup_trials == 10  # Optuna's default, unchanged
+    assert sweeper("tpe", 4)._sampler({})[0]._n_startup_trials == 4
+    assert sweeper("gp", 3)._sampler({})[0]._n_startup_trials == 3
+    with pytest.raises(SearchSpaceError, match=r"sampler_startup_trials=3: a count >= 1, for the samplers that start "
+                                               r"with random trials \(tpe, gp, cmaes; this sweep's is random\)"):
+        sweeper("random", 3)
+    with pytest.raises(SearchSpaceError, match="sampler_startup_trials=0"):
+        sweeper("tpe", 0)

@@ -18,6 +18,7 @@ from windtunnel.sweep.study import fail_interrupted, make_storage
 log = logging.getLogger(__name__)
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "gp")
 PRUNERS = ("none", "divergence", "median", "successive_halving")
+STARTUP_SAMPLERS = ("tpe", "gp", "cmaes")  # those with an n_startup_trials of random trials
 
 
 class SearchSpaceError(ValueError):
@@ -55,12 +56,17 @@ class WindtunnelOptunaSweeper(Sweeper):
     def __init__(self, sampler: str, seed: Optional[int], direction: str, study_name: Optional[str],
                  storage: Optional[str], n_trials: int, n_jobs: int, pruner: str, pruner_startup_trials: int,
                  reduction_factor: int, max_loss_ratio: float, params: Optional[Dict[str, str]],
-                 heartbeat_interval: int = 60) -> None:
+                 heartbeat_interval: int = 60, sampler_startup_trials: Optional[int] = None) -> None:
         if sampler not in SAMPLERS:
             raise SearchSpaceError(f"hydra.sweeper.sampler={sampler!r}: use one of {', '.join(SAMPLERS)}")
         if pruner not in PRUNERS:
             raise SearchSpaceError(f"hydra.sweeper.pruner={pruner!r}: use one of {', '.join(PRUNERS)}")
+        if sampler_startup_trials is not None and (sampler not in STARTUP_SAMPLERS or sampler_startup_trials < 1):
+            raise SearchSpaceError(f"hydra.sweeper.sampler_startup_trials={sampler_startup_trials}: a count >= 1, for "
+                                   f"the samplers that start with random trials ({', '.join(STARTUP_SAMPLERS)}; "
+                                   f"this sweep's is {sampler})")
         self.sampler_name, self.seed, self.direction = sampler, seed, direction
+        self.sampler_startup = {} if sampler_startup_trials is None else {"n_startup_trials": sampler_startup_trials}
         self.study_name, self.storage_spec = study_name, storage
         self.n_trials, self.n_jobs = n_trials, max(1, n_jobs)
         self.pruner_name, self.startup, self.reduction, self.max_loss_ratio = (pruner, pruner_startup_trials,
@@ -79,13 +85,13 @@ class WindtunnelOptunaSweeper(Sweeper):
         """The sampler, and how many trials it can propose (a grid is finite)."""
         import optuna
         if self.sampler_name == "tpe":
-            return optuna.samplers.TPESampler(seed=self.seed), self.n_trials
+            return optuna.samplers.TPESampler(seed=self.seed, **self.sampler_startup), self.n_trials
         if self.sampler_name == "random":
             return optuna.samplers.RandomSampler(seed=self.seed), self.n_trials
         if self.sampler_name == "cmaes":
-            return optuna.samplers.CmaEsSampler(seed=self.seed), self.n_trials
+            return optuna.samplers.CmaEsSampler(seed=self.seed, **self.sampler_startup), self.n_trials
         if self.sampler_name == "gp":
-            return optuna.samplers.GPSampler(seed=self.seed), self.n_trials
+            return optuna.samplers.GPSampler(seed=self.seed, **self.sampler_startup), self.n_trials
         grid = {}
         for key, dist in space.items():
             if hasattr(dist, "choices"):
