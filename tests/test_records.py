@@ -278,6 +278,15 @@ def test_the_lr_search_record_finds_the_dense_grids_optimum_where_the_2x_grid_mi
     w512 = next(c for c in coarse["details"]["optima"] if c["param"] == "mup" and c["width"] == 512)
     assert np.log2(last["lr_star"] / w512["lr_star"]) > 0.5 and w512["interval"][1] < last["interval"][0]
     assert any(d.startswith("mup: LR grid steps of 2x") for d in coarse["diagnostics"])
+    # TPE handed the search after 4 random trials (not 10): its best is still seed 0's random trial 2, and its 12
+    # proposals come no nearer to the optimum than 0.5 octave
+    startup4 = here / "tpe_startup4"
+    best = yaml.safe_load((startup4 / "optimization_results.yaml").read_text())
+    assert best["best_trial"] == 2 and best["best_params"]["optim.lr"] == pytest.approx(0.0052439526879071744)
+    trials = _runs(startup4 / "runs.csv.gz")
+    trials = trials[~trials.index.str.contains("decay_")]
+    proposed = trials[trials["job_num"] >= 4]["optim.lr"]  # the job number is the Optuna trial's
+    assert len(trials) == 16 and len(proposed) == 12 and np.abs(np.log2(proposed / 0.00517)).min() > 0.5
     packed = _runs(SWEEPS / "lr_transfer" / "runs.csv.gz")
     packed = packed[(packed["model.d_model"] == 512) & (packed["model.parametrization"] == "mup")]
     for lr in (2.0 ** -8, 2.0 ** -7):
