@@ -11,7 +11,7 @@ class WindtunnelOptunaSweeperConf:
     sampler: str = "tpe"  # tpe, random, grid, cmaes, gp
     seed: Optional[int] = None  # sampler seed
     sampler_startup_trials: Optional[int] = None  # tpe, gp, cmaes: random trials before the model guides the
-    #   search (None: Optuna's default, 10 for tpe and gp; a 1-D LR search of ~16 trials wants ~4)
+    #   search (None: Optuna's default, 10 for tpe and gp, 1 for cmaes)
     direction: str = "minimize"
     study_name: Optional[str] = None  # default: the sweep directory's name
     storage: Optional[str] = None  # journal file path or SQLAlchemy URL; default ${hydra.sweep.dir}/optuna.journal
