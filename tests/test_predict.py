@@ -49,6 +49,10 @@ def test_fitted_laws_chain_with_intervals():
         p["lr"]["value"] / 5.25)
     md = pred.to_markdown()
     assert "| batch_size_tokens |" in md and "w499m" in md
+    # the LR came from 2x grids (muP's cells): the prediction carries the fit's half-a-step caveat, once
+    assert [n for n in pred.notes if n.startswith("LR: ")] == [
+        "LR: " + d for d in lr.diagnostics if d.startswith("mup: LR grid steps of 2x")]
+    assert len([n for n in pred.notes if n.startswith("LR: ")]) == 1 and "LR: mup: LR grid steps of 2x" in md
 
 
 def test_compute_budget_and_missing_inputs():

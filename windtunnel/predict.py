@@ -183,6 +183,9 @@ def predict(target: ModelConfig, *, tokens: float = 0, compute: float = 0, targe
         numbers["lr"] = _number(base_lr, None, f"reference {lr.name} ({lr.source})")
     else:
         raise ConfigError("no LR law: give fits with an lr law or --reference minicpm")
+    if isinstance(lr, FitResult):  # an optimum read off a coarse LR grid is known to about half a step only
+        main = lr.details.get("parametrization", "")
+        notes += [f"LR: {d}" for d in lr.diagnostics if d.startswith(f"{main}: LR grid steps of")]
     m = target.width_mult
     numbers["lr_hidden"] = _number(base_lr / m, None, f"muP: lr / m, m = {target.d_model}/{target.dim_model_base}"
                                    if target.parametrization == "mup" else "SP: one LR")
