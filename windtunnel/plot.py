@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from . import laws
-from .fit import FitResult
+from .fit import FitResult, log_grid
 
 PARAM_TITLES = {"mup": "muP", "sp": "SP", "any": "all runs"}
 
@@ -128,7 +128,10 @@ def lr_curves(per_run: pd.DataFrame, fit: FitResult = None) -> Figure:
     df = per_run[np.isfinite(per_run["loss"])].copy()
     df["param"] = df["param"] if "param" in df else "any"
     size = "width" if "width" in df and df["width"].notna().all() else "N"
+    df["lr"] = log_grid(df["lr"])  # the fit's grouping: LRs and token budgets on its log grid
     by_d = "D" in df and df["D"].nunique() > 1
+    if by_d:
+        df["D"] = log_grid(df["D"])
     params = sorted(df["param"].unique(), key=lambda p: {"mup": 0, "sp": 1}.get(p, 2))
     fig, axes = _figure(len(params), 5, 4)
     optima = (fit.details.get("optima") or []) if fit is not None else []
@@ -140,7 +143,7 @@ def lr_curves(per_run: pd.DataFrame, fit: FitResult = None) -> Figure:
                     label=f"{size} {s:.4g}" + (f", D {d:.3g}" if by_d else ""))
             cell = [c for c in optima if c["param"] == param and math.isclose(
                 c["width"] if size == "width" else c["N"], float(s), rel_tol=1e-6)
-                and (not by_d or math.isclose(c.get("D", float("nan")), float(d), rel_tol=0.03))]
+                and (not by_d or c.get("D") == float(d))]
             if cell:
                 c = cell[0]
                 ax.plot([c["lr_star"]], [c["best_loss"]], "*", color=f"C{k % 10}", ms=14, mec="k",

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import laws, schedule, sizing
 from .config import ConfigError, ModelConfig, TrialConfig, to_dict
-from .fit import FitResult
+from .fit import FitResult, coarse_grid_warnings
 
 WARMUP_FRAC = 0.01  # MiniCPM does not state its warmup; 1% of tokens is the common choice
 DECAY_FRAC = 0.1  # MiniCPM: a decay of ~10% of tokens is enough (minicpm.md 4.3)
@@ -185,7 +185,8 @@ def predict(target: ModelConfig, *, tokens: float = 0, compute: float = 0, targe
         raise ConfigError("no LR law: give fits with an lr law or --reference minicpm")
     if isinstance(lr, FitResult):  # an optimum read off a coarse LR grid is known to about half a step only
         main = lr.details.get("parametrization", "")
-        notes += [f"LR: {d}" for d in lr.diagnostics if d.startswith(f"{main}: LR grid steps of")]
+        notes += [f"LR: {w}" for w in coarse_grid_warnings([c for c in lr.details.get("optima", [])
+                                                            if c["param"] == main])]
     m = target.width_mult
     numbers["lr_hidden"] = _number(base_lr / m, None, f"muP: lr / m, m = {target.d_model}/{target.dim_model_base}"
                                    if target.parametrization == "mup" else "SP: one LR")

@@ -10,9 +10,9 @@ confident number. The only scipy importer.
 from .batch import batch_size_law, tokens_to_reach
 from .loss import LOSS_FORMS, loss_law
 from .isoflop import critical_batch_law, isoflop_law
-from .lr import batch_size_data_law, log_grid, lr_optimum
+from .lr import batch_size_data_law, coarse_grid_warnings, log_grid, lr_optimum
 from .result import WINDTUNNEL_COLUMNS, FitResult, NotFittable, canonical, quality, unidentified
 
 __all__ = ["FitResult", "LOSS_FORMS", "NotFittable", "WINDTUNNEL_COLUMNS", "batch_size_data_law", "batch_size_law",
-           "canonical", "critical_batch_law", "isoflop_law", "log_grid", "quality",
+           "canonical", "coarse_grid_warnings", "critical_batch_law", "isoflop_law", "log_grid", "quality",
            "loss_law", "lr_optimum", "tokens_to_reach", "unidentified"]

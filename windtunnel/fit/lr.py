@@ -87,7 +87,7 @@ def lr_optimum(df: pd.DataFrame, *, band: float = 0.0025, n_boot: int = 200, see
     diagnostics = [f"{c['param']} N={c['N']:.3g}" + (f" D={c['D']:.3g}" if by_d else "") +
                    f": best LR {c['best_lr']:.3g} is at the edge of its grid (or next to a diverged LR); left out "
                    f"of the law, extend the grid" for c in cells if c["edge"]]
-    diagnostics += _coarse_grid_warnings(cells)
+    diagnostics += coarse_grid_warnings(cells)
     verdicts = _transfer(cells)
     main = "mup" if "mup" in verdicts else sorted(verdicts)[0]
     mine = sorted((c for c in cells if c["param"] == main and not c["edge"]), key=lambda c: (c["N"], c.get("D", 0)))
@@ -117,7 +117,7 @@ def lr_optimum(df: pd.DataFrame, *, band: float = 0.0025, n_boot: int = 200, see
 COARSE_STEP = 2 ** 0.5  # LR grids coarser than half an octave per step cannot place an optimum to better than a step
 
 
-def _coarse_grid_warnings(cells: list[dict]) -> list[str]:
+def coarse_grid_warnings(cells: list[dict]) -> list[str]:
     """One warning per parametrization whose interior optima come from LR grids coarser than COARSE_STEP. LR
     curves rise more steeply above the optimum than below it (a divergence cliff), and a parabola through
     points one or two steps away does not see where the cliff begins: the bootstrap interval holds seed noise
