@@ -1,7 +1,8 @@
 # make demo : install into .venv, then `windtunnel demo`: CPU batch-size and LR sweeps of small muP proxies, the
 #             fits, a prediction for a 4x larger model, that model trained at the prediction and its neighbours (the
 #             regret), and runs/demo/report.html
-# make test : install into .venv with the test extra, then run the test suite
+# make test : install into .venv with the test extra, then run the test suite (one pytest worker per core)
+# make test-fast : the in-process tests only (no trainer subprocesses, sweeps or torchrun), for daily work
 PYTHON ?= python3
 VENV ?= .venv
 # torch spec installed first; CI pins the local CPU build (TORCH=torch==2.13.0) to avoid a multi-GB CUDA wheel
@@ -20,6 +21,9 @@ demo: install
 	$(VENV)/bin/windtunnel demo --out runs/demo
 
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto --dist worksteal tests
 
-.PHONY: install demo test
+test-fast:
+	$(PY) -m pytest -q -n auto --dist worksteal -m "not slow" tests
+
+.PHONY: install demo test test-fast

@@ -9,6 +9,9 @@ import pytest
 
 from windtunnel import sizing
 
+pytestmark = pytest.mark.slow  # every test here starts processes or trains several models
+
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("throughput", ROOT / "benchmarks" / "throughput.py")
 throughput = importlib.util.module_from_spec(spec)

@@ -4,70 +4,66 @@ import math
 import subprocess
 import sys
 
+import pytest
 
-def wt(*args, check=True):
-    out = subprocess.run([sys.executable, "-m", "windtunnel.cli", *args], capture_output=True, text=True, timeout=300)
-    if check and out.returncode != 0:
-        raise AssertionError(out.stderr)
-    return out
+from conftest import cli
 
 
 def test_train_then_runs_table(tmp_path):
     overrides = ["model=tiny64", "train.seq_len=64", "train.batch_size_tokens=1024", "train.total_tokens=40960",
                  "train.eval_points=8", "train.eval_tokens=2048", "data.max_bytes=2000000"]
-    result = json.loads(wt("train", *overrides, "optim.lr=0.02", "--out", str(tmp_path / "r" / "a")).stdout)
+    result = json.loads(cli("train", *overrides, "optim.lr=0.02", "--out", str(tmp_path / "r" / "a"), check=True).stdout)
     assert result["status"] == "completed" and result["steps"] == 40 and result["tokens"] == 40960
     assert result["final_eval_loss"] < 0.75 * math.log(256)
-    wt("train", *overrides, "optim.lr=0.005", "--out", str(tmp_path / "r" / "b"))
-    table = json.loads(wt("runs", str(tmp_path / "r"), "--json").stdout)
+    cli("train", *overrides, "optim.lr=0.005", "--out", str(tmp_path / "r" / "b"), check=True)
+    table = json.loads(cli("runs", str(tmp_path / "r"), "--json", check=True).stdout)
     assert [row["optim.lr"] for row in table] == [0.005, 0.02]  # sorted by the swept values, as numbers
     assert table[1]["final_eval_loss"] == result["final_eval_loss"] and table[1]["N"] == 94_528
-    points = json.loads(wt("runs", str(tmp_path / "r"), "--json", "--points").stdout)
+    points = json.loads(cli("runs", str(tmp_path / "r"), "--json", "--points", check=True).stdout)
     assert len(points) > 2 * 8 and {p["status"] for p in points} == {"completed"}
 
 
 def test_bad_override_exits_2_with_the_field_named(tmp_path):
-    out = wt("train", "train.batch_size_tokens=1000", "--out", str(tmp_path / "x"), check=False)
+    out = cli("train", "train.batch_size_tokens=1000", "--out", str(tmp_path / "x"), check=False)
     assert out.returncode == 2 and "train.batch_size_tokens=1000 is not divisible" in out.stderr
     assert not (tmp_path / "x").exists()  # nothing started
-    out = wt("runs", str(tmp_path / "nowhere"), check=False)
+    out = cli("runs", str(tmp_path / "nowhere"), check=False)
     assert out.returncode == 2 and "does not exist" in out.stderr
 
 
 def test_runs_sorts_numbers_as_numbers_and_shows_sweep_and_overrides(tmp_path):
-    from windtunnel import runs
-    from windtunnel.config import TrialConfig, to_dict
+    from windtunnel import compose, runs
+    from windtunnel.config import to_dict
     for bs in (1024, 128, 2048, 256):  # dir names sort as strings: 1024, 128, 2048, 256
-        cfg = TrialConfig()
-        cfg.train.batch_size_tokens = bs
+        cfg = compose([f"train.batch_size_tokens={bs}", "train.micro_batch_size=0"])
         (tmp_path / f"bs{bs}").mkdir()
         runs.write_json(tmp_path / f"bs{bs}" / "config.json", {"trial": to_dict(cfg), "sweep": "s", "overrides": f"bs={bs}"})
         runs.write_json(tmp_path / f"bs{bs}" / "result.json", {"status": "completed", "final_eval_loss": 3.0})
-    table = json.loads(wt("runs", str(tmp_path), "--json").stdout)
+    table = json.loads(cli("runs", str(tmp_path), "--json", check=True).stdout)
     assert [r["train.batch_size_tokens"] for r in table] == [128, 256, 1024, 2048]
     assert [r["overrides"] for r in table] == ["bs=128", "bs=256", "bs=1024", "bs=2048"] and table[0]["sweep"] == "s"
-    text = wt("runs", str(tmp_path)).stdout.splitlines()
+    text = cli("runs", str(tmp_path), check=True).stdout.splitlines()
     assert text[0].split()[:3] == ["sweep", "name", "status"] and "overrides" in text[0]
 
 
 def test_unknown_keys_and_missing_options_are_one_line_errors(tmp_path):
-    out = wt("train", "+optim.foo=1", "--dry-run", check=False)
+    out = cli("train", "+optim.foo=1", "--dry-run", check=False)
     assert out.returncode == 2 and "unknown config key 'optim.foo': OptimConfig has no field 'foo'" in out.stderr
-    out = wt("sweep", "-m", "+optim.foo=1", "model=tiny32,tiny64", check=False)
+    out = cli("sweep", "-m", "+optim.foo=1", "model=tiny32,tiny64", check=False)
     assert out.returncode == 2 and "unknown config key 'optim.foo'" in out.stderr and "Traceback" not in out.stderr
-    out = wt("sweep", "-m", "model=tiny33", check=False)
+    out = cli("sweep", "-m", "model=tiny33", check=False)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "not in the ladder" in out.stderr
-    out = wt("sweep", "-m", "hydra/launcher=submitit_nowhere", "model=tiny32", check=False)  # a typo: the options
+    out = cli("sweep", "-m", "hydra/launcher=submitit_nowhere", "model=tiny32", check=False)  # a typo: the options
     assert out.returncode == 2 and "is not an option of the hydra group" in out.stderr
     # a setting of one sweeper under another: Hydra's first line ends in ':' and the reason is on the next
-    out = wt("sweep", "-m", "sweep=lr_search", "hydra/sweeper=windtunnel_grid", "optim.lr=0.001,0.002", check=False)
+    out = cli("sweep", "-m", "sweep=lr_search", "hydra/sweeper=windtunnel_grid", "optim.lr=0.001,0.002", check=False)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and out.stderr.strip().endswith(
         "while composing config: Key 'sampler' not in 'WindtunnelGridSweeperConf' (full_key: hydra.sweeper.sampler)")
-    out = wt("sweep", "-m", "model=tiny32,tiny64", "--cfg", "job", check=False)  # Hydra: a bare ValueError
+    out = cli("sweep", "-m", "model=tiny32,tiny64", "--cfg", "job", check=False)  # Hydra: a bare ValueError
     assert out.returncode == 2 and "Traceback" not in out.stderr and "-m and --cfg do not go together" in out.stderr
     import shutil
     if shutil.which("srun") is None:
-        out = wt("sweep", "-m", "launcher=slurm", "model=tiny32", check=False)
+        out = cli("sweep", "-m", "launcher=slurm", "model=tiny32", check=False)
         assert out.returncode == 2 and "no srun on PATH" in out.stderr and "launcher=submitit_local" in out.stderr
 
 
@@ -87,7 +83,6 @@ def test_version_module_entry_and_tab_completion():
 
 def test_a_launcher_whose_extra_is_missing_names_the_pip_install(monkeypatch):
     """Without hydra-submitit-launcher (the cluster extra) Hydra cannot find launcher=slurm's submitit_slurm."""
-    import pytest
     from windtunnel import compose
     from windtunnel.config import ConfigError
     monkeypatch.setattr(compose, "installed", lambda module: False)
@@ -95,6 +90,7 @@ def test_a_launcher_whose_extra_is_missing_names_the_pip_install(monkeypatch):
         compose.compose_config(["hydra/launcher=submitit_nowhere"], hydra_node=True)
 
 
+@pytest.mark.slow
 def test_a_trial_shows_a_live_progress_bar_on_a_terminal_and_nothing_with_quiet(tmp_path):
     """On a terminal (a pty here): tqdm's line with tokens, tokens/s, ETA and the loss; a log line per eval.
     With -q: neither. Not a terminal (captured): the eval log lines only, no bar."""
@@ -104,7 +100,8 @@ def test_a_trial_shows_a_live_progress_bar_on_a_terminal_and_nothing_with_quiet(
     import select
     import struct
     import termios
-    args = [sys.executable, "-m", "windtunnel", "train", "model=tiny32", "train=cpu", "train.total_tokens=65536"]
+    args = [sys.executable, "-m", "windtunnel", "train", "model=tiny32", "train=cpu", "train.total_tokens=65536",
+            "train.eval_tokens=4096"]
 
     def on_a_terminal(*extra):
         leader, follower = pty.openpty()
@@ -130,12 +127,11 @@ def test_a_trial_shows_a_live_progress_bar_on_a_terminal_and_nothing_with_quiet(
     assert "held-out loss" in shown
     quiet = on_a_terminal("--out", str(tmp_path / "b"), "-q")
     assert "tok/s" not in quiet and "held-out loss" not in quiet and '"status": "completed"' in quiet
-    piped = wt("train", *args[5:], "--out", str(tmp_path / "c"))
+    piped = cli(*args[3:], "--out", str(tmp_path / "c"), check=True)
     assert "tok/s" not in piped.stderr and piped.stderr.count("held-out loss") >= 5
 
 
 def test_the_cmaes_sampler_without_its_package_is_one_line_naming_the_extra(monkeypatch):
-    import pytest
     from windtunnel import compose
     from windtunnel.config import ConfigError
     from windtunnel.sweep import app
@@ -160,19 +156,19 @@ def test_bad_numbers_are_refused_before_any_compute(tmp_path):
     import torch
     for override, message in REFUSED + ([] if torch.cuda.is_available() else
                                         [("train.device=cuda", "CUDA is not available here")]):
-        out = wt("train", "model=tiny32", "train=cpu", override, "--out", str(tmp_path / "x"), check=False)
+        out = cli("train", "model=tiny32", "train=cpu", override, "--out", str(tmp_path / "x"), check=False)
         assert out.returncode == 2 and message in out.stderr, (override, out.stderr[-500:])
         assert "Traceback" not in out.stderr and not (tmp_path / "x").exists(), override
 
 
 def test_a_recorded_trial_of_wrong_types_and_a_law_with_a_null_parameter_are_one_line_errors(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"trial": {"train": {"total_tokens": "lots"}}}))
-    out = wt("train", "--config", str(tmp_path / "bad.json"), "--dry-run", check=False)
+    out = cli("train", "--config", str(tmp_path / "bad.json"), "--dry-run", check=False)
     assert out.returncode == 2 and "Value 'lots' of type 'str' could not be converted to Integer" in out.stderr
     law = {"law": "batch_size", "form": "power_law", "units": {}, "n_points": 3,
            "parameters": {"a": {"value": None, "interval": None}, "b": {"value": 2.0, "interval": [1.5, 2.5]}}}
     (tmp_path / "fits.json").write_text(json.dumps({"fits": {"batch_size": law}}))
-    out = wt("predict", "--fits", str(tmp_path / "fits.json"), "--target", "w36m", "--tokens", "1e9",
+    out = cli("predict", "--fits", str(tmp_path / "fits.json"), "--target", "w36m", "--tokens", "1e9",
              "--target-loss", "3", check=False)
     assert out.returncode == 2 and "batch_size law: a = None is not a finite number" in out.stderr
     assert "Traceback" not in out.stderr

@@ -3,11 +3,10 @@ from the same overrides (lists, group choices, exponent integers included), beca
 windtunnel.compose; the sweep's record is compared with what `train --dry-run` resolves."""
 import json
 import random
-import subprocess
-import sys
 
 import pytest
 
+from conftest import cli
 from windtunnel.compose import compose, normalize
 from windtunnel.config import to_dict
 from windtunnel.sizing import resolve_tokens
@@ -33,13 +32,6 @@ def samples(n: int, seed: int = 0) -> list[list[str]]:
     return out
 
 
-def wt(*args, cwd):
-    out = subprocess.run([sys.executable, "-m", "windtunnel.cli", *args], capture_output=True, text=True, cwd=cwd,
-                         timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out.stdout
-
-
 def test_normalize_turns_integral_exponents_into_ints_for_int_fields_only():
     assert normalize(["train.total_tokens=1e6", "train.batch_size_tokens=1024,2e3", "optim.lr=1e-2",
                       "train.total_tokens=1.5e0", "model=tiny32"]) == [
@@ -52,9 +44,9 @@ def test_train_and_sweep_resolve_the_same_trial(tmp_path):
     cases = samples(4)
     assert any("train.branch_at_n=[0.5,1]" in c for c in cases)  # the sample covers lists
     for i, overrides in enumerate(cases):
-        dry = json.loads(wt("train", *overrides, "--dry-run", cwd=tmp_path))
+        dry = json.loads(cli("train", *overrides, "--dry-run", cwd=tmp_path, check=True).stdout)
         assert dry == json.loads(json.dumps(to_dict(resolve_tokens(compose(overrides)))))
-        wt("sweep", *overrides, f"hydra.run.dir=runs/case{i}", cwd=tmp_path)
+        cli("sweep", *overrides, f"hydra.run.dir=runs/case{i}", cwd=tmp_path, check=True).stdout
         recorded = json.loads((tmp_path / "runs" / f"case{i}" / "config.json").read_text())["trial"]
         assert recorded["model"].pop("vocab_size") == 256  # filled in from the byte tokenizer when it trains
         dry["model"].pop("vocab_size")

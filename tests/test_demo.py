@@ -2,19 +2,24 @@
 every figure, and a second call trains nothing."""
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 
+from conftest import cli, shared
 
-@pytest.fixture(scope="module")
+
+pytestmark = pytest.mark.slow  # every test here starts processes or trains several models
+
+
+@pytest.fixture(scope="session")
 def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "runs"
-    done = subprocess.run([sys.executable, "-m", "windtunnel.cli", "-q", "demo", "--tiny", "--out", str(out),
-                           "--boot", "50"], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return out, done.stdout
+    """`windtunnel demo --tiny` once for the session: (its OUT folder, what it printed)."""
+    def build(path):
+        done = cli("-q", "demo", "--tiny", "--out", str(path / "runs"), "--boot", "50")
+        assert done.returncode == 0, done.stderr[-3000:]
+        (path / "stdout.txt").write_text(done.stdout)
+    path = shared(tmp_path_factory, "demo", build)
+    return path / "runs", (path / "stdout.txt").read_text()
 
 
 def test_regret_table_is_the_target_runs_losses(demo):
@@ -48,7 +53,6 @@ def test_a_second_call_skips_finished_trials(demo):
     out, _ = demo
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("result.json")}
     assert len(stamps) == 12 + 12 + 5  # 3 widths x 4 batches, 2 widths x 2 parametrizations x 3 LRs, 5 targets
-    done = subprocess.run([sys.executable, "-m", "windtunnel.cli", "-q", "demo", "--tiny", "--out", str(out),
-                           "--boot", "50"], capture_output=True, text=True, timeout=600)
+    done = cli("-q", "demo", "--tiny", "--out", str(out), "--boot", "50")
     assert done.returncode == 0, done.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in out.rglob("result.json")} == stamps

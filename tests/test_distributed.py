@@ -9,7 +9,13 @@ import time
 
 import pytest
 
+from conftest import cli, shared
 from windtunnel import runs
+
+
+
+pytestmark = pytest.mark.slow  # every test here starts processes or trains several models
+
 
 ARGS = ["model=tiny64", "train.seq_len=64", "train.micro_batch_size=4", "train.batch_size_tokens=1024",
         "train.eval_points=6", "train.eval_tokens=2048", "data.max_bytes=2000000", "train.threads=1", "train.log_every=1"]
@@ -67,45 +73,48 @@ def same_curves(a, b, rel):
     return ma
 
 
-@pytest.fixture(scope="module")
+RUN = ["train.total_tokens=61440", "train.checkpoint_every=10"]  # 60 steps; checkpoints change no number
+
+
+@pytest.fixture(scope="session")
 def single(tmp_path_factory):
-    out = tmp_path_factory.mktemp("dist") / "one"
-    run(train_cmd(1, out, "train.total_tokens=40960"))
-    return out
+    """The one-process reference run the DDP and FSDP2 runs must reproduce (trained once for the session)."""
+    return shared(tmp_path_factory, "single", lambda out: cli("train", *ARGS, *RUN, "--out", out, check=True))
 
 
-def test_two_process_ddp_equals_one_process(single, tmp_path):
-    run(train_cmd(2, tmp_path / "ddp", "train.total_tokens=40960"))
-    curve = same_curves(single, tmp_path / "ddp", rel=1e-4)
-    assert len(curve) == 41
-    config = runs.read_json(tmp_path / "ddp" / "config.json")
-    assert config["world_size"] == 2 and config["parallel"] == "ddp"
+@pytest.fixture(scope="session", params=["ddp", "fsdp"])
+def two_process(request, tmp_path_factory):
+    """(train.parallel, the same run on two torchrun processes), trained once for the session."""
+    parallel = request.param
+    return parallel, shared(tmp_path_factory, parallel,
+                            lambda out: run(train_cmd(2, out, *RUN, f"train.parallel={parallel}")))
 
 
-def test_two_process_fsdp2_equals_one_process(single, tmp_path):
-    run(train_cmd(2, tmp_path / "fsdp", "train.total_tokens=40960", "train.parallel=fsdp"))
-    same_curves(single, tmp_path / "fsdp", rel=1e-4)
-    assert runs.read_json(tmp_path / "fsdp" / "config.json")["parallel"] == "fsdp"
+def test_two_processes_equal_one_process(single, two_process):
+    parallel, out = two_process
+    curve = same_curves(single, out, rel=1e-4)
+    assert len(curve) == 61
+    config = runs.read_json(out / "config.json")
+    assert config["world_size"] == 2 and config["parallel"] == parallel
 
 
-@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-def test_kill_and_resume_continues_the_curve(tmp_path, parallel):
-    extra = ["train.total_tokens=122880", "train.checkpoint_every=10", f"train.parallel={parallel}"]
-    run(train_cmd(2, tmp_path / "whole", *extra))
+def test_kill_and_resume_continues_the_curve(tmp_path, two_process):
+    parallel, whole = two_process
+    extra = [*RUN, f"train.parallel={parallel}"]
     proc = subprocess.Popen(train_cmd(2, tmp_path / "killed", *extra), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     meta = tmp_path / "killed" / "checkpoint" / "meta.json"
     deadline = time.time() + 120
-    while time.time() < deadline and not (meta.exists() and runs.read_json(meta)["step"] >= 30):
+    while time.time() < deadline and not (meta.exists() and runs.read_json(meta)["step"] >= 20):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # the launcher dies, mid-run ...
     proc.wait()
     kill_all(tmp_path / "killed")  # ... and every rank with it (torchrun starts its workers in their own groups)
     killed_at = runs.read_json(meta)["step"]
-    assert 30 <= killed_at < 120 and runs.read_result(tmp_path / "killed").status == "running"
+    assert 20 <= killed_at < 60 and runs.read_result(tmp_path / "killed").status == "running"
     run(train_cmd(2, tmp_path / "killed", *extra))
-    same_curves(tmp_path / "whole", tmp_path / "killed", rel=1e-6)  # the same arithmetic: exact
-    assert runs.read_result(tmp_path / "killed").steps == 120
+    same_curves(whole, tmp_path / "killed", rel=1e-6)  # the same arithmetic: exact
+    assert runs.read_result(tmp_path / "killed").steps == 60
 
 
 def test_mup_groups_survive_ddp_and_fsdp2_wrapping():

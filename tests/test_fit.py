@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import cli
 from synthetic import A_BS, B_BS, batch_size_runs
 from windtunnel.fit import FitResult, NotFittable, batch_size_law, canonical, loss_law, lr_optimum, tokens_to_reach
 
@@ -150,23 +151,19 @@ def test_external_table_with_column_mapping_and_units():
 def test_a_fit_the_data_do_not_identify_exits_nonzero_unless_allowed(tmp_path):
     """Loss that does not depend on D: the D term is unconstrained (beta at its bound), so `fit` exits 3 with the
     reason and keeps the JSON; --allow-degenerate exits 0. A well-posed fit exits 0."""
-    import subprocess
-    import sys
     rng = np.random.default_rng(0)
     rows = [{"N": n, "D": d, "loss": 2 + 400 * n ** -0.3 * np.exp(0.003 * rng.standard_normal())}
             for n in np.geomspace(1e7, 1e9, 5) for d in np.geomspace(1e9, 1e11, 5)]
     pd.DataFrame(rows).to_csv(tmp_path / "no_d_term.csv", index=False)
     chinchilla_runs(1.82, 482.0, 2085.0, 0.348, 0.366).to_csv(tmp_path / "good.csv", index=False)
-    cmd = [sys.executable, "-m", "windtunnel", "fit", "--law", "loss", "--boot", "20"]
-    bad = subprocess.run([*cmd, str(tmp_path / "no_d_term.csv"), "--out", str(tmp_path / "f.json")],
-                         capture_output=True, text=True, timeout=300)
+    cmd = ["fit", "--law", "loss", "--boot", "20"]
+    bad = cli(*cmd, str(tmp_path / "no_d_term.csv"), "--out", str(tmp_path / "f.json"))
     assert bad.returncode == 3 and "the loss law is not identified by these data (" in bad.stderr
     assert "beta = " in bad.stderr and "at its bound" in bad.stderr  # the D exponent the data cannot pin
     assert "--allow-degenerate" in bad.stderr and json.loads((tmp_path / "f.json").read_text())["fits"]["loss"]
-    allowed = subprocess.run([*cmd, str(tmp_path / "no_d_term.csv"), "--allow-degenerate"], capture_output=True,
-                             text=True, timeout=300)
+    allowed = cli(*cmd, str(tmp_path / "no_d_term.csv"), "--allow-degenerate")
     assert allowed.returncode == 0
-    good = subprocess.run([*cmd, str(tmp_path / "good.csv")], capture_output=True, text=True, timeout=300)
+    good = cli(*cmd, str(tmp_path / "good.csv"))
     assert good.returncode == 0, good.stderr
 
 
@@ -174,37 +171,34 @@ def test_fit_hygiene_duplicates_bad_losses_and_mixed_corpora(tmp_path):
     """Rows copied 5x are dropped with a diagnostic (the fit equals the clean one, intervals included); a
     non-positive loss is refused with its row; runs on two corpora under one root are never pooled; one model
     size's batch-size law is not fittable."""
-    import subprocess
-    import sys
     from windtunnel import runs
-    from windtunnel.config import TrialConfig, to_dict
+    from windtunnel.compose import compose
+    from windtunnel.config import to_dict
     clean = chinchilla_runs(1.82, 482.0, 2085.0, 0.348, 0.366)
     clean.to_csv(tmp_path / "clean.csv", index=False)
     pd.concat([clean] * 5).to_csv(tmp_path / "copied.csv", index=False)
-    cmd = [sys.executable, "-m", "windtunnel", "fit", "--law", "loss", "--boot", "30", "--json"]
-    fits = [json.loads(subprocess.run([*cmd, str(tmp_path / f)], capture_output=True, text=True, timeout=300).stdout)
+    cmd = ["fit", "--law", "loss", "--boot", "30", "--json"]
+    fits = [json.loads(cli(*cmd, str(tmp_path / f)).stdout)
             ["fits"]["loss"] for f in ("clean.csv", "copied.csv")]
     assert fits[1]["parameters"] == fits[0]["parameters"]
     assert any(d.startswith(f"{4 * len(clean)} exact duplicate row(s) dropped") for d in fits[1]["diagnostics"])
     bad = clean.copy()
     bad.loc[7, "loss"] = -0.5
     bad.to_csv(tmp_path / "bad.csv", index=False)
-    out = subprocess.run([*cmd[:-1], str(tmp_path / "bad.csv")], capture_output=True, text=True, timeout=300)
+    out = cli(*cmd[:-1], str(tmp_path / "bad.csv"))
     assert out.returncode == 2 and "1 non-positive or infinite value(s), at row(s) 7" in out.stderr
     for source, n in (("stdlib", 1e6), ("stdlib+site", 2e6)):
-        cfg = TrialConfig()
-        cfg.data.source = source
+        cfg = compose([f"data.source={source}"])
         (tmp_path / "root" / source).mkdir(parents=True)
         runs.write_json(tmp_path / "root" / source / "config.json", {"trial": to_dict(cfg), "N": n})
         runs.write_json(tmp_path / "root" / source / "result.json", {"status": "completed", "final_eval_loss": 3.0,
                                                                      "tokens": 1e7, "N": n})
-    out = subprocess.run([*cmd[:-1], str(tmp_path / "root")], capture_output=True, text=True, timeout=300)
+    out = cli(*cmd[:-1], str(tmp_path / "root"))
     assert out.returncode == 2 and "were trained on different corpora (data.source: stdlib, stdlib+site)" in out.stderr
     negative = batch_size_runs()
     negative.loc[negative["bs"] == negative["bs"].min(), "bs"] = 0
     negative.to_csv(tmp_path / "bs0.csv", index=False)
-    out = subprocess.run([*cmd[:-1], str(tmp_path / "bs0.csv"), "--law", "batch-size"], capture_output=True, text=True,
-                         timeout=300)  # (was: "SVD did not converge")
+    out = cli(*cmd[:-1], str(tmp_path / "bs0.csv"), "--law", "batch-size")  # (was: "SVD did not converge")
     assert out.returncode == 2 and "the bs column (bs) has 31 non-positive or infinite value(s), at row(s) 0, 1, 2" \
         in out.stderr
     one = batch_size_runs().query("N == 9e6")
@@ -239,3 +233,26 @@ def test_a_coarse_lr_grid_is_warned_about_as_it_misses_an_asymmetric_optimum():
                               "noise only); refine with steps of 2^(1/4) around the best LR"]
         else:
             assert not warned and abs(error[step]) < abs(error[2.0]) / 3
+
+
+def test_the_fitters_hold_blas_to_one_thread(monkeypatch):
+    """Every law fitter runs its linear algebra on one BLAS thread (benchmarks/threads.py: 3.6x faster beside a busy
+    process, no slower alone); WINDTUNNEL_BLAS_THREADS sets another count, 0 the library's own."""
+    from threadpoolctl import threadpool_info
+
+    from windtunnel import fit
+    from windtunnel.fit.blas import one_blas_thread
+
+    def blas() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    probe = one_blas_thread(blas)
+    outside = blas()
+    assert outside and set(probe()) == {1} and blas() == outside  # limited inside, restored after
+    monkeypatch.setenv("WINDTUNNEL_BLAS_THREADS", "0")
+    assert probe() == outside
+    monkeypatch.setenv("WINDTUNNEL_BLAS_THREADS", "two")
+    with pytest.raises(ValueError, match="WINDTUNNEL_BLAS_THREADS='two' must be a whole number of threads"):
+        probe()
+    for law in (fit.batch_size_law, fit.loss_law, fit.lr_optimum, fit.isoflop_law, fit.critical_batch_law,
+                fit.batch_size_data_law):
+        assert law.__wrapped__.__name__ == law.__name__  # the one_blas_thread wrapper around the fitter itself

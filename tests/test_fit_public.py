@@ -1,14 +1,13 @@
 """Fits on other people's sweeps (../shared/data, skipped when absent) and the properties behind them: LR
 optima per (N, D) cell on a log grid, edge cells left out, Step Law's forms, censored iso-loss points."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import cli
 from windtunnel.fit import NotFittable, batch_size_data_law, canonical, log_grid, lr_optimum
 from windtunnel.fit.batch import _size_optima
 
@@ -128,6 +127,7 @@ def test_a_level_passed_before_the_first_eval_is_an_upper_bound():
     assert as_never["censored_early"] == 0 and abs(np.log(as_never["bs_opt"] / (6 * 1024))) > 0.3
 
 
+@pytest.mark.slow
 def test_sparse_evals_recover_the_batch_size_law_within_its_intervals(monkeypatch):
     """Runs of a fixed number of steps (a larger batch sees more tokens) that evaluate from 10% of their tokens on:
     the large batches are already below the higher loss levels at their first eval, the small ones never reach
@@ -172,23 +172,25 @@ def test_runs_without_curves_are_not_read_as_curves():
     assert any("median of 3 held-out evals each" in d and "batch-size-data" in d for d in unidentified(res))
 
 
+@pytest.mark.slow
 def test_no_input_ends_in_a_traceback(tmp_path):
     table = need(DATA / "steplaw" / "dense_lr_bs_loss.csv")
-    out = subprocess.run([sys.executable, "-m", "windtunnel.cli", "fit", str(table), "--law", "batch-size",
-                          "--columns", "N=N,bs=bs,tokens=D,loss=smooth loss", "--bs-unit", "sequences",
-                          "--seq-len", "2048", "--json", "--boot", "20"], capture_output=True, text=True, timeout=300)
+    out = cli("fit", str(table), "--law", "batch-size",
+              "--columns", "N=N,bs=bs,tokens=D,loss=smooth loss", "--bs-unit", "sequences",
+              "--seq-len", "2048", "--json", "--boot", "20")
     assert "Traceback" not in out.stderr
     doc = json.loads(out.stdout)
     assert "batch_size" in doc["fits"] or "batch_size" in doc["not_fittable"]
 
 
+@pytest.mark.slow
 def test_epoch_from_the_raw_file_through_derive_and_drop_top():
     raw = need(DATA / "epoch-chinchilla" / "svg_extracted_data.csv")
     import time
     start = time.time()
-    out = subprocess.run([sys.executable, "-m", "windtunnel.cli", "fit", str(raw), "--law", "loss", "--derive",
-                          "N=`Model Size`", "--derive", "D=`Training FLOP` / (6 * N)", "--drop-top", "5", "--boot",
-                          "200", "--json"], capture_output=True, text=True, timeout=300)
+    out = cli("fit", str(raw), "--law", "loss", "--derive",
+              "N=`Model Size`", "--derive", "D=`Training FLOP` / (6 * N)", "--drop-top", "5", "--boot",
+              "200", "--json")
     elapsed = time.time() - start
     assert out.returncode == 0, out.stderr
     fitted = {k: v["value"] for k, v in json.loads(out.stdout)["fits"]["loss"]["parameters"].items()}
@@ -213,10 +215,10 @@ def test_derive_and_where_are_safe_and_name_what_is_missing():
 
 def test_porian_isoflop_tuned_refinedweb():
     path = need(DATA / "porian-isoflop" / "porian_isoflop_points.csv")
-    out = subprocess.run([sys.executable, "-m", "windtunnel.cli", "fit", str(path), "--law", "isoflop", "--columns",
-                          "C=flops,N=n,loss=loss,D=t", "--where", "dataset == 'rw' and hparams == 'tuned' and "
-                          "warmup == 'short' and decay == 'const' and param_count == 'standard' and loss_split == 'val'",
-                          "--json"], capture_output=True, text=True, timeout=300)
+    out = cli("fit", str(path), "--law", "isoflop", "--columns",
+              "C=flops,N=n,loss=loss,D=t", "--where", "dataset == 'rw' and hparams == 'tuned' and "
+              "warmup == 'short' and decay == 'const' and param_count == 'standard' and loss_split == 'val'",
+              "--json")
     assert out.returncode == 0, out.stderr
     fit = json.loads(out.stdout)["fits"]["isoflop"]["parameters"]
     assert 0.491 <= fit["a"]["value"] <= 0.505  # Porian et al.: 0.497 (0.491-0.505)

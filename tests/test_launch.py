@@ -3,15 +3,15 @@ two-process launch on CPU, plus a decay launched from a stable checkpoint with m
 import json
 import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from conftest import cli, free_port
 from windtunnel import laws, runs
 from windtunnel.config import ConfigError, to_dict
-from windtunnel.launch import LaunchSpec, decay_trial, full_scale_trial, split_batch, write_launch
+from windtunnel.config import split_batch
+from windtunnel.launch import LaunchSpec, decay_trial, full_scale_trial, memory_plan, write_launch
 from windtunnel.predict import predict, target_model
 
 SNAPSHOTS = pathlib.Path(__file__).parent / "snapshots"
@@ -46,17 +46,32 @@ def test_full_scale_numbers():
 
 
 def test_split_always_multiplies_back():
+    """config.split_batch, the one splitter (the trainer's and launch's): micro x accum x world x seq_len is the batch,
+    the micro-batch is the largest divisor of a rank's sequences within the cap; what cannot split is refused."""
     rng = np.random.default_rng(0)
     for _ in range(500):
         world = int(rng.choice([1, 2, 3, 4, 6, 8, 16, 64]))
         seq = int(rng.choice([64, 512, 2048, 4096]))
         seqs = world * int(rng.integers(1, 200))
-        micro, accum = split_batch(seqs * seq, seq, world, int(rng.integers(1, 64)))
-        assert micro * accum * world * seq == seqs * seq and micro >= 1
+        cap = int(rng.integers(1, 64))
+        micro, accum = split_batch(seqs * seq, seq, world, max_micro=cap)
+        assert micro * accum * world * seq == seqs * seq and 1 <= micro <= cap
+        assert micro == max(d for d in range(1, min(cap, seqs // world) + 1) if (seqs // world) % d == 0)
     with pytest.raises(ConfigError, match="971 sequences cannot be split over a world size of 32; use 960 or 992"):
-        split_batch(971 * 4096, 4096, 32, 8)
+        split_batch(971 * 4096, 4096, 32, max_micro=8)
+    with pytest.raises(ConfigError, match=r"train.batch_size_tokens=2880 is not divisible by train.seq_len x "
+                                          r"train.micro_batch_size x ranks = 64 x 2 x 3 = 384; use a multiple of 384"):
+        split_batch(2880, 64, 3, micro=2)
+    assert split_batch(2880, 64, 3, micro=3) == (3, 5)
+
+
+def test_a_model_too_big_for_one_sequence_is_refused_before_anything(tmp_path):
+    big = predict(target_model("2.4B"), tokens=1e11, target_loss=2.5, batch_size=laws.REFERENCE["minicpm-batch-size"],
+                  lr=laws.REFERENCE["minicpm-lr"])
+    assert memory_plan(big.trial, LaunchSpec(gpu_memory_gb=8))["max_micro"] < 1
     with pytest.raises(ConfigError, match="one sequence does not fit in GPU memory"):
-        split_batch(64 * 4096, 4096, 8, 0)
+        write_launch(big.to_json(), LaunchSpec(gpu_memory_gb=8), tmp_path / "x")
+    assert not (tmp_path / "x").exists()
 
 
 def test_unsplittable_prediction_is_refused_before_anything(tmp_path):
@@ -65,26 +80,21 @@ def test_unsplittable_prediction_is_refused_before_anything(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def wt(*args, cwd):
-    # PYTHON set to a python without windtunnel: `make test PYTHON=...` exports it, and launch.sh must not use it
-    env = {**os.environ, "PYTHON": "/nonexistent/python3"}
-    return subprocess.run([sys.executable, "-m", "windtunnel.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, env=env)
-
-
+@pytest.mark.slow
 def test_predict_then_launch_runs_two_processes_on_cpu(tmp_path):
     """predict --json > p.json && launch p.json --out full --run, for a tiny target on CPU (gloo)."""
     fits = {"fits": {"batch_size": {"law": "batch_size", "form": "power_law", "units": {}, "n_points": 3,
                                     "parameters": {"a": {"value": 1536.0, "interval": None},
                                                    "b": {"value": 1.0, "interval": None}}, "samples": []}}}
     (tmp_path / "fits.json").write_text(json.dumps(fits))
-    out = wt("predict", "--fits", "fits.json", "--reference", "minicpm", "--target", "tiny64", "--tokens", "40960",
-             "--target-loss", "1.5", "--seq-len", "64", "--json", cwd=tmp_path)
+    out = cli("predict", "--fits", "fits.json", "--reference", "minicpm", "--target", "tiny64", "--tokens", "40960",
+             "--target-loss", "1.5", "--seq-len", "64", "--json", cwd=tmp_path, env={"PYTHON": "/nonexistent/python3"})
     assert out.returncode == 0, out.stderr
     (tmp_path / "p.json").write_text(out.stdout)
     assert json.loads(out.stdout)["predictions"]["batch_size_tokens"]["value"] == 1024  # 1536 / 1.5
-    out = wt("launch", "p.json", "--out", "full", "--nproc-per-node", "2", "--device", "cpu", "--gpu-memory-gb", "4",
-             "--run", cwd=tmp_path)
+    out = cli("launch", "p.json", "--out", "full", "--nproc-per-node", "2", "--device", "cpu", "--gpu-memory-gb", "4",
+             "--run", cwd=tmp_path,
+             env={"PYTHON": "/nonexistent/python3", "MASTER_PORT": free_port()})
     assert out.returncode == 0, out.stderr[-3000:]
     result = runs.read_result(tmp_path / "full" / "run")
     config = runs.read_json(tmp_path / "full" / "run" / "config.json")
@@ -92,11 +102,12 @@ def test_predict_then_launch_runs_two_processes_on_cpu(tmp_path):
     assert config["trial"]["train"]["batch_size_tokens"] == 1024 and config["trial"]["optim"]["lr"] == 0.01
 
 
+@pytest.mark.slow
 def test_decay_from_a_stable_checkpoint_with_mixed_data(tmp_path):
     from conftest import tiny_trial
     from windtunnel.train import run_trial
-    stable = tiny_trial(log_every=1, keep_checkpoint=True, checkpoint_every=20, total_tokens=40 * 2048)
-    stable.schedule.kind = "constant"
+    stable = tiny_trial("schedule.kind=constant", log_every=1, keep_checkpoint=True, checkpoint_every=20,
+                        total_tokens=40 * 2048)
     run_trial(stable, tmp_path / "stable")
     (tmp_path / "hq").mkdir()
     for i in range(40):
@@ -106,9 +117,9 @@ def test_decay_from_a_stable_checkpoint_with_mixed_data(tmp_path):
     trial = decay_trial(ckpt, 10 * 2048, [f"0.5:text_dir:{tmp_path / 'hq'}"])
     assert trial.train.total_tokens == 50 * 2048 and trial.schedule.decay_tokens == 10 * 2048
     assert trial.data.mixture == [f"0.5:text_dir:{tmp_path / 'hq'}"]
-    out = wt("launch", "--decay-from", str(ckpt), "--decay-tokens", str(10 * 2048), "--data-mixture",
+    out = cli("launch", "--decay-from", str(ckpt), "--decay-tokens", str(10 * 2048), "--data-mixture",
              f"0.5:text_dir:{tmp_path / 'hq'}", "--out", "decay", "--device", "cpu", "--gpu-memory-gb", "4", "--run",
-             cwd=tmp_path)
+             cwd=tmp_path, env={"PYTHON": "/nonexistent/python3", "MASTER_PORT": free_port()})
     assert out.returncode == 0, out.stderr[-3000:]
     decayed = runs.read_metrics(tmp_path / "decay" / "run")
     base = {m["step"]: m for m in runs.read_metrics(tmp_path / "stable")}
@@ -121,19 +132,19 @@ def test_decay_from_a_stable_checkpoint_with_mixed_data(tmp_path):
     assert runs.read_json(tmp_path / "decay" / "run" / "config.json")["trial"]["train"]["init_from"] == str(ckpt.resolve())
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_shape_is_refused(tmp_path):
     from conftest import tiny_trial
     from windtunnel.train import run_trial
     stable = tiny_trial(keep_checkpoint=True)
     run_trial(stable, tmp_path / "stable")
-    other = tiny_trial()
-    other.model.d_model, other.model.n_heads = 128, 4
-    other.train.init_from = str(tmp_path / "stable" / "checkpoint")
+    other = tiny_trial("model.d_model=128", "model.n_heads=4", init_from=str(tmp_path / "stable" / "checkpoint"))
     with pytest.raises(ConfigError, match=r"different model shape \(d_model 64 there, 128 here"):
         run_trial(other, tmp_path / "other")
     assert not runs.read_metrics(tmp_path / "other")
 
 
+@pytest.mark.slow
 def test_final_weights_and_the_kept_checkpoint_are_the_last_step(tmp_path):
     """A 60-step run: save_final writes RUN/final at step 60 (weights equal to a resume's), keep_checkpoint keeps
     step 60, not the last one before the end; without either, nothing is left."""
@@ -153,22 +164,22 @@ def test_final_weights_and_the_kept_checkpoint_are_the_last_step(tmp_path):
 def test_launch_refuses_what_it_should_not_write(tmp_path):
     pred = {"trial": {"model": {"name": "2.4b$(touch${IFS}PWNED)", "d_model": 256, "n_layers": 4, "n_heads": 4}}}
     (tmp_path / "evil.json").write_text(json.dumps(pred))
-    out = wt("launch", str(tmp_path / "evil.json"), "--out", "x", "--device", "cpu", cwd=tmp_path)
+    out = cli("launch", str(tmp_path / "evil.json"), "--out", "x", "--device", "cpu", cwd=tmp_path, env={"PYTHON": "/nonexistent/python3"})
     assert out.returncode == 2 and "model.name='2.4b$(touch${IFS}PWNED)' must be a plain name" in out.stderr
     assert not (tmp_path / "x").exists() and not (tmp_path / "PWNED").exists()
     (tmp_path / "empty.json").write_text(json.dumps({"trial": {}}))
-    out = wt("launch", str(tmp_path / "empty.json"), "--out", "y", "--device", "cpu", cwd=tmp_path)
+    out = cli("launch", str(tmp_path / "empty.json"), "--out", "y", "--device", "cpu", cwd=tmp_path, env={"PYTHON": "/nonexistent/python3"})
     assert out.returncode == 2 and "has no model size" in out.stderr and not (tmp_path / "y").exists()
-    out = wt("launch", str(tmp_path / "evil.json"), "--out", "z", "--nproc-per-node", "0", cwd=tmp_path)
+    out = cli("launch", str(tmp_path / "evil.json"), "--out", "z", "--nproc-per-node", "0", cwd=tmp_path, env={"PYTHON": "/nonexistent/python3"})
     assert out.returncode == 2 and "--nproc-per-node 0 must be a positive integer" in out.stderr
     pred["trial"]["model"]["name"] = "small"
     (tmp_path / "ok.json").write_text(json.dumps(pred))
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "README.md").write_text("my notes")
-    out = wt("launch", str(tmp_path / "ok.json"), "--out", "busy", "--device", "cpu", cwd=tmp_path)
+    out = cli("launch", str(tmp_path / "ok.json"), "--out", "busy", "--device", "cpu", cwd=tmp_path, env={"PYTHON": "/nonexistent/python3"})
     assert out.returncode == 2 and "is not empty" in out.stderr
     assert (tmp_path / "busy" / "README.md").read_text() == "my notes"
-    out = wt("launch", str(tmp_path / "ok.json"), "--out", "busy", "--device", "cpu", "--force", cwd=tmp_path)
+    out = cli("launch", str(tmp_path / "ok.json"), "--out", "busy", "--device", "cpu", "--force", cwd=tmp_path, env={"PYTHON": "/nonexistent/python3"})
     assert out.returncode == 0 and "--rdzv_id=windtunnel-small" in (tmp_path / "busy" / "launch.sh").read_text()
 
 
@@ -177,13 +188,11 @@ def test_decay_from_reads_the_run_beside_its_checkpoint_not_the_working_director
     decay still takes the config (LR) of the run that wrote the checkpoint."""
     from conftest import tiny_trial
     from windtunnel.train import run_trial
-    stable = tiny_trial(keep_checkpoint=True, total_tokens=20 * 2048)
-    stable.schedule.kind, stable.optim.lr = "constant", 0.004
+    stable = tiny_trial("schedule.kind=constant", "optim.lr=0.004", keep_checkpoint=True, total_tokens=20 * 2048)
     run_trial(stable, tmp_path / "a" / "r")
     meta = runs.read_json(tmp_path / "a" / "r" / "checkpoint" / "meta.json")
     runs.write_json(tmp_path / "a" / "r" / "checkpoint" / "meta.json", {**meta, "run_dir": "r"})
-    decoy = tiny_trial()
-    decoy.optim.lr = 0.5
+    decoy = tiny_trial("optim.lr=0.5")
     (tmp_path / "b" / "r").mkdir(parents=True)
     runs.write_json(tmp_path / "b" / "r" / "config.json", {"trial": to_dict(decoy)})
     monkeypatch.chdir(tmp_path / "b")
@@ -197,12 +206,12 @@ def test_launch_overrides_set_the_corpus_and_the_readme_says_what_it_trains_on(t
     (group choices and fields, as for train) put the proxies' corpus into trial.json and leave the rest alone."""
     p = tmp_path / "p.json"
     p.write_text(json.dumps(minicpm_prediction()))
-    plain = wt("launch", "p.json", "--out", "plain", "--nnodes", "4", "--nproc-per-node", "8", "--round-batch", cwd=tmp_path)
+    plain = cli("launch", "p.json", "--out", "plain", "--nnodes", "4", "--nproc-per-node", "8", "--round-batch", cwd=tmp_path, env={"PYTHON": "/nonexistent/python3"})
     assert plain.returncode == 0, plain.stderr
     assert "WARNING: this is windtunnel's embedded demo corpus" in (tmp_path / "plain" / "README.md").read_text()
     assert "embedded demo corpus" in plain.stderr
-    done = wt("launch", "p.json", "data=stdlib_site_bpe", "data.eval_frac=0.01", "train.seed=3", "--out", "mine",
-              "--nnodes", "4", "--nproc-per-node", "8", "--round-batch", cwd=tmp_path)
+    done = cli("launch", "p.json", "data=stdlib_site_bpe", "data.eval_frac=0.01", "train.seed=3", "--out", "mine",
+              "--nnodes", "4", "--nproc-per-node", "8", "--round-batch", cwd=tmp_path, env={"PYTHON": "/nonexistent/python3"})
     assert done.returncode == 0, done.stderr
     assert "embedded demo corpus" not in done.stderr
     mine, base = (json.loads((tmp_path / d / "trial.json").read_text()) for d in ("mine", "plain"))
@@ -212,7 +221,7 @@ def test_launch_overrides_set_the_corpus_and_the_readme_says_what_it_trains_on(t
                                                               "train": {**base["train"], "seed": 3}}
     readme = (tmp_path / "mine" / "README.md").read_text()
     assert "`data.source=stdlib+site`, tokenizer `bpe` (8192)" in readme and "WARNING" not in readme
-    bad = wt("launch", "p.json", "data=nope", "--out", "bad", "--nnodes", "4", "--nproc-per-node", "8",
-             "--round-batch", cwd=tmp_path)
+    bad = cli("launch", "p.json", "data=nope", "--out", "bad", "--nnodes", "4", "--nproc-per-node", "8",
+             "--round-batch", cwd=tmp_path, env={"PYTHON": "/nonexistent/python3"})
     assert bad.returncode == 2 and "data='nope' is not an option of the data group" in bad.stderr
     assert not (tmp_path / "bad").exists()

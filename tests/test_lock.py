@@ -9,11 +9,15 @@ import time
 
 import pytest
 
+from conftest import cli
 from windtunnel import runs
 from windtunnel.runs import lock
 
-TRAIN = [sys.executable, "-m", "windtunnel.cli", "train", "model=tiny64", "train=cpu", "train.total_tokens=1e6",
-         "train.log_every=5"]
+pytestmark = pytest.mark.slow  # every test here starts processes or trains several models
+
+
+ARGS = ["train", "model=tiny32", "train=cpu", "train.total_tokens=5e5", "train.log_every=5", "train.eval_tokens=2048"]
+TRAIN = [sys.executable, "-m", "windtunnel.cli", *ARGS]
 
 
 def start(out):
@@ -29,12 +33,11 @@ def steps(out) -> list[int]:
     return [m["step"] for m in runs.read_metrics(out)]
 
 
-@pytest.mark.slow
 def test_a_second_process_skips_a_run_dir_that_a_live_one_trains(tmp_path):
     out = tmp_path / "run"
     first = start(out)
     assert lock.holder(out)["pid"] == first.pid
-    second = subprocess.run([*TRAIN, "--out", str(out)], capture_output=True, text=True, timeout=300)
+    second = cli(*ARGS, "--out", out)  # this process, beside the one training
     assert second.returncode == 1
     assert f"is being trained by pid {first.pid}" in second.stderr and "skipped it" in second.stderr
     assert first.wait(timeout=300) == 0
@@ -43,7 +46,6 @@ def test_a_second_process_skips_a_run_dir_that_a_live_one_trains(tmp_path):
     assert runs.read_result(out).status == "completed" and not (out / lock.LOCK).exists()
 
 
-@pytest.mark.slow
 def test_a_killed_run_reads_as_interrupted_and_the_next_run_takes_its_lock_and_resumes(tmp_path):
     out = tmp_path / "run"
     first = start(out)
@@ -52,7 +54,7 @@ def test_a_killed_run_reads_as_interrupted_and_the_next_run_takes_its_lock_and_r
     assert runs.read_result(out).status == "running"  # what the dead process left in result.json ...
     assert runs.load_results(out)["status"].tolist() == ["interrupted"]  # ... and what every table shows
     assert lock.holder(out)["pid"] == first.pid and not lock.is_live(out)
-    done = subprocess.run([*TRAIN, "--out", str(out)], capture_output=True, text=True, timeout=300)
+    done = cli(*ARGS, "--out", out)
     assert done.returncode == 0, done.stderr
     logged = steps(out)
     assert logged == sorted(set(logged)) and runs.read_result(out).status == "completed"

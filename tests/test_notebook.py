@@ -5,7 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from windtunnel.sweep.tables import fit_laws, load_tables
+from windtunnel import fit, load_runs
+
+pytestmark = pytest.mark.slow  # every test here starts processes or trains several models
+
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "windtunnel.ipynb"
@@ -34,7 +37,7 @@ def test_notebook_executes_and_prints_the_librarys_exponent(monkeypatch, record,
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
                    if o.get("output_type") == "stream")
     printed = float(re.search(r"^b = (\S+)", text, re.M).group(1))
-    want = fit_laws(load_tables(ROOT / "sweeps" / record), ["batch_size"], n_boot=50)[0]["batch_size"]
+    want = fit(load_runs(ROOT / "sweeps" / record), ["batch_size"], n_boot=50)[0]["batch_size"]
     assert printed == pytest.approx(want.params["b"], rel=1e-5)
     figures = sum(1 for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {}))
     assert figures == 4  # loss curves, iso-loss curves, batch-size law, LR U-curves
@@ -56,7 +59,7 @@ def test_every_committed_record_loads_with_its_runs_and_statuses():
     found = sorted(str(p.parent.relative_to(ROOT / "sweeps")) for p in (ROOT / "sweeps").glob("**/runs.csv.gz"))
     assert found == sorted(RECORD_RUNS)
     for name, statuses in RECORD_RUNS.items():
-        tables = load_tables(ROOT / "sweeps" / name)
+        tables = load_runs(ROOT / "sweeps" / name)
         assert tables.runs["status"].value_counts().to_dict() == statuses, name
         ran = tables.runs[tables.runs["status"].isin(["completed", "diverged"])]  # an interrupted run has no epochs
         assert (ran["epochs"] <= 1).all(), name  # every trial within one epoch of its corpus

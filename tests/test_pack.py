@@ -5,12 +5,12 @@ import copy
 import pytest
 
 from windtunnel import runs
-from windtunnel.config import ConfigError
+from windtunnel.config import ConfigError, override
 from windtunnel.compose import compose
 from windtunnel.train import run_trial, run_trials
 
-from conftest import tiny_trial
-from test_sweep import TINY, wt
+from conftest import cli, tiny_trial
+from test_sweep import TINY
 
 KEYS = ("train_loss", "eval_loss", "eval_bpb", "grad_norm", "lr")
 
@@ -27,16 +27,11 @@ def assert_same_curves(packed_dir, alone_dir, rtol=1e-4):
 
 
 def lr_grid(lrs, **train):
-    base = tiny_trial(**{"device": "cpu", "micro_batch_size": 8, "total_tokens": 2048 * 30, **train})  # 2 micro/step
-    base.schedule.warmup_tokens = 2048 * 3
-    cfgs = []
-    for lr in lrs:
-        cfg = copy.deepcopy(base)
-        cfg.optim.lr = lr
-        cfgs.append(cfg)
-    return cfgs
+    return [tiny_trial(f"schedule.warmup_tokens={2048 * 3}", override("optim.lr", lr),  # 2 micro-batches per step
+                       **{"device": "cpu", "micro_batch_size": 8, "total_tokens": 2048 * 30, **train}) for lr in lrs]
 
 
+@pytest.mark.slow
 def test_packed_lr_grid_equals_lone_trials_with_one_diverging(tmp_path):
     # LR 30 blows up at step 2; 0.003 and 0.01 train on. (Above ~0.02 this tiny model is chaotic: a 1e-6
     # change of LR moves its curve by 1% after 20 steps, so the comparison uses LRs where float order is noise.)
@@ -54,6 +49,7 @@ def test_packed_lr_grid_equals_lone_trials_with_one_diverging(tmp_path):
     assert [r.session_wall_s for r in again] == [r.session_wall_s for r in packed]
 
 
+@pytest.mark.slow
 def test_packed_seeds_draw_their_own_init_and_data(tmp_path):
     cfgs = lr_grid([0.01, 0.01], total_tokens=2048 * 12)
     cfgs[1].train.seed = 1
@@ -77,10 +73,11 @@ def test_members_and_what_may_not_differ(tmp_path):
         compose(["train.pack_members=['model.d_model=96']"])
 
 
+@pytest.mark.slow
 def test_packed_sweep_writes_the_unpacked_sweeps_run_dirs(tmp_path):
     grid = ["-m", *TINY, "optim.lr=0.003,0.006,0.01", "train.seed=0,1"]
-    wt("sweep", *grid, "hydra.sweep.dir=runs/alone", cwd=tmp_path)
-    wt("sweep", *grid, "hydra.sweep.dir=runs/packed", "train.pack=2", cwd=tmp_path)
+    cli("sweep", *grid, "hydra.sweep.dir=runs/alone", cwd=tmp_path, check=True)
+    cli("sweep", *grid, "hydra.sweep.dir=runs/packed", "train.pack=2", cwd=tmp_path, check=True)
     # 2 seeds x 3 LRs differ only in packable keys: 6 points in 3 jobs of 2
     assert sorted(p.name for p in (tmp_path / "runs/packed/packs").iterdir()) == ["pack0", "pack1", "pack2"]
     alone = {p.name: p for p in runs.run_dirs(tmp_path / "runs/alone")}
@@ -91,13 +88,13 @@ def test_packed_sweep_writes_the_unpacked_sweeps_run_dirs(tmp_path):
         assert runs.read_json(packed[name] / runs.CONFIG)["pack"] == 2
     # the same packed command again trains nothing
     written = {name: (p / runs.RESULT).stat().st_mtime_ns for name, p in packed.items()}
-    out = wt("sweep", *grid, "hydra.sweep.dir=runs/packed", "train.pack=2", cwd=tmp_path)
+    out = cli("sweep", *grid, "hydra.sweep.dir=runs/packed", "train.pack=2", cwd=tmp_path, check=True)
     assert (out.stdout + out.stderr).count(": completed") == 6
     assert {name: (p / runs.RESULT).stat().st_mtime_ns for name, p in packed.items()} == written
 
 
 def test_packing_needs_a_grid_sweeper(tmp_path):
-    out = wt("sweep", "-m", *TINY, "optim.lr=tag(log,interval(0.001,0.1))", "train.pack=2", cwd=tmp_path, check=False)
+    out = cli("sweep", "-m", *TINY, "optim.lr=tag(log,interval(0.001,0.1))", "train.pack=2", cwd=tmp_path, check=False)
     assert out.returncode != 0
     assert "train.pack=2 packs the points of a grid" in out.stderr and "use train.pack=1" in out.stderr
     assert not (tmp_path / "runs").exists() or not runs.run_dirs(tmp_path / "runs")  # nothing trained

@@ -12,6 +12,8 @@ from windtunnel import plot
 from windtunnel.fit import FitResult, batch_size_law, lr_optimum
 
 
+
+
 @pytest.fixture(scope="module")
 def bs_fit():
     return batch_size_law(batch_size_runs(seed=0), n_boot=50)

@@ -2,11 +2,10 @@
 import json
 
 import numpy as np
-import subprocess
-import sys
 
 import pytest
 
+from conftest import cli
 from synthetic import batch_size_runs
 from test_fit import chinchilla_runs, lr_sweep
 from windtunnel import laws
@@ -70,16 +69,15 @@ def test_cli_fit_file_then_predict(tmp_path):
     data = batch_size_runs()
     data.rename(columns={"loss": "val_loss", "bs": "batch"}).to_csv(tmp_path / "runs.csv", index=False)
     fits = tmp_path / "fits.json"
-    out = subprocess.run([sys.executable, "-m", "windtunnel.cli", "fit", str(tmp_path / "runs.csv"), "--law",
-                          "batch-size", "--columns", "loss=val_loss,bs=batch", "--boot", "50", "--out", str(fits),
-                          "--json"], capture_output=True, text=True, timeout=120)
+    out = cli("fit", str(tmp_path / "runs.csv"), "--law",
+              "batch-size", "--columns", "loss=val_loss,bs=batch", "--boot", "50", "--out", str(fits),
+              "--json")
     assert out.returncode == 0, out.stderr
     doc = json.loads(fits.read_text())
     params = doc["fits"]["batch_size"]["parameters"]
     assert params["b"]["value"] == pytest.approx(6.24, rel=0.06) and len(params["a"]["interval"]) == 2
-    out = subprocess.run([sys.executable, "-m", "windtunnel.cli", "predict", "--fits", str(fits), "--reference",
-                          "minicpm", "--target", "2.4B", "--tokens", "1.1e12", "--target-loss", "2.5", "--json"],
-                         capture_output=True, text=True, timeout=60)
+    out = cli("predict", "--fits", str(fits), "--reference",
+              "minicpm", "--target", "2.4B", "--tokens", "1.1e12", "--target-loss", "2.5", "--json")
     assert out.returncode == 0, out.stderr
     pred = json.loads(out.stdout)["predictions"]
     want = params["a"]["value"] / 2.5 ** params["b"]["value"]
@@ -90,12 +88,12 @@ def test_cli_fit_file_then_predict(tmp_path):
 def test_cli_fits_the_loss_law_from_decay_branch_run_dirs(tmp_path):
     """A WSD data/model sweep's run tree: stable runs (left out) and their decay branches (the points)."""
     from windtunnel import runs as run_files
+    from windtunnel.compose import compose
     from windtunnel.config import TrialConfig, to_dict
     truth = dict(E=1.5, A=300.0, B=900.0, alpha=0.34, beta=0.3)
     for n in (1e6, 4e6, 1.6e7, 6.4e7):
         trunk = tmp_path / f"N{n:g}"
-        cfg = TrialConfig()
-        cfg.train.branch_at_n = [10.0, 20.0, 40.0]
+        cfg = compose(["train.branch_at_n=[10.0,20.0,40.0]"])
         branch_dirs = []
         for k in cfg.train.branch_at_n:
             d = n * k / 0.9
@@ -107,8 +105,7 @@ def test_cli_fits_the_loss_law_from_decay_branch_run_dirs(tmp_path):
             path.mkdir(parents=True, exist_ok=True)
             run_files.write_json(path / "config.json", {"trial": to_dict(trial), "N": n})
             run_files.write_json(path / "result.json", {"status": "completed", **result})
-    out = subprocess.run([sys.executable, "-m", "windtunnel.cli", "fit", str(tmp_path), "--law", "loss", "--boot", "20",
-                          "--json"], capture_output=True, text=True, timeout=120)
+    out = cli("fit", str(tmp_path), "--law", "loss", "--boot", "20", "--json")
     assert out.returncode == 0, out.stderr
     fit = json.loads(out.stdout)["fits"]["loss"]
     assert fit["n_points"] == 12  # 4 sizes x 3 branches; the stable runs (loss 9.9) are not points
@@ -138,16 +135,15 @@ def test_predict_refuses_an_unidentified_law_and_force_records_why(tmp_path):
     # through the CLI: exit 2 with the reason; --force writes the warning into prediction.json and the launch README
     fits = tmp_path / "fits.json"
     fits.write_text(json.dumps({"fits": {"batch_size": _demo_law().to_json()}}))
-    args = [sys.executable, "-m", "windtunnel.cli", "predict", "--fits", str(fits), "--reference", "minicpm",
+    args = ["predict", "--fits", str(fits), "--reference", "minicpm",
             "--target", "2.4B", "--tokens", "1.1e12", "--target-loss", "1.5"]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    out = cli(*args)
     assert out.returncode == 2 and "includes 0" in out.stderr and "--force" in out.stderr
-    out = subprocess.run(args + ["--force", "--out", str(tmp_path / "p")], capture_output=True, text=True, timeout=120)
+    out = cli(*args, "--force", "--out", str(tmp_path / "p"))
     assert out.returncode == 0, out.stderr
     assert any("includes 0" in w for w in json.loads((tmp_path / "p" / "prediction.json").read_text())["warnings"])
-    out = subprocess.run([sys.executable, "-m", "windtunnel.cli", "launch", str(tmp_path / "p"), "--out",
-                          str(tmp_path / "l"), "--nnodes", "4", "--nproc-per-node", "8", "--round-batch"],
-                         capture_output=True, text=True, timeout=120)
+    out = cli("launch", str(tmp_path / "p"), "--out",
+              str(tmp_path / "l"), "--nnodes", "4", "--nproc-per-node", "8", "--round-batch")
     assert out.returncode == 0, out.stderr
     assert "includes 0" in (tmp_path / "l" / "README.md").read_text()
 
@@ -168,12 +164,13 @@ def test_a_diverged_run_keeps_its_cell_in_an_lr_sweep(tmp_path):
     after 1/10 of its tokens (as on the H200 muTransfer sweep). The cell is the budget it was given: before, its
     short `tokens` made a second D, and the fit reported a Step Law D exponent from one budget."""
     from windtunnel import runs as run_files
-    from windtunnel.config import TrialConfig, to_dict
+    from windtunnel.compose import compose
+    from windtunnel.config import override, to_dict
     budget = 10485760
     for width in (128, 256, 512, 1024):
         for i, lr in enumerate(2.0 ** np.arange(-11, -4)):
-            cfg = TrialConfig()
-            cfg.model.d_model, cfg.optim.lr, cfg.train.total_tokens = width, float(lr), budget
+            cfg = compose([f"model.d_model={width}", override("optim.lr", float(lr)),
+                           f"train.total_tokens={budget}"])
             diverged = width == 1024 and i == 6
             result = {"status": "diverged" if diverged else "completed", "N": 12 * width ** 2,
                       "tokens": budget // 10 if diverged else budget,
@@ -182,8 +179,7 @@ def test_a_diverged_run_keeps_its_cell_in_an_lr_sweep(tmp_path):
             path.mkdir()
             run_files.write_json(path / "config.json", {"trial": to_dict(cfg), "N": 12 * width ** 2})
             run_files.write_json(path / "result.json", result)
-    out = subprocess.run([sys.executable, "-m", "windtunnel.cli", "fit", str(tmp_path), "--law", "lr", "--boot", "20",
-                          "--json"], capture_output=True, text=True, timeout=120)
+    out = cli("fit", str(tmp_path), "--law", "lr", "--boot", "20", "--json")
     assert out.returncode == 0, out.stderr
     fit = json.loads(out.stdout)["fits"]["lr"]
     assert fit["form"] == "constant" and "e_D" not in fit["parameters"]

@@ -1,27 +1,32 @@
 """Every shell command in the README runs: verbatim where it is cheap, with the budget overrides below appended
 where it trains (the same command at test size), or it is marked `# GPU` / `# cluster` in the README, or
 another test runs it (ELSEWHERE). A new README command that is none of these fails this test."""
-import os
 import re
 import shlex
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
+
+from conftest import cli
+
+pytestmark = pytest.mark.slow  # every test here starts processes or trains several models
+
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKS = ("# GPU", "# cluster")
 ELSEWHERE = {"make demo": "tests/test_demo.py (windtunnel demo --tiny)", "make test": ".ci/run (this suite)"}
 # command prefix -> overrides appended so that it trains at test size (everything else stays as written)
 SHRINK = {
-    "windtunnel train model=tiny128": ["train.total_tokens=16384", "train.eval_points=4"],
-    "windtunnel train model=tiny256": ["train.total_tokens=16384", "train.eval_points=4"],
-    "windtunnel sweep -m sweep=batch_size_cpu": ["train.total_tokens=16384", "train.eval_points=6"],
+    "windtunnel train model=tiny128": ["train.total_tokens=16384", "train.eval_points=4", "train.eval_tokens=4096"],
+    "windtunnel train model=tiny256": ["train.total_tokens=16384", "train.eval_points=4", "train.eval_tokens=4096"],
+    "windtunnel sweep -m sweep=batch_size_cpu": ["train.total_tokens=16384", "train.eval_points=6",
+                                                 "train.eval_tokens=2048", "train.batch_size_tokens=512,1024"],
     "windtunnel sweep -m sweep=lr_transfer_cpu": ["train.total_tokens=4096", "train.eval_points=2",
-                                                  "model.d_model=32,64"],
+                                                  "train.eval_tokens=2048", "model.d_model=32,64",
+                                                  "optim.lr=0.0078125,0.015625"],
     "windtunnel sweep -m sweep=wsd_data_model_cpu": ["model=tiny32", "train.branch_at_n=[1,2]", "train.eval_points=4"],
     "windtunnel sweep -m sweep=lr_search_cpu": ["hydra.sweeper.n_trials=2", "train.branch_at_n=[0.5]"],
 }
@@ -91,11 +96,17 @@ def with_overrides(words: list[str], extra: list[str]) -> list[str]:
     return words[:at] + extra + words[at:]
 
 
-def test_readme_commands_run(tmp_path):
+def part(words: list[str]) -> str:
+    """'runs': a command that trains or reads what the README's training commands wrote under runs/; 'examples':
+    one that reads the committed records and the example tables (the two halves run side by side)."""
+    trains = words[1] in ("train", "sweep", "runs") or (words[1] == "fit" and words[2].startswith("runs"))
+    return "runs" if trains else "examples"
+
+
+@pytest.mark.parametrize("which", ["runs", "examples"])
+def test_readme_commands_run(tmp_path, which):
     shutil.copytree(ROOT / "sweeps", tmp_path / "sweeps")
     _synthetic_tables(tmp_path)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           "WINDTUNNEL_LOG_LEVEL": "WARNING"}
     outputs = {}
     for command in readme_commands():
         kind, extra = classify(command)
@@ -105,16 +116,20 @@ def test_readme_commands_run(tmp_path):
         redirect = None
         if ">" in words:
             redirect, words = words[words.index(">") + 1], words[:words.index(">")]
-        if words[0] == "windtunnel":
-            words = [sys.executable, "-m", "windtunnel.cli", *words[1:]]
-        done = subprocess.run(with_overrides(words, list(extra or [])), cwd=tmp_path, env=env, capture_output=True, text=True,
-                              timeout=600)
+        assert words[0] == "windtunnel", f"{command!r}: only windtunnel commands run here; mark or move it"
+        if part(words) != which:
+            continue
+        done = cli(*with_overrides(words[1:], list(extra or [])), cwd=tmp_path, env={"WINDTUNNEL_LOG_LEVEL": "WARNING"})
         if redirect:
             (tmp_path / redirect).write_text(done.stdout)
-        allowed = FIT_EXITS if words[3:4] == ["fit"] else {0}
+        allowed = FIT_EXITS if words[1:2] == ["fit"] else {0}
         assert done.returncode in allowed and "Traceback" not in done.stderr, \
             f"{command}\n-> exit {done.returncode}\n{done.stderr[-3000:]}"
         outputs[command] = done.stdout
+    if which == "runs":
+        runs = next(v for k, v in outputs.items() if k.startswith("windtunnel runs runs/batch_size_cpu"))
+        assert runs.count("completed") == 4  # the (shrunk) two batch sizes of both sizes, each a run dir
+        return
     # what the example commands print is the known answer of the example data
     theirs = next(v for k, v in outputs.items() if "theirs.csv" in k)
     assert re.search(r"alpha = 0\.34\b", theirs) and re.search(r"beta = 0\.28\b", theirs), theirs
@@ -124,6 +139,4 @@ def test_readme_commands_run(tmp_path):
     assert re.search(r"e_N = -0\.71", steplaw) and re.search(r"e_D = 0\.30", steplaw), steplaw
     iso = next(v for k, v in outputs.items() if "isoflops.csv" in k)
     assert "isoflop" in iso
-    runs = next(v for k, v in outputs.items() if k.startswith("windtunnel runs runs/batch_size_cpu"))
-    assert runs.count("completed") == 12  # the six batch sizes of both sizes, each a run dir
     assert (tmp_path / "runs" / "full" / "launch.sh").exists() and (tmp_path / "report.html").exists()

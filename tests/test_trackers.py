@@ -5,8 +5,12 @@ import pytest
 from conftest import tiny_trial
 
 from windtunnel import config, runs
-from windtunnel.config import ConfigError, TrialConfig
+from windtunnel.compose import compose
+from windtunnel.config import ConfigError
 from windtunnel.train import run_trial
+
+
+pytestmark = pytest.mark.slow  # every test here starts processes or trains several models
 
 
 def logged(run_dir, key: str) -> dict:
@@ -49,11 +53,14 @@ def wandb_history(path) -> list[dict]:
 
 
 def test_wandb_offline_run_holds_every_row(tmp_path, monkeypatch):
-    pytest.importorskip("wandb")
+    wandb = pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     out = tmp_path / "run"
-    assert run_trial(tiny_trial(loggers=["wandb"]), out).status == "completed"
+    try:
+        assert run_trial(tiny_trial(loggers=["wandb"]), out).status == "completed"
+    finally:
+        wandb.teardown()  # its service process, which would otherwise live on until this process ends
     (path,) = (out / "wandb").glob("offline-run-*/run-*.wandb")
     history = {r["_step"]: r for r in wandb_history(path) if "_step" in r}
     metrics = runs.read_metrics(out)
@@ -79,11 +86,8 @@ def test_mlflow_store_has_every_eval(tmp_path, monkeypatch):
 
 
 def test_an_unknown_or_missing_tracker_is_refused_before_training(monkeypatch):
-    cfg = TrialConfig()
-    cfg.train.loggers = ["neptune"]
     with pytest.raises(ConfigError, match="train.loggers item='neptune' is unknown; use one of tensorboard, wandb, mlflow"):
-        cfg.validate()
+        compose(["train.loggers=[neptune]"])
     monkeypatch.setattr(config, "installed", lambda module: module != "wandb")
-    cfg.train.loggers = ["wandb"]
     with pytest.raises(ConfigError, match=r"train.loggers=\[wandb\] needs the wandb package: pip install wandb"):
-        cfg.validate()
+        compose(["train.loggers=[wandb]"])

@@ -5,15 +5,17 @@ import warnings
 
 import pytest
 
-from conftest import tiny_trial
+from conftest import shared, tiny_trial
 from windtunnel import runs
+from windtunnel.config import override
 from windtunnel.train import StopTrial, eval_steps, run_trial
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def finished(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "a"
-    return out, run_trial(tiny_trial(), out)
+    """tiny_trial() trained once for the session: (its run dir, its result as recorded)."""
+    out = shared(tmp_path_factory, "finished", lambda path: run_trial(tiny_trial(), path))
+    return out, runs.read_result(out)
 
 
 def test_loss_falls_well_below_uniform_and_tokens_add_up(finished):
@@ -42,6 +44,7 @@ def test_eval_points_are_log_spaced_in_tokens():
     assert max(ratios) <= 1000 ** (1 / 29) + 1.0  # geometric spacing up to integer rounding
 
 
+@pytest.mark.slow
 def test_a_wsd_decay_gets_evenly_spaced_evals_of_its_own(tmp_path):
     """train.decay_eval_points: 4 evals evenly spaced over a decay of the last 10 of 60 steps (52, 55, 58, 60:
     linspace(50, 60, 5)[1:] rounded) where the log spacing alone puts only the end; none without a decay."""
@@ -49,8 +52,7 @@ def test_a_wsd_decay_gets_evenly_spaced_evals_of_its_own(tmp_path):
     base = eval_steps(60, 2048, 12)
     assert [s for s in base if s > 42] == [60]
     assert sorted(set(base) | {52, 55, 58, 60}) == eval_steps(60, 2048, 12, 50, 4)
-    cfg = tiny_trial(decay_eval_points=4)
-    cfg.schedule.kind, cfg.schedule.decay_frac = "wsd", 10 / 60
+    cfg = tiny_trial("schedule.kind=wsd", override("schedule.decay_frac", 10 / 60), decay_eval_points=4)
     result = run_trial(cfg, tmp_path / "wsd")
     assert result.status == "completed", result
     evals = [m["step"] for m in runs.read_metrics(tmp_path / "wsd") if "eval_loss" in m]
@@ -65,6 +67,7 @@ def test_completed_run_is_skipped(finished):
     assert again == result and (out / runs.METRICS).read_text() == before
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted(tmp_path, finished):
     """Kill a run after a checkpoint (a KeyboardInterrupt from the eval callback), resume, compare the curve."""
     full = runs.read_metrics(finished[0])
@@ -93,8 +96,6 @@ def test_resume_equals_uninterrupted(tmp_path, finished):
 def test_a_checkpoint_that_lost_its_weights_restarts_the_run_and_keeps_its_first_curve(tmp_path, finished):
     """A killed run dir brought back without *.pt (meta.json only): the next call trains it again from step 0 (the
     same curve as an uninterrupted run) instead of failing, and keeps the first attempt's points beside it."""
-    from windtunnel.train.trainer import RESTARTED
-
     def kill_at_fourth_eval(report):
         if report.step >= eval_steps(60, 2048, 12)[3]:
             raise KeyboardInterrupt
@@ -110,7 +111,7 @@ def test_a_checkpoint_that_lost_its_weights_restarts_the_run_and_keeps_its_first
     assert [m["step"] for m in again] == [m["step"] for m in full]
     assert [m["eval_loss"] for m in again if "eval_loss" in m] == pytest.approx(
         [m["eval_loss"] for m in full if "eval_loss" in m], rel=1e-6)
-    kept = [json.loads(line) for line in (out / RESTARTED).read_text().splitlines()]
+    kept = [json.loads(line) for line in runs.Run(out).restarted.read_text().splitlines()]
     assert kept == first and 0 < kept[-1]["step"] < 60
 
 
@@ -126,16 +127,13 @@ def test_a_run_recorded_before_a_config_field_existed_is_still_skipped_and_a_set
     (out / "config.json").write_text(json.dumps(config))
     before = (out / runs.METRICS).read_text()
     assert run_trial(tiny_trial(), out) == finished[1] and (out / runs.METRICS).read_text() == before
-    changed = tiny_trial()
-    changed.schedule.warmup_steps = 5
+    changed = tiny_trial("schedule.warmup_steps=5")
     with pytest.raises(ConfigError, match="schedule.warmup_steps: None there, 5 now"):
         run_trial(changed, out)
 
 
 def test_huge_lr_diverges_and_keeps_its_curve(tmp_path):
-    cfg = tiny_trial()
-    cfg.optim.lr = 30.0
-    cfg.schedule.warmup_frac = 0.0
+    cfg = tiny_trial("optim.lr=30.0", "schedule.warmup_frac=0.0")
     result = run_trial(cfg, tmp_path / "hot")
     assert result.status == "diverged", result
     metrics = runs.read_metrics(tmp_path / "hot")
@@ -157,8 +155,7 @@ def test_callback_can_prune(tmp_path):
 
 
 def test_failure_is_recorded_not_raised(tmp_path):
-    cfg = tiny_trial()
-    cfg.data.source, cfg.data.path = "text_dir", str(tmp_path / "missing")
+    cfg = tiny_trial("data.source=text_dir", override("data.path", str(tmp_path / "missing")))
     result = run_trial(cfg, tmp_path / "f")
     assert result.status == "failed" and "missing" in result.error
     assert runs.read_result(tmp_path / "f").status == "failed"
@@ -177,18 +174,18 @@ def test_loader_skips_corrupt_run_dirs(tmp_path, finished):
         results = runs.load_results(tmp_path)
     assert sorted(results["run_dir"].str.rsplit("/", n=1).str[-1]) == ["good", "torn"]
     with warnings.catch_warnings(record=True):
-        points = runs.load_runs(tmp_path)
+        points = runs.load_points(tmp_path)
     n = len(runs.read_metrics(finished[0]))
     assert len(points) == 2 * n
     assert set(points["status"]) == {"completed"} and set(points["N"]) == {94_528}
     assert {"step", "tokens", "eval_loss", "optim.lr", "train.batch_size_tokens"} <= set(points.columns)
 
 
+@pytest.mark.slow
 def test_wsd_decay_branch_equals_a_standalone_wsd_run(tmp_path):
     """A decay branched from the stable run's checkpoint = the same WSD schedule trained from scratch."""
-    cfg = tiny_trial(log_every=1)
-    cfg.schedule.decay_frac, cfg.schedule.warmup_tokens = 0.2, 4 * 2048
-    cfg.train.branch_at_n = [0.5, 1.0]  # N = 94,528: branches at steps 23 and 46
+    cfg = tiny_trial("schedule.decay_frac=0.2", f"schedule.warmup_tokens={4 * 2048}",
+                     log_every=1, branch_at_n=[0.5, 1.0])  # N = 94,528: branches at steps 23 and 46
     reports = []
     trunk = run_trial(cfg, tmp_path / "trunk", callback=reports.append)
     assert trunk.status == "completed" and trunk.steps == 46  # the run stops at the last branch point
@@ -202,10 +199,8 @@ def test_wsd_decay_branch_equals_a_standalone_wsd_run(tmp_path):
     for m in branch:  # identical to the stable run up to the branch point
         if m["step"] <= 46:
             assert m == by_step[m["step"]]
-    solo = tiny_trial(log_every=1)
-    solo.train.total_tokens = 58 * 2048
-    solo.schedule.warmup_tokens, solo.schedule.decay_tokens = 4 * 2048, 12 * 2048
-    solo.schedule.half_life_tokens = round(0.02 * 58 * 2048)
+    solo = tiny_trial(f"schedule.warmup_tokens={4 * 2048}", f"schedule.decay_tokens={12 * 2048}",
+                      f"schedule.half_life_tokens={round(0.02 * 58 * 2048)}", log_every=1, total_tokens=58 * 2048)
     run_trial(solo, tmp_path / "solo")
     alone = {m["step"]: m for m in runs.read_metrics(tmp_path / "solo")}
     for m in branch:
@@ -221,8 +216,7 @@ def test_wsd_decay_branch_equals_a_standalone_wsd_run(tmp_path):
 
 def test_run_dir_with_a_different_trial_is_refused(tmp_path, finished):
     from windtunnel.config import ConfigError
-    cfg = tiny_trial()
-    cfg.optim.lr = 0.02
+    cfg = tiny_trial("optim.lr=0.02")
     with pytest.raises(ConfigError, match=r"holds a different trial \(optim.lr: 0.01 there, 0.02 now\)"):
         run_trial(cfg, finished[0])
 
@@ -238,6 +232,7 @@ class _Payload:
         return os.system, (f"touch {self.marker}",)
 
 
+@pytest.mark.slow
 def test_a_crafted_checkpoint_is_refused_without_running_its_code(tmp_path):
     import json
     import subprocess
@@ -254,3 +249,22 @@ def test_a_crafted_checkpoint_is_refused_without_running_its_code(tmp_path):
                          timeout=300)
     assert not marker.exists()  # the payload never ran
     assert out.returncode != 0 and "holds more than tensors and plain values" in out.stderr + out.stdout
+
+
+def test_a_tiny_cpu_trial_trains_on_one_thread_and_leaves_torch_as_it_found_it(tmp_path, monkeypatch):
+    """train.threads=0 picks one thread for a micro-batch under 2 GFLOP on the CPU (benchmarks/threads.py), torch's
+    default above it or on a GPU, and any count given; the trainer puts torch's thread count back after the run."""
+    import torch
+
+    from windtunnel.compose import compose
+    from windtunnel.train.core import cpu_threads
+    cpu = torch.device("cpu")
+    assert cpu_threads(tiny_trial(), cpu) == 1 and cpu_threads(tiny_trial(threads=3), cpu) == 3
+    big = compose(["model=tiny256", "train=cpu", "train.seq_len=128", "train.micro_batch_size=32",
+                   "train.batch_size_tokens=4096"])  # 74 GFLOP a micro-batch
+    assert cpu_threads(big, cpu) == 0 and cpu_threads(tiny_trial(), torch.device("cuda")) == 0
+    seen, real = [], torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: seen.append(n) or real(n))
+    before = torch.get_num_threads()
+    assert run_trial(tiny_trial(total_tokens=4 * 2048, eval_points=2), tmp_path / "r").status == "completed"
+    assert seen == [1, before] and torch.get_num_threads() == before

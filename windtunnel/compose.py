@@ -1,9 +1,12 @@
 """The one way a trial is built: Hydra composes conf/ (shipped as windtunnel.conf) with the user's overrides,
 and OmegaConf.to_object turns the result into plain dataclasses, once.
 
-`windtunnel train ARGS`, `windtunnel sweep ARGS` (its jobs), the members of a packed job and the tests all
-call compose(), so the same overrides give the same TrialConfig everywhere. The model group is the ladder
-of sizing.LADDER, registered here in Hydra's ConfigStore (no YAML copy that could drift).
+`windtunnel train ARGS`, `windtunnel sweep ARGS` (its jobs), the members of a packed job and the tests call
+compose(overrides); a trial that starts from a record (a run's config.json, a prediction, a decay branch of a
+stable run, a launch) is compose_record(record, overrides). So the same overrides give the same TrialConfig
+everywhere, and code asks for a change the way a user does (config.override(key, value)), never by mutating
+a dataclass. The model group is the ladder of sizing.LADDER, registered here in Hydra's ConfigStore (no YAML
+copy that could drift). The module is callable: `from windtunnel import compose; compose([...])`.
 """
 import dataclasses
 import re
@@ -18,19 +21,22 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from . import sizing
-from .config import ConfigError, SweepJobConfig, TrialConfig, installed, safe_name
+from .config import (RUN_DIR_EXCLUDE, ConfigError, SweepJobConfig, TrialConfig, callable_module, installed, safe_name,
+                     to_dict)
 
 CONFIG_MODULE = "windtunnel.conf"
 _NUMBER = re.compile(r"^[+-]?(\d[\d_]*\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
 def register_configs() -> None:
-    """The schema (conf/config.yaml names it first in its defaults list) and one model option per ladder
-    entry. Idempotent: ConfigStore replaces a node stored twice under one name."""
+    """The schema (conf/config.yaml names it first in its defaults list), one model option per ladder entry, and
+    the resolver that gives conf/config.yaml config.RUN_DIR_EXCLUDE (the keys left out of run dir names).
+    Idempotent: ConfigStore replaces a node stored twice under one name."""
     store = ConfigStore.instance()
     store.store(name="trial_schema", node=SweepJobConfig)
     for name in sizing.LADDER:
         store.store(group="model", name=name, node=sizing.preset(name))
+    OmegaConf.register_new_resolver("windtunnel_run_dir_exclude", lambda: list(RUN_DIR_EXCLUDE), replace=True)
 
 
 register_configs()
@@ -150,13 +156,14 @@ def _check_keys(cfg: Any, cls, prefix: str = "") -> None:
 
 
 def to_job(cfg: DictConfig) -> SweepJobConfig:
-    """DictConfig -> dataclasses, once; then the same checks as any trial (tokens resolved from N)."""
+    """DictConfig -> dataclasses, once; its tokens resolved (train.tokens_per_param and decay branches against N, as
+    a run dir records them) and checked as any trial's."""
     _check_keys(cfg, SweepJobConfig)
     job = _to_object(cfg)
     if not safe_name(job.sweep_name):
         raise ConfigError(f"sweep_name={job.sweep_name!r} must be a plain name (letters, digits, . _ + -): it names "
                           f"the sweep dir runs/<sweep_name>")
-    sizing.resolve_tokens(job.trial()).validate()
+    job.train = sizing.resolve_tokens(job.trial()).validate().train
     return job
 
 
@@ -165,18 +172,20 @@ def compose_job(overrides: list[str]) -> SweepJobConfig:
 
 
 def compose(overrides: Optional[list[str]] = None) -> TrialConfig:
-    """The TrialConfig of these overrides, validated (train.total_tokens left as given: run_trial resolves
-    train.tokens_per_param and decay branches against N)."""
+    """The TrialConfig of these overrides, validated, its tokens resolved (train.total_tokens from
+    train.tokens_per_param and the last decay branch, in whole batches): the trial exactly as its run dir records it."""
     return compose_job(list(overrides or [])).trial()
 
 
 SECTION_GROUPS = ("model", "optim", "schedule", "data", "train")  # config groups that each fill one section
 
 
-def compose_record(record: dict, overrides: Optional[list[str]] = None) -> TrialConfig:
-    """A recorded trial (a run's config.json "trial", a launch's trial.json) with overrides on top, through the
-    same grammar (lists included). A group choice (`data=stdlib_site_bpe`) sets the fields its option sets, over
-    the recorded section (as a later entry does in Hydra's defaults list); field overrides apply last."""
+def compose_record(record, overrides: Optional[list[str]] = None) -> TrialConfig:
+    """A recorded trial (a TrialConfig, a run's config.json "trial", a launch's trial.json) with overrides on top,
+    through the same grammar (lists included). A group choice (`data=stdlib_site_bpe`) sets the fields its option
+    sets, over the recorded section (as a later entry does in Hydra's defaults list); field overrides apply last."""
+    if isinstance(record, TrialConfig):
+        record = to_dict(record)
     overrides = list(overrides or [])
     picks = [o for o in overrides if o.partition("=")[0] in SECTION_GROUPS and o.partition("=")[1]]
     options = []
@@ -190,7 +199,7 @@ def compose_record(record: dict, overrides: Optional[list[str]] = None) -> Trial
     except OmegaConfBaseException as err:
         raise ConfigError(f"the recorded trial does not fit windtunnel/config.py: {str(err).splitlines()[0]}") from None
     ConfigStore.instance().store(name="_record", node=node)
-    return _to_object(_compose("_record", overrides)).validate()
+    return sizing.resolve_tokens(_to_object(_compose("_record", overrides))).validate()
 
 
 def _literal(value: Any) -> Any:
@@ -202,6 +211,17 @@ def _literal(value: Any) -> Any:
     return value.replace("${", "\\${") if isinstance(value, str) else value
 
 
-def dirname(overrides: list[str]) -> str:
-    """The run dir name Hydra gives a sweep job with these overrides (hydra.job.override_dirname)."""
-    return compose_config(overrides, hydra_node=True).hydra.job.override_dirname
+def run_dir_name(overrides: list[str]) -> str:
+    """The run dir name of a sweep job with these overrides, as Hydra names it (hydra.job.override_dirname: the
+    job's own overrides, sorted, without config.RUN_DIR_EXCLUDE and Hydra's own), read off the overrides alone: a
+    grid's names are known without composing each job again."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    try:
+        parsed = OverridesParser.create().parse_overrides(normalize(list(overrides)))
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(hydra_error(err, overrides)) from None
+    return ",".join(sorted(o.input_line for o in parsed
+                           if not o.is_hydra_override() and o.key_or_group not in RUN_DIR_EXCLUDE))
+
+
+callable_module(__name__, compose)

@@ -5,10 +5,13 @@ serve as Hydra structured-config schemas (windtunnel/compose.py builds every tri
 values are properties.
 """
 import dataclasses
+import importlib
 import math
 import re
+import sys
+import types
 from dataclasses import dataclass, field
-from typing import Any, List
+from typing import Any, Callable, List
 
 PARAMETRIZATIONS = ("mup", "sp")
 SCHEDULE_KINDS = ("wsd", "cosine", "constant")
@@ -21,6 +24,13 @@ DTYPES = ("auto", "fp32", "bf16")
 
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the field and the fix."""
+
+
+def runtime(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING) -> Any:
+    """A field that says how a run runs, not what it computes (device, threads, logging, checkpoints kept): a run
+    directory may be continued with another value, and it is no part of a run dir's name. Every other field
+    is the run's identity (IDENTITY_EXEMPT below is derived from these marks: the one list)."""
+    return field(default=default, default_factory=factory, metadata={"runtime": True})
 
 
 @dataclass
@@ -109,7 +119,7 @@ class DataConfig:
     #                          1 = every token once, as MiniCPM's wind tunnel; up to ~4 repeats are worth nearly
     #                          as much as new data (Muennighoff et al. 2023)
     bpe_sample_bytes: int = 64_000_000  # the BPE is trained on a fixed sample of about this much train text
-    cache_dir: str = ""  # where tokenized corpora are cached; "" = $WINDTUNNEL_CACHE or ~/.cache/windtunnel
+    cache_dir: str = runtime("")  # where tokenized corpora are cached; "" = $WINDTUNNEL_CACHE or ~/.cache/windtunnel
     tokenizer_file: str = ""  # a tokenizer.json to use instead of training a BPE (set for mixture sources)
     mixture: List[str] = field(default_factory=list)  # other sources mixed into training batches, each
     #   "WEIGHT:SOURCE[:PATH]" (e.g. "0.3:text_dir:/data/hq" for a decay on better data); this source gets
@@ -125,20 +135,21 @@ class TrainConfig:
     micro_batch_size: int = 16  # sequences per forward pass (accumulation covers the rest of the batch);
     #                             0 = the largest divisor of the batch up to 16 sequences (for batch-size grids)
     seed: int = 0  # seeds init and data order
-    device: str = "auto"  # "auto" (cuda if present), "cpu", "cuda", "cuda:1", ...
+    device: str = runtime("auto")  # "auto" (cuda if present), "cpu", "cuda", "cuda:1", ...
     dtype: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32", "bf16"
-    compile: bool = False  # torch.compile the model (CUDA)
-    compile_mode: str = "auto"  # torch.compile mode; "auto" = "reduce-overhead" (CUDA graphs: launch-bound tiny
+    compile: bool = runtime(False)  # torch.compile the model (CUDA)
+    compile_mode: str = runtime("auto")  # torch.compile mode; "auto" = "reduce-overhead" (CUDA graphs: launch-bound tiny
     #                             models run 1.5-2x faster) in a single CUDA process with one micro-batch per
     #                             step, else "default"
-    parallel: str = "auto"  # under torchrun: "ddp" (replicas; auto picks it), "fsdp" (FSDP2 shards), "none"
-    threads: int = 0  # CPU threads for this trial (0 = torch's default); 1 when several trials share a machine
-    log_every: int = 10  # steps between logged train-loss points (each log syncs the device once)
+    parallel: str = runtime("auto")  # under torchrun: "ddp" (replicas; auto picks it), "fsdp" (FSDP2 shards), "none"
+    threads: int = runtime(0)  # CPU threads for this trial; 0 = automatic: 1 for a tiny CPU trial (train/core.py
+    #                            cpu_threads), else torch's default (one per core)
+    log_every: int = runtime(10)  # steps between logged train-loss points (each log syncs the device once)
     eval_points: int = 30  # held-out evals, log-spaced in tokens over the run (the batch-size law needs them)
     eval_tokens: int = 16384  # held-out tokens per eval
     decay_eval_points: int = 0  # more held-out evals, evenly spaced over a WSD decay (the log-spaced ones see a
     #                             decay of the last 10% at 2-3 points); each decay branch gets its own
-    checkpoint_every: int = 0  # steps between checkpoints; 0 = at every eval point
+    checkpoint_every: int = runtime(0)  # steps between checkpoints; 0 = at every eval point
     diverge_factor: float = 3.0  # a train loss above this multiple of the first loss (or NaN) = diverged
     overfit_margin: float = 0.02  # held-out loss ending more than this fraction above its best while the train
     #                               loss kept falling = overfitting: flagged in result.json, left out of fits
@@ -146,16 +157,16 @@ class TrainConfig:
     #   multiples of N tokens (MiniCPM's data/model law); each writes its own run dir, with a decay of
     #   schedule.decay_frac of its own length; the run itself then stays in the stable phase
     init_from: str = ""  # a checkpoint to start from (its weights, optimizer and step): a decay branch
-    keep_checkpoint: bool = False  # keep the checkpoint dir(s) after the run finishes (e.g. to branch a decay later);
+    keep_checkpoint: bool = runtime(False)  # keep the checkpoint dir(s) after the run finishes (e.g. to branch a decay later);
     #                                the kept checkpoint is the last step's
-    save_final: bool = False  # write the final weights and optimizer to RUN/final when the run completes (on for
+    save_final: bool = runtime(False)  # write the final weights and optimizer to RUN/final when the run completes (on for
     #                           `windtunnel launch` runs)
-    skip_completed: bool = True  # a run dir whose result.json says completed/diverged is not retrained
-    pack: int = 1  # sweeps: train up to this many grid points that differ only in optim.lr / train.seed as one
+    skip_completed: bool = runtime(True)  # a run dir whose result.json says completed/diverged is not retrained
+    pack: int = runtime(1)  # sweeps: train up to this many grid points that differ only in optim.lr / train.seed as one
     #               fused model in one process (train/packed.py); each still writes its own run dir
-    loggers: List[str] = field(default_factory=list)  # experiment trackers fed every metrics row, e.g.
+    loggers: List[str] = runtime(factory=list)  # experiment trackers fed every metrics row, e.g.
     #               [tensorboard, wandb, mlflow] (train/trackers.py; each imported only when named)
-    pack_members: List[str] = field(default_factory=list)  # set by the sweep for a packed job: each member's
+    pack_members: List[str] = runtime(factory=list)  # set by the sweep for a packed job: each member's
     #               overrides, e.g. ["optim.lr=0.01", "optim.lr=0.02"]; empty = one trial
 
 
@@ -175,26 +186,16 @@ class TrialConfig:
     @property
     def micro_batch(self) -> int:
         """Sequences per forward pass (train.micro_batch_size, or chosen when it is 0)."""
-        t = self.train
-        if t.micro_batch_size > 0:
-            return t.micro_batch_size
-        seqs = max(1, t.batch_size_tokens // t.seq_len)
-        return max(d for d in range(1, min(seqs, 16) + 1) if seqs % d == 0)
+        return self.split(1)[0]
 
     def accum_per_rank(self, world: int) -> int:
-        """Micro-batches per rank per optimizer step, with the global batch split over `world` processes.
-        The one check that train.batch_size_tokens splits: ConfigError naming the fields otherwise."""
-        t, micro = self.train, self.micro_batch
-        pass_tokens = t.seq_len * micro * world  # tokens of one forward pass on every rank
-        if t.batch_size_tokens % pass_tokens:
-            names, values = ("train.seq_len x train.micro_batch_size", f"{t.seq_len} x {micro}")
-            if world > 1:
-                names, values = f"{names} x ranks", f"{values} x {world}"
-            raise ConfigError(
-                f"train.batch_size_tokens={t.batch_size_tokens} is not divisible by {names} = {values} = {pass_tokens}; "
-                f"use a multiple of {pass_tokens} (e.g. {max(1, round(t.batch_size_tokens / pass_tokens)) * pass_tokens}) "
-                f"or a smaller micro-batch")
-        return t.batch_size_tokens // pass_tokens
+        """Micro-batches per rank per optimizer step, with the global batch split over `world` processes."""
+        return self.split(world)[1]
+
+    def split(self, world: int) -> tuple[int, int]:
+        """(sequences per forward pass, micro-batches per rank per step) of this trial on `world` processes."""
+        t = self.train
+        return split_batch(t.batch_size_tokens, t.seq_len, world, t.micro_batch_size)
 
     def validate(self) -> "TrialConfig":
         validate(self)
@@ -223,6 +224,60 @@ class SweepJobConfig(TrialConfig):
     def trial(self) -> TrialConfig:
         return TrialConfig(name=self.name, model=self.model, optim=self.optim, schedule=self.schedule,
                            data=self.data, train=self.train)
+
+
+def _runtime_keys(cls: type, prefix: str = "") -> tuple:
+    out = ()
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(f.type):
+            out += _runtime_keys(f.type, f"{prefix}{f.name}.")
+        elif f.metadata.get("runtime"):
+            out += (prefix + f.name,)
+    return out
+
+
+# The one list of what does not make a run what it is: the fields marked runtime(...) above. A run dir is continued
+# (resumed, skipped) whatever their values, and they are left out of a sweep's run dir names.
+IDENTITY_EXEMPT = _runtime_keys(TrialConfig)
+# Left out of run dir names as well, though they change the run: values that cannot be part of a path (paths) and
+# how a job talks to its sweep (an Optuna trial retried finds its run dir again). conf/config.yaml reads this list
+# (hydra.job.config.override_dirname.exclude_keys, through compose's resolver).
+RUN_DIR_EXCLUDE = ("sweep", "launcher", "data.path", "train.init_from", "hydra.sweep.dir", "hydra.launcher.n_jobs",
+                   *(f"tuning.{f.name}" for f in dataclasses.fields(TuningConfig)), *IDENTITY_EXEMPT)
+
+
+def override(key: str, value: Any) -> str:
+    """`key=value` in Hydra's override grammar for a Python value: how code asks compose() for a trial (numbers and
+    bools as written, strings quoted so that no character of a path or name is read as grammar, lists of them)."""
+    def literal(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v) if math.isfinite(v) else ("inf" if v > 0 else "-inf") if v == v else "nan"
+        if isinstance(v, (list, tuple)):
+            return "[" + ",".join(literal(x) for x in v) + "]"
+        if v is None:
+            return "null"
+        # Hydra's quoted strings: backslashes are literal except before a quote or the end (doubled there)
+        text = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, str(v))
+        return "'" + text.replace("'", "\\'").replace("${", "\\${") + "'"
+    return f"{key}={literal(value)}"
+
+
+def callable_module(name: str, function: Callable) -> None:
+    """Make module `name` callable as `function`, so `from windtunnel import compose` (or predict, fit) is one name
+    for the module and for its main function: `compose([...])` and `compose.compose_record(...)` both work. (A
+    function bound on the package in the module's place would be replaced by the module on its first import.)"""
+    module = sys.modules[name]
+
+    class CallableModule(types.ModuleType):
+        def __call__(self, *args, **kwargs):
+            return function(*args, **kwargs)
+
+        def __reduce__(self):  # pickled by name, as a plain module is (joblib and submitit pickle the sweep's job)
+            return importlib.import_module, (self.__name__,)
+    CallableModule.__call__.__doc__ = function.__doc__
+    module.__class__ = CallableModule
 
 
 def _need(ok: bool, msg: str) -> None:
@@ -265,10 +320,55 @@ def safe_name(text: str) -> bool:
     return bool(text) and text[0] not in ".-" and all(c.isalnum() or c in "._+-" for c in text) and text.isascii()
 
 
-def warmup_length_tokens(s: ScheduleConfig, batch_size_tokens: int, total_tokens: int) -> float:
-    """The warmup in tokens, by the one precedence rule (steps, then tokens, then a fraction of the run);
-    schedule.plan applies the same rule in steps."""
-    return s.warmup_steps * batch_size_tokens or s.warmup_tokens or s.warmup_frac * total_tokens
+# ----------------------------------------------------------------------------- the rules everything shares
+
+AUTO_MICRO_BATCH = 16  # train.micro_batch_size=0: the largest divisor of a rank's sequences up to this many
+
+
+def split_batch(batch_size_tokens: int, seq_len: int, world: int = 1, micro: int = 0,
+                max_micro: int = AUTO_MICRO_BATCH) -> tuple[int, int]:
+    """(micro-batch sequences, accumulation steps per rank) with micro x accum x world x seq_len =
+    batch_size_tokens: the one splitter (the trainer's, and `windtunnel launch`'s for a full-scale job). micro=0
+    picks the largest divisor of each rank's sequences up to max_micro. ConfigError naming the fields otherwise."""
+    if micro > 0:
+        pass_tokens = seq_len * micro * world  # tokens of one forward pass on every rank
+        if batch_size_tokens % pass_tokens:
+            names, values = ("train.seq_len x train.micro_batch_size", f"{seq_len} x {micro}")
+            if world > 1:
+                names, values = f"{names} x ranks", f"{values} x {world}"
+            raise ConfigError(
+                f"train.batch_size_tokens={batch_size_tokens} is not divisible by {names} = {values} = {pass_tokens}; "
+                f"use a multiple of {pass_tokens} (e.g. {whole_steps(batch_size_tokens, pass_tokens) * pass_tokens}) "
+                f"or a smaller micro-batch")
+        return micro, batch_size_tokens // pass_tokens
+    if batch_size_tokens % seq_len:
+        raise ConfigError(f"train.batch_size_tokens={batch_size_tokens} is not divisible by train.seq_len = "
+                          f"{seq_len}: a batch is whole sequences; use a multiple of {seq_len} (e.g. "
+                          f"{whole_steps(batch_size_tokens, seq_len) * seq_len})")
+    seqs = batch_size_tokens // seq_len
+    if seqs % world:
+        lower, upper = seqs // world * world, -(-seqs // world) * world
+        raise ConfigError(f"the batch of {seqs} sequences cannot be split over a world size of {world}; use "
+                          f"{lower or world} or {upper} sequences ({(lower or world) * seq_len} or {upper * seq_len} "
+                          f"tokens), or another number of GPUs")
+    per_rank = seqs // world
+    micro = max(d for d in range(1, min(per_rank, max(1, max_micro)) + 1) if per_rank % d == 0)
+    return micro, per_rank // micro
+
+
+def whole_steps(tokens: float, batch_size_tokens: int) -> int:
+    """Optimizer steps that train about `tokens` in whole batches (at least one): the one tokens -> steps rounding."""
+    return max(1, round(tokens / batch_size_tokens))
+
+
+def phase_steps(s: ScheduleConfig, total_steps: int, batch_size_tokens: int) -> tuple[int, int]:
+    """(warmup steps, WSD decay steps) of a run: the one precedence rule. A length in steps wins over one in
+    tokens, which wins over a fraction of the run (schedule.plan, the validation below and the decay-branch
+    check all use it)."""
+    def steps(tokens: int, frac: float) -> int:
+        return round(tokens / batch_size_tokens) if tokens > 0 else round(frac * total_steps)
+    warmup = s.warmup_steps if s.warmup_steps > 0 else steps(s.warmup_tokens, s.warmup_frac)
+    return warmup, steps(s.decay_tokens, s.decay_frac) if s.kind == "wsd" else 0
 
 
 def validate(cfg: TrialConfig) -> None:
@@ -315,11 +415,11 @@ def validate(cfg: TrialConfig) -> None:
     for f in ("warmup_tokens", "decay_tokens", "half_life_tokens"):
         _need(getattr(s, f) >= 0, f"schedule.{f}={getattr(s, f)} must be >= 0 tokens")
     _need(s.warmup_steps >= 0, f"schedule.warmup_steps={s.warmup_steps} must be >= 0 steps")
-    warm = warmup_length_tokens(s, t.batch_size_tokens, t.total_tokens)
-    decay = (s.decay_tokens or s.decay_frac * t.total_tokens) if s.kind == "wsd" else 0
-    _need(warm + decay <= t.total_tokens,
-          f"schedule warmup ({warm:.0f} tokens) + decay ({decay:.0f} tokens) exceed train.total_tokens="
-          f"{t.total_tokens}; shorten schedule.warmup_*/decay_* or train longer")
+    if t.batch_size_tokens > 0:
+        warm, decay = (n * t.batch_size_tokens for n in phase_steps(s, cfg.total_steps, t.batch_size_tokens))
+        _need(warm + decay <= t.total_tokens,
+              f"schedule warmup ({warm:.0f} tokens) + decay ({decay:.0f} tokens) exceed train.total_tokens="
+              f"{t.total_tokens}; shorten schedule.warmup_*/decay_* or train longer")
     _need(s.kind != "wsd" or s.decay_kind != "exp" or s.half_life_tokens > 0 or s.half_life_frac > 0,
           "schedule.half_life_frac and schedule.half_life_tokens are both 0; the exp decay needs a half-life")
 
@@ -349,7 +449,7 @@ def validate(cfg: TrialConfig) -> None:
     _need(t.micro_batch_size >= 0, f"train.micro_batch_size={t.micro_batch_size} must be >= 0 (0 = automatic)")
     _need(t.decay_eval_points >= 0, f"train.decay_eval_points={t.decay_eval_points} must be >= 0 (0 = none)")
     _need(t.seq_len <= m.max_seq_len, f"train.seq_len={t.seq_len} exceeds model.max_seq_len={m.max_seq_len}")
-    cfg.accum_per_rank(1)
+    cfg.split(1)
     _need(0 <= t.seed < 2 ** 63, f"train.seed={t.seed} must be a non-negative integer")
     _need(t.total_tokens < 10 ** 15, f"train.total_tokens={t.total_tokens} is beyond any run (< 1e15 tokens)")
     steps = t.total_tokens // t.batch_size_tokens

@@ -22,7 +22,8 @@ from . import sizing
 from .compose import compose
 from .config import ModelConfig
 from .predict import NotIdentified, predict
-from .sweep.tables import SweepTables, fit_laws, load_tables
+from .fit import fit_laws
+from .tables import SweepTables, load_runs
 from .train import run_trial, run_trials
 
 log = logging.getLogger("windtunnel")
@@ -55,8 +56,8 @@ class DemoPlan:
     def tiny(cls) -> "DemoPlan":
         """Seconds, for tests: the same story at toy sizes and budgets (its answer is not meant to be good)."""
         return cls(widths=(16, 24, 32), lr_widths=(16, 32), target_width=64, head_dim=8, batch_sizes=(64, 128, 256, 512),
-                   seq_len=32, bs_tokens=16384, lrs=(2.0 ** -8, 2.0 ** -6, 2.0 ** -4), lr_batch=256,
-                   lr_tokens=8192, target_tokens=16384, eval_points=10, eval_tokens=2048)
+                   seq_len=32, bs_tokens=8192, lrs=(2.0 ** -8, 2.0 ** -6, 2.0 ** -4), lr_batch=256,
+                   lr_tokens=8192, target_tokens=8192, eval_points=10, eval_tokens=2048)
 
     @classmethod
     def cuda(cls) -> "DemoPlan":
@@ -123,7 +124,7 @@ def run_demo(plan: DemoPlan, out: Path, *, n_boot: int = 200) -> DemoResult:
     log.info("demo 2/5: LR sweep, widths %s, muP and SP, LRs %s", plan.lr_widths, [f"{x:.3g}" for x in plan.lrs])
     _lr_sweep(plan, out / "lr")
     log.info("demo 3/5: fits")
-    batch, lr = load_tables(out / "batch_size"), load_tables(out / "lr")
+    batch, lr = load_runs(out / "batch_size"), load_runs(out / "lr")
     fits, errors = fit_laws(batch, ["batch_size"], n_boot=n_boot)
     lr_fits, lr_errors = fit_laws(lr, ["lr"], n_boot=n_boot)
     fits.update(lr_fits)
@@ -171,7 +172,7 @@ def run_demo(plan: DemoPlan, out: Path, *, n_boot: int = 200) -> DemoResult:
     best = min(r["final_eval_loss"] for r in rows)
     for r in rows:
         r["regret"] = r["final_eval_loss"] - best
-    return DemoResult(batch, lr, fits, errors, prediction, refused, rows, load_tables(out / "target"),
+    return DemoResult(batch, lr, fits, errors, prediction, refused, rows, load_runs(out / "target"),
                       time.time() - start)
 
 

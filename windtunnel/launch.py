@@ -2,7 +2,6 @@
 GPUs, a torchrun script, an sbatch script, exports for torchtitan and Megatron-LM, and a README that says
 where each number came from. Rendering is a pure function of its inputs (no clock, no environment).
 """
-import dataclasses
 import json
 import math
 import shlex
@@ -11,7 +10,9 @@ from pathlib import Path
 
 from . import schedule, sizing
 from .compose import compose_record
-from .config import ConfigError, TrialConfig, to_dict
+from .config import ConfigError, TrialConfig, override, split_batch, to_dict, whole_steps
+from .runs import Run, read_meta
+from .runs.run import META
 
 BYTES_PER_PARAM = sizing.BYTES_PER_PARAM  # the memory model is sizing's (shared with the trainer's check)
 USABLE_MEMORY = 0.85  # leave room for the allocator, NCCL buffers and fragmentation
@@ -66,68 +67,55 @@ def memory_plan(trial: TrialConfig, spec: LaunchSpec) -> dict:
             "max_micro": max_micro}
 
 
-def split_batch(batch_size_tokens: int, seq_len: int, world: int, max_micro: int) -> tuple[int, int]:
-    """(micro-batch sequences, accumulation steps) with micro x accum x world x seq_len = batch_size_tokens."""
-    if batch_size_tokens % seq_len:
-        raise ConfigError(f"the batch of {batch_size_tokens} tokens is not a whole number of {seq_len}-token sequences")
-    seqs = batch_size_tokens // seq_len
-    if seqs % world:
-        lower, upper = seqs // world * world, -(-seqs // world) * world
-        raise ConfigError(f"the batch of {seqs} sequences cannot be split over a world size of {world}; use "
-                          f"{lower or world} or {upper} sequences ({(lower or world) * seq_len} or {upper * seq_len} tokens), "
-                          f"or another number of GPUs")
-    per_rank = seqs // world
-    if max_micro < 1:
+def _split(trial: TrialConfig, spec: LaunchSpec, plan: dict) -> tuple[int, int]:
+    """(micro-batch, accumulation) of the trial's global batch on spec's GPUs: config.split_batch, the one splitter,
+    with the micro-batch capped by what memory_plan found fits."""
+    if plan["max_micro"] < 1:
         raise ConfigError("one sequence does not fit in GPU memory next to the model states; use more GPUs "
                           "(--parallel fsdp shards the states), a shorter sequence, or GPUs with more memory")
-    micro = max(d for d in range(1, min(per_rank, max_micro) + 1) if per_rank % d == 0)
-    return micro, per_rank // micro
+    return split_batch(trial.train.batch_size_tokens, trial.train.seq_len, spec.world, max_micro=plan["max_micro"])
 
 
 def full_scale_trial(prediction: dict, spec: LaunchSpec, overrides: tuple = ()) -> tuple[TrialConfig, dict]:
     """The prediction's TrialConfig, with the user's overrides (its corpus, above all), made ready for its GPUs:
-    micro-batch, parallelism, bf16, compile."""
+    micro-batch, parallelism, bf16, compile (built by compose_record, as every trial from a record)."""
     trial = compose_record(prediction["trial"], list(overrides))
     t = trial.train
     seqs = t.batch_size_tokens // t.seq_len
     if spec.round_batch and seqs % spec.world:
         batch = max(1, round(seqs / spec.world)) * spec.world * t.seq_len
-        steps = max(1, round(t.total_tokens / batch))
-        trial = dataclasses.replace(trial, train=dataclasses.replace(t, batch_size_tokens=batch, total_tokens=steps * batch))
+        trial = compose_record(trial, [override("train.batch_size_tokens", batch),
+                                       override("train.total_tokens", whole_steps(t.total_tokens, batch) * batch)])
     plan = memory_plan(trial, spec)
-    micro, accum = split_batch(trial.train.batch_size_tokens, trial.train.seq_len, spec.world, plan["max_micro"])
+    micro, accum = _split(trial, spec, plan)
     on_gpu = spec.device == "cuda"
-    train = dataclasses.replace(trial.train, micro_batch_size=micro, parallel=plan["parallel"], device=spec.device,
-                                dtype="bf16" if on_gpu else "fp32", compile=on_gpu, keep_checkpoint=True, save_final=True,
-                                checkpoint_every=max(1, min(1000, trial.total_steps // 20)))
-    return dataclasses.replace(trial, train=train).validate(), {**plan, "micro": micro, "accum": accum,
-                                                                 "predicted_batch_tokens": seqs * t.seq_len}
+    trial = compose_record(trial, [
+        override("train.micro_batch_size", micro), override("train.parallel", plan["parallel"]),
+        override("train.device", spec.device), override("train.dtype", "bf16" if on_gpu else "fp32"),
+        override("train.compile", on_gpu), "train.keep_checkpoint=true", "train.save_final=true",
+        override("train.checkpoint_every", max(1, min(1000, trial.total_steps // 20)))])
+    return trial, {**plan, "micro": micro, "accum": accum, "predicted_batch_tokens": seqs * t.seq_len}
 
 
 def decay_trial(checkpoint: Path, decay_tokens: int, mixture: list[str]) -> TrialConfig:
     """A WSD decay of `decay_tokens` from a stable-phase checkpoint (MiniCPM's continuous training), with
     the run's own config, optionally with other data mixed in for the decay (the paper adds high-quality
     data there). Reads only the checkpoint's meta.json and its run's config.json."""
-    meta_file = Path(checkpoint) / "meta.json"
-    if not meta_file.exists():
+    if not (Path(checkpoint) / META).exists():
         raise ConfigError(f"--decay-from {checkpoint}: not a windtunnel checkpoint (no meta.json)")
-    meta = json.loads(meta_file.read_text())
-    # the run that wrote it: RUN/checkpoint, RUN/final or RUN/checkpoints/stepN (never a directory relative to
-    # wherever this command runs: an old meta's relative run_dir would name another run)
-    here = Path(checkpoint).resolve()
-    owners = [d for d in (here.parent, here.parent.parent) if (d / "config.json").exists()]
-    recorded = Path(meta.get("run_dir", ""))
-    config = (owners[0] if owners else recorded if recorded.is_absolute() else Path("/nonexistent")) / "config.json"
-    if not config.exists():
-        raise ConfigError(f"--decay-from {checkpoint}: the config.json of the run that wrote it is not beside it "
-                          f"(looked in {here.parent} and {here.parent.parent})")
-    trial = compose_record(json.loads(config.read_text())["trial"])
+    meta = read_meta(checkpoint)
+    try:
+        run = Run.of_checkpoint(checkpoint)
+    except ConfigError as err:
+        raise ConfigError(f"--decay-from {err}") from None
+    trial = compose_record(run.recorded["trial"])
     step = meta["step"]
-    trial = schedule.decay_from(trial, step, max(1, round(decay_tokens / trial.train.batch_size_tokens)),
-                                str(Path(checkpoint).resolve()))
-    data = dataclasses.replace(trial.data, mixture=list(mixture)) if mixture else trial.data
-    train = dataclasses.replace(trial.train, save_final=True)
-    return dataclasses.replace(trial, name=f"{trial.name}-decay{step}", data=data, train=train).validate()
+    overrides = schedule.decay_overrides(trial, step, whole_steps(decay_tokens, trial.train.batch_size_tokens),
+                                         str(Path(checkpoint).resolve()))
+    overrides += [override("name", f"{trial.name}-decay{step}"), "train.save_final=true"]
+    if mixture:
+        overrides.append(override("data.mixture", list(mixture)))
+    return compose_record(trial, overrides)
 
 
 # ----------------------------------------------------------------------------- renderers (pure)
@@ -305,11 +293,11 @@ def write_launch(prediction: dict, spec: LaunchSpec, out: Path, trial: TrialConf
     if trial is None:
         trial, plan = full_scale_trial(prediction, spec, overrides)
     else:
-        trial = compose_record(to_dict(trial), list(overrides)) if overrides else trial
+        trial = compose_record(trial, list(overrides)) if overrides else trial
         plan = memory_plan(trial, spec)
-        micro, accum = split_batch(trial.train.batch_size_tokens, trial.train.seq_len, spec.world, plan["max_micro"])
-        trial = dataclasses.replace(trial, train=dataclasses.replace(
-            trial.train, micro_batch_size=micro, device=spec.device, parallel=plan["parallel"])).validate()
+        micro, accum = _split(trial, spec, plan)
+        trial = compose_record(trial, [override("train.micro_batch_size", micro), override("train.device", spec.device),
+                                       override("train.parallel", plan["parallel"])])
         plan.update(micro=micro, accum=accum)
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:

@@ -9,6 +9,11 @@ from typing import Callable
 import numpy as np
 
 
+# the laws windtunnel fits (windtunnel/fit), by the CLI's name (windtunnel fit --law NAME) -> FitResult.law
+LAW_NAMES = {"batch-size": "batch_size", "batch-size-data": "batch_size_data", "lr": "lr", "loss": "loss",
+             "isoflop": "isoflop", "critical-batch": "critical_batch"}
+
+
 # ----------------------------------------------------------------------------- forms
 
 def power_law(x, a, b):

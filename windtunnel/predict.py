@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import laws, schedule, sizing
-from .config import ConfigError, ModelConfig, TrialConfig, to_dict
+from .compose import compose_record
+from .config import ConfigError, ModelConfig, ScheduleConfig, TrialConfig, callable_module, override, to_dict, whole_steps
 from .fit import FitResult, coarse_grid_warnings
 
 WARMUP_FRAC = 0.01  # MiniCPM does not state its warmup; 1% of tokens is the common choice
@@ -193,26 +194,25 @@ def predict(target: ModelConfig, *, tokens: float = 0, compute: float = 0, targe
     numbers["lr_embedding"] = _number(base_lr, None, "muP: embedding and norms keep the base LR")
 
     batch = seqs * seq_len
-    steps = max(1, round(tokens / batch))
+    steps = whole_steps(tokens, batch)
     total = steps * batch
     decay = DECAY_FRAC * total
     numbers["steps"] = _number(steps, None, "tokens / batch")
     numbers["warmup_tokens"] = _number(round(WARMUP_FRAC * total), None, "1% of tokens (MiniCPM does not state it)")
     numbers["decay_tokens"] = _number(round(decay), None, "WSD decay = 10% of tokens (MiniCPM 4.3)")
-    trial = TrialConfig(name=f"{target.name}-predicted", model=dataclasses.replace(target))
-    numbers["half_life_tokens"] = _number(round(schedule.half_life_tokens(trial.schedule, total)), None,
-                                          f"exp decay half-life = schedule.half_life_frac = "
-                                          f"{trial.schedule.half_life_frac:g} of tokens")
-    trial.optim.lr = base_lr
-    trial.schedule.kind, trial.schedule.decay_kind = "wsd", "exp"
-    trial.schedule.warmup_tokens = int(numbers["warmup_tokens"]["value"])
-    trial.schedule.decay_tokens = int(numbers["decay_tokens"]["value"])
-    trial.schedule.half_life_tokens = int(numbers["half_life_tokens"]["value"])
-    trial.train.total_tokens, trial.train.batch_size_tokens = int(total), int(batch)
-    trial.train.seq_len, trial.train.micro_batch_size = seq_len, 1
-    trial.train.eval_points = 30
-    if trial.model.max_seq_len < seq_len:
-        trial.model.max_seq_len = seq_len
-    trial.validate()
+    half_life = round(schedule.half_life_tokens(ScheduleConfig(), total))
+    numbers["half_life_tokens"] = _number(half_life, None, f"exp decay half-life = schedule.half_life_frac = "
+                                                           f"{ScheduleConfig().half_life_frac:g} of tokens")
+    trial = compose_record({"name": f"{target.name}-predicted", "model": to_dict(target)}, [
+        override("optim.lr", float(base_lr)), "schedule.kind=wsd", "schedule.decay_kind=exp",
+        override("schedule.warmup_tokens", int(numbers["warmup_tokens"]["value"])),
+        override("schedule.decay_tokens", int(numbers["decay_tokens"]["value"])),
+        override("schedule.half_life_tokens", half_life), override("train.total_tokens", int(total)),
+        override("train.batch_size_tokens", int(batch)), override("train.seq_len", seq_len),
+        "train.micro_batch_size=1", "train.eval_points=30",
+        *([override("model.max_seq_len", seq_len)] if target.max_seq_len < seq_len else [])])
     return Prediction(target=target, tokens=float(total), numbers=numbers, trial=trial, notes=notes,
                       extrapolation=reach, warnings=problems)
+
+
+callable_module(__name__, predict)

@@ -7,7 +7,7 @@ import io
 from pathlib import Path
 
 from . import plot
-from .sweep.tables import SweepTables
+from .tables import SweepTables
 
 RUN_COLUMNS = ["name", "status", "model.parametrization", "N", "model.d_model", "optim.lr", "train.batch_size_tokens",
                "train.seed", "tokens", "epochs", "overfit", "final_eval_loss"]

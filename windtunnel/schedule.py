@@ -17,7 +17,7 @@ its end value, so a run may be extended.
 import math
 from dataclasses import dataclass, replace
 
-from .config import ScheduleConfig, TrialConfig
+from .config import ScheduleConfig, TrialConfig, override, phase_steps
 
 
 @dataclass
@@ -53,12 +53,8 @@ def half_life_tokens(cfg: ScheduleConfig, total_tokens: int) -> float:
 
 def plan(cfg: ScheduleConfig, total_steps: int, batch_size_tokens: int) -> SchedulePlan:
     """Resolve lengths given as fractions of the run or in tokens (tokens win when > 0) into steps; a warmup
-    may also be given in steps (wins over both)."""
-    def steps(tokens: int, frac: float) -> int:
-        return round(tokens / batch_size_tokens) if tokens > 0 else round(frac * total_steps)
-
-    warmup = cfg.warmup_steps if cfg.warmup_steps > 0 else steps(cfg.warmup_tokens, cfg.warmup_frac)
-    decay = steps(cfg.decay_tokens, cfg.decay_frac) if cfg.kind == "wsd" else 0
+    may also be given in steps (wins over both): config.phase_steps, the one rule."""
+    warmup, decay = phase_steps(cfg, total_steps, batch_size_tokens)
     half_life = half_life_tokens(cfg, total_steps * batch_size_tokens) / batch_size_tokens
     return SchedulePlan(kind=cfg.kind, decay_kind=cfg.decay_kind, total=total_steps, warmup=warmup,
                         decay_start=max(warmup, total_steps - decay), half_life=max(half_life, 1e-12),
@@ -96,16 +92,16 @@ def lr_factor(step: int, p: SchedulePlan) -> float:
     return p.floor + (1 - p.floor) * _decay_shape(p.decay_kind, progress)
 
 
-def decay_from(cfg: TrialConfig, step: int, decay_steps: int, checkpoint: str) -> TrialConfig:
-    """The trial `cfg` continued from its stable-phase checkpoint at `step` with a WSD decay of decay_steps
-    (MiniCPM's continuous training): the same warmup in tokens, the half-life rule above. Used for the decay
-    branches of a stable run and for a decay launched from any checkpoint."""
+def decay_overrides(cfg: TrialConfig, step: int, decay_steps: int, checkpoint: str) -> list[str]:
+    """The overrides that turn trial `cfg` into its continuation from a stable-phase checkpoint at `step` with a
+    WSD decay of decay_steps (MiniCPM's continuous training): the same warmup in tokens, the half-life rule
+    above, the tokens of the stable part plus the decay. compose.compose_record(cfg, these) builds it, for the
+    decay branches of a stable run and for a decay launched from any checkpoint."""
     s, t = cfg.schedule, cfg.train
-    batch_size_tokens, total = t.batch_size_tokens, step + decay_steps
-    warmup = plan(replace(s, decay_frac=0.0), cfg.total_steps, batch_size_tokens).warmup
-    sched = replace(s, kind="wsd", warmup_tokens=warmup * batch_size_tokens, warmup_frac=0.0, warmup_steps=0,
-                    decay_tokens=decay_steps * batch_size_tokens,
-                    half_life_tokens=round(half_life_tokens(s, total * batch_size_tokens)))
-    train = replace(t, total_tokens=total * batch_size_tokens, tokens_per_param=0.0, branch_at_n=[],
-                    init_from=checkpoint, keep_checkpoint=False)
-    return replace(cfg, schedule=sched, train=train)
+    batch, total = t.batch_size_tokens, step + decay_steps
+    warmup = plan(replace(s, decay_frac=0.0), cfg.total_steps, batch).warmup
+    return ["schedule.kind=wsd", override("schedule.warmup_tokens", warmup * batch), "schedule.warmup_frac=0.0",
+            "schedule.warmup_steps=0", override("schedule.decay_tokens", decay_steps * batch),
+            override("schedule.half_life_tokens", round(half_life_tokens(s, total * batch))),
+            override("train.total_tokens", total * batch), "train.tokens_per_param=0.0", "train.branch_at_n=[]",
+            override("train.init_from", checkpoint), "train.keep_checkpoint=false"]

@@ -5,7 +5,7 @@ attention/FFN matrix and every RMSNorm gain, without the (tied) token embedding.
 """
 import dataclasses
 
-from .config import ConfigError, ModelConfig, TrialConfig, warmup_length_tokens
+from .config import ConfigError, ModelConfig, TrialConfig, phase_steps, whole_steps
 
 # MiniCPM Table 8 (wind-tunnel shapes: head_dim 64, d_ff = 2.5 d) and Table 2 (final models), see
 # shared/docs/minicpm.md sections 2.1 and 5. Tiny CPU sizes use head_dim 32 and a base width of 64 so
@@ -87,11 +87,11 @@ def resolve_tokens(cfg: TrialConfig) -> TrialConfig:
     t = cfg.train
     multiple = max([t.tokens_per_param, *t.branch_at_n]) if (t.tokens_per_param or t.branch_at_n) else 0
     if multiple:
-        steps = max(1, round(multiple * n_params(cfg.model) / t.batch_size_tokens))
+        steps = whole_steps(multiple * n_params(cfg.model), t.batch_size_tokens)
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, total_tokens=steps * t.batch_size_tokens))
     if t.branch_at_n:  # every decay branch must start after the warmup (each branch keeps it)
         first = min(t.branch_at_n) * n_params(cfg.model)
-        warmup = warmup_length_tokens(cfg.schedule, cfg.train.batch_size_tokens, cfg.train.total_tokens)
+        warmup = phase_steps(cfg.schedule, cfg.total_steps, t.batch_size_tokens)[0] * t.batch_size_tokens
         if warmup >= first:
             raise ConfigError(f"train.branch_at_n: the first decay branch, at {min(t.branch_at_n):g}N = {first:,.0f} "
                               f"tokens for model={cfg.model.name}, starts before the warmup ends ({warmup:,.0f} tokens); "
@@ -99,16 +99,25 @@ def resolve_tokens(cfg: TrialConfig) -> TrialConfig:
     return cfg
 
 
+def branch_steps(cfg: TrialConfig) -> dict[int, float]:
+    """{start step: multiple of N} of a stable run's decay branches (train.branch_at_n), in whole batches."""
+    return {whole_steps(k * n_params(cfg.model), cfg.train.batch_size_tokens): k for k in cfg.train.branch_at_n}
+
+
+def branch_decay_steps(start: int, decay_frac: float) -> int:
+    """The decay of the branch that starts at step `start`: decay_frac of the branch's own length D, where
+    start = (1 - decay_frac) D (MiniCPM's WSD: a stable run, then a decay of ~10% of the tokens)."""
+    return max(1, round(start * decay_frac / (1 - decay_frac)))
+
+
 def tokens_trained(cfg: TrialConfig) -> int:
     """Tokens a trial draws from its data stream: its whole run, or with decay branches up to the end of its
     last branch (a branch continues the stable run's stream and decays over decay_frac of its own length)."""
     cfg = resolve_tokens(cfg)
-    t = cfg.train
-    if not t.branch_at_n:
-        return t.total_tokens
-    last = max(1, round(max(t.branch_at_n) * n_params(cfg.model) / t.batch_size_tokens))
-    frac = cfg.schedule.decay_frac
-    return (last + max(1, round(last * frac / (1 - frac)))) * t.batch_size_tokens
+    if not cfg.train.branch_at_n:
+        return cfg.train.total_tokens
+    last = max(branch_steps(cfg))
+    return (last + branch_decay_steps(last, cfg.schedule.decay_frac)) * cfg.train.batch_size_tokens
 
 
 # ----------------------------------------------------------------------------- memory

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from .. import __version__
 from ..config import ConfigError
-from ..sweep.tables import LAW_NAMES, parse_columns
+from ..laws import LAW_NAMES
+from ..tables import parse_columns
 from .fit import cmd_fit
 from .show import PLOT_KINDS, cmd_demo, cmd_plot, cmd_report
 
@@ -31,7 +32,7 @@ def cmd_train(args) -> int:
     else:
         cfg = compose(args.overrides)
     if args.dry_run:
-        print(json.dumps(to_dict(sizing.resolve_tokens(cfg)), indent=1))
+        print(json.dumps(to_dict(cfg), indent=1))
         return 0
     from ..train import run_trial  # torch only when training
     out = Path(args.out or f"runs/train/{time.strftime('%Y%m%d-%H%M%S')}-{cfg.model.name}")
@@ -48,7 +49,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from ..runs import export_record, load_record, load_results, load_runs, record_in
+    from ..runs import export_record, load_points, load_record, load_results, record_in
     if args.export:
         table = export_record(Path(args.dir), Path(args.export))
         print(f"{table['run_dir'].nunique()} runs, {len(table)} rows -> {args.export}")
@@ -58,7 +59,7 @@ def cmd_runs(args) -> int:
         results, points = load_record(record)
         table = points if args.points else results
     else:
-        table = load_runs(args.dir) if args.points else load_results(args.dir)
+        table = load_points(args.dir) if args.points else load_results(args.dir)
     if table.empty:
         print(f"no runs under {args.dir}", file=sys.stderr)
         return 1

@@ -4,20 +4,20 @@ import json
 import sys
 from pathlib import Path
 
-from ..sweep.tables import LAW_NAMES
+from ..laws import LAW_NAMES
 
 
 
 def _tables(args):
-    from ..sweep.tables import load_tables
-    return load_tables(args.source, columns=args.columns, derive=args.derive or (), where=args.where or (),
+    from ..tables import load_runs
+    return load_runs(args.source, columns=args.columns, derive=args.derive or (), where=args.where or (),
                        drop_top=args.drop_top, drop_by=args.drop_by, bs_unit=args.bs_unit, seq_len=args.seq_len,
                        n_kind=args.n_kind)
 
 
 def cmd_fit(args) -> int:
     from .. import fit
-    from ..sweep.tables import fit_laws
+    from ..fit import fit_laws
     wanted = list(LAW_NAMES.values()) if args.law == "all" else [LAW_NAMES[args.law]]
     results, errors = fit_laws(_tables(args), wanted, form=args.form, n_boot=args.boot)
     doc = {"source": str(args.source), "fits": {k: v.to_json() for k, v in results.items()}, "not_fittable": errors}

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from ..config import ConfigError
-from ..sweep.tables import LAW_NAMES
+from ..laws import LAW_NAMES
 
 
 PLOT_KINDS = {"curves": "loss_curves", "batch-size": "batch_size_curves", "batch-size-law": "batch_size_law",
@@ -13,13 +13,13 @@ PLOT_LAWS = {"batch-size": "batch_size", "batch-size-law": "batch_size", "lr": "
 
 
 def _sweep_tables(args):
-    from ..sweep.tables import load_tables
-    return load_tables(args.source, columns=args.columns, where=args.where or ())
+    from ..tables import load_runs
+    return load_runs(args.source, columns=args.columns, where=args.where or ())
 
 
 def cmd_plot(args) -> int:
     from .. import plot
-    from ..sweep.tables import fit_laws
+    from ..fit import fit_laws
     if args.kind == "coord":  # trains the widths itself: no runs needed
         from ..train import coord_check
         fig = plot.coord_check(coord_check())
@@ -48,7 +48,7 @@ def cmd_plot(args) -> int:
 
 def cmd_report(args) -> int:
     from ..report import write_report
-    from ..sweep.tables import fit_laws
+    from ..fit import fit_laws
     tables = _sweep_tables(args)
     wanted = list(LAW_NAMES.values()) if args.law == "all" else [LAW_NAMES[args.law]]
     fits, errors = fit_laws(tables, wanted, n_boot=args.boot)

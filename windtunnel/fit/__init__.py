@@ -6,13 +6,50 @@ Inputs are pandas tables with canonical columns (see `canonical`): windtunnel's 
 FitResult that serialises to JSON with each parameter's value and bootstrap interval, its units and
 diagnostics. Data that cannot identify a law raises NotFittable with the reason; it never returns a
 confident number. The only scipy importer.
+
+The package is callable: `from windtunnel import fit, load_runs; fits, not_fittable = fit(load_runs("sweeps/batch_size"))`
+fits every law (or the ones named) over a run table (fit_laws).
 """
 from .batch import batch_size_law, tokens_to_reach
 from .loss import LOSS_FORMS, loss_law
 from .isoflop import critical_batch_law, isoflop_law
 from .lr import batch_size_data_law, coarse_grid_warnings, log_grid, lr_optimum
 from .result import WINDTUNNEL_COLUMNS, FitResult, NotFittable, canonical, quality, unidentified
+from ..config import callable_module
+from ..laws import LAW_NAMES
 
-__all__ = ["FitResult", "LOSS_FORMS", "NotFittable", "WINDTUNNEL_COLUMNS", "batch_size_data_law", "batch_size_law",
+
+def fit_laws(tables, laws=None, *, form: str = "chinchilla", n_boot: int = 200) -> tuple[dict, dict]:
+    """Every law in `laws` (names as FitResult.law or as the CLI's; None = all) over a run table (tables.load_runs:
+    its .points, one row per held-out eval, and .per_run, one row per finished run): (law -> FitResult,
+    law -> why it is not fittable). Each result's diagnostics include the table's notes and quality warnings."""
+    names = list(LAW_NAMES.values()) if laws is None or laws == "all" else [laws] if isinstance(laws, str) else laws
+    results, errors = {}, {}
+    for law in (LAW_NAMES.get(n, n.replace("-", "_")) for n in names):
+        try:
+            if law == "batch_size":
+                res = batch_size_law(tables.points, n_boot=n_boot, units=tables.units)
+            elif law == "isoflop":
+                res = isoflop_law(tables.per_run, n_boot=n_boot, units=tables.units)
+            elif law == "critical_batch":
+                res = critical_batch_law(tables.points, n_boot=n_boot, units=tables.units)
+            elif law == "batch_size_data":
+                res = batch_size_data_law(tables.per_run, n_boot=n_boot, units=tables.units)
+            elif law == "lr":
+                res = lr_optimum(tables.per_run, n_boot=n_boot, units=tables.units)
+            elif law == "loss":
+                res = loss_law(tables.per_run, form=form, n_boot=n_boot, units=tables.units)
+            else:
+                raise ValueError(f"unknown law {law!r}; use one of {', '.join(LAW_NAMES)}")
+        except NotFittable as err:
+            errors[law] = str(err)
+            continue
+        res.diagnostics += list(getattr(tables, "notes", [])) + quality(res)
+        results[law] = res
+    return results, errors
+
+__all__ = ["fit_laws", "FitResult", "LOSS_FORMS", "NotFittable", "WINDTUNNEL_COLUMNS", "batch_size_data_law", "batch_size_law",
            "canonical", "coarse_grid_warnings", "critical_batch_law", "isoflop_law", "log_grid", "quality",
            "loss_law", "lr_optimum", "tokens_to_reach", "unidentified"]
+
+callable_module(__name__, fit_laws)

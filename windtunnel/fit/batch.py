@@ -6,6 +6,7 @@ import pandas as pd
 from scipy.interpolate import PchipInterpolator
 
 from .. import laws
+from .blas import one_blas_thread
 from .result import FitResult, NotFittable, _interval, _need, drop_overfit, leave_one_out, loo_warnings
 
 
@@ -128,6 +129,7 @@ def _power_fit(rows: list[dict]) -> tuple[float, float]:
     return guess["a"], guess["b"]
 
 
+@one_blas_thread
 def batch_size_law(df: pd.DataFrame, *, n_levels: int = 8, early_frac: float = 0.05, min_steps: float = 4,
                    n_boot: int = 200, seed: int = 0, censor: bool = True, units: dict | None = None) -> FitResult:
     """(see _batch_size_law); every numerical failure is a NotFittable with its reason, never a traceback."""

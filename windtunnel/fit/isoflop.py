@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .batch import _levels, tokens_to_reach
+from .blas import one_blas_thread
 from .lr import _optimum, log_grid
 from .result import FitResult, NotFittable, _interval, _need, leave_one_out, loo_warnings
 
@@ -21,6 +22,7 @@ def _fit_line(x, y) -> tuple[float, float]:
     return float(intercept), float(slope)
 
 
+@one_blas_thread
 def isoflop_law(df: pd.DataFrame, *, n_boot: int = 200, seed: int = 0, rtol: float = 0.02,
                 units: dict | None = None) -> FitResult:
     """N*(C) = k_N C^a and D*(C) = k_D C^b from isoFLOP profiles (canonical columns N, loss, and C, or N and D
@@ -77,6 +79,7 @@ def isoflop_law(df: pd.DataFrame, *, n_boot: int = 200, seed: int = 0, rtol: flo
                               for d in draws])
 
 
+@one_blas_thread
 def critical_batch_law(df: pd.DataFrame, *, n_levels: int = 8, early_frac: float = 0.05, n_boot: int = 200,
                        seed: int = 0, units: dict | None = None) -> FitResult:
     """B_crit(L) = a / L^b from batch-size sweeps with loss curves (canonical columns run, N, bs, tokens, loss),

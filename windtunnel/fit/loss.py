@@ -7,6 +7,7 @@ import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import logsumexp
 
+from .blas import one_blas_thread
 from .result import FitResult, NotFittable, _interval, _need, drop_overfit, loo_warnings
 
 # Parameter symbols per form, in the order of the optimiser's vector theta = (a, b, e, alpha, beta) with
@@ -68,6 +69,7 @@ def _minimize(theta0, logN, logD, logL, delta, options=None):
                     bounds=_BOUNDS, options=options or _OPTIONS)
 
 
+@one_blas_thread
 def loss_law(df: pd.DataFrame, *, form: str = "chinchilla", delta: float = 1e-3, n_starts: int = 500,
              n_boot: int = 100, seed: int = 0, loo: bool = True, units: dict | None = None) -> FitResult:
     """Chinchilla Approach 3 (canonical columns N, D, loss; one row per finished run or checkpoint):

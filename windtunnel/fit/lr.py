@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .. import laws
+from .blas import one_blas_thread
 from .result import FitResult, NotFittable, _interval, _need, leave_one_out, loo_warnings
 
 
@@ -43,6 +44,7 @@ def _optimum(x: np.ndarray, loss: np.ndarray) -> tuple[float, dict]:
     return float(x[best]), info
 
 
+@one_blas_thread
 def lr_optimum(df: pd.DataFrame, *, band: float = 0.0025, n_boot: int = 200, seed: int = 0, rtol: float = 0.02,
                units: dict | None = None) -> FitResult:
     """LR optima per cell (canonical columns N, lr, loss; optional D, bs, param, width, seed) and the LR law:
@@ -179,6 +181,7 @@ def _law(cells: list[dict], by_d: bool, moves: bool, n_boot: int, rng):
     return params, intervals, samples, "step_law" if "D" in columns else "hyper_power_law"
 
 
+@one_blas_thread
 def batch_size_data_law(df: pd.DataFrame, *, n_boot: int = 200, seed: int = 0, rtol: float = 0.02,
                         units: dict | None = None) -> FitResult:
     """Step Law's batch-size law bs* = c D^b (canonical columns N, D, bs, lr, loss): per (N, D) cell the loss

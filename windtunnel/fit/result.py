@@ -151,6 +151,13 @@ def loo_warnings(loo: dict, params: dict, limit: float = 0.1) -> list[str]:
             for k, v in loo.items() if params.get(k) and v["max_change"] > limit * abs(params[k])]
 
 
+def _inside(value: float, low: float, high: float) -> bool:
+    """value in [low, high], up to rounding: noise-free data give an interval as narrow as the estimate itself (every
+    bootstrap refit lands on it), and the last bits of a float must not call that estimate 'outside'."""
+    slack = 1e-9 * max(abs(value), abs(low), abs(high))
+    return min(low, high) - slack <= value <= max(low, high) + slack
+
+
 def quality(result: "FitResult") -> list[str]:
     """Warnings any law's numbers raise: an exponent whose interval spans 0 (not identified), an estimate outside
     its own interval, a non-finite parameter, a poor fit in log space (rmse_log above 5%)."""
@@ -159,7 +166,7 @@ def quality(result: "FitResult") -> list[str]:
         low, high = result.intervals.get(key) or (None, None)
         if value is None or not np.isfinite(value):
             out.append(f"{key} = {value} is not a finite number")
-        elif low is not None and not (min(low, high) <= value <= max(low, high)):
+        elif low is not None and not _inside(value, low, high):
             out.append(f"{key} = {value:.4g} lies outside its interval [{low:.4g}, {high:.4g}]")
         if key in EXPONENTS and low is not None and low <= 0 <= high:
             note = f"{key}'s interval [{low:.3g}, {high:.3g}] includes 0: not identified"

@@ -1,11 +1,14 @@
-"""Run directories (the unit of record; dirs.py), their one-writer lock (lock.py) and a sweep's committed record
-(record.py). No torch."""
+"""Run directories, the unit of record: a Run (run.py: one directory, its layout, its life cycle), the files
+and the tables read back from many of them (dirs.py), the one-writer lock (lock.py) and a sweep's committed
+record (record.py). No torch."""
 from .dirs import (CHECKPOINT, CONFIG, METRICS, RESULT, RunResult, RunStatus, append_metrics, flatten, git_commit,
-                   is_finished, load_results, load_runs, read_json, read_metrics, read_result, rewrite_metrics,
+                   is_finished, load_points, load_results, read_json, read_metrics, read_result, rewrite_metrics,
                    run_dirs, write_json, write_result)
 from .lock import RunBusy
 from .record import RECORD, export_record, load_record, record_in
+from .run import Run, differences, has_weights, overfitting, read_meta, weights_file
 
-__all__ = ["CHECKPOINT", "CONFIG", "METRICS", "RESULT", "RECORD", "RunBusy", "RunResult", "RunStatus", "append_metrics",
-           "export_record", "flatten", "git_commit", "is_finished", "load_record", "record_in", "load_results", "load_runs",
-           "read_json", "read_metrics", "read_result", "rewrite_metrics", "run_dirs", "write_json", "write_result"]
+__all__ = ["CHECKPOINT", "CONFIG", "METRICS", "RESULT", "RECORD", "Run", "RunBusy", "RunResult", "RunStatus",
+           "append_metrics", "differences", "export_record", "flatten", "git_commit", "has_weights", "is_finished",
+           "load_points", "load_record", "load_results", "overfitting", "read_json", "read_meta", "read_metrics",
+           "read_result", "record_in", "rewrite_metrics", "run_dirs", "weights_file", "write_json", "write_result"]

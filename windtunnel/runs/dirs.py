@@ -1,12 +1,4 @@
-"""The run directory, the unit of record, and the tables read back from many of them. No torch.
-
-  RUN/config.json     resolved TrialConfig + provenance (git commit, package version, device, N)
-  RUN/metrics.jsonl   one JSON object per logged step: step, tokens, lr, train_loss, grad_norm
-                      [, eval_loss, eval_bpb at ~30 log-spaced token counts]
-  RUN/result.json     RunResult: status (RunStatus: running, completed, diverged, pruned, failed),
-                      final/best eval loss, tokens, steps, N, FLOPs, wall time, error
-  RUN/checkpoint/     latest checkpoint while the run is unfinished (meta.json + state; train/dist.py)
-  RUN/.lock           the one process writing it: host, pid; its mtime is the heartbeat (runs/lock.py)
+"""The files of a run directory (its layout: runs/run.py), and the tables read back from many of them. No torch.
 
 JSON files are written atomically (temp file, then rename); metrics lines are appended whole and a torn
 last line (a kill mid-write) is ignored on read. Non-finite floats are stored as null.
@@ -225,6 +217,6 @@ def load_results(root: Path) -> pd.DataFrame:
     return pd.DataFrame(_rows(root, with_metrics=False))
 
 
-def load_runs(root: Path) -> pd.DataFrame:
+def load_points(root: Path) -> pd.DataFrame:
     """One row per logged point of every run under root, with the run's hyperparameters, N and status."""
     return pd.DataFrame(_rows(root, with_metrics=True))

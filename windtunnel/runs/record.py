@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .dirs import load_results, load_runs, run_dirs
+from .dirs import load_points, load_results, run_dirs
 
 RECORD = "runs.csv.gz"  # a sweep's record (sweeps/<name>/): every logged point of every run, and every status
 _RUN_KEYS = ("run_dir", "status", "N", "tokens", "steps", "epochs", "overfit", "final_eval_loss", "best_eval_loss",
@@ -19,7 +19,7 @@ def export_record(root: Path, out: Path) -> pd.DataFrame:
     """Write the runs under root as one compact table: one row per logged point (a run that logged nothing,
     e.g. failed at start, keeps one row), the run's swept hyperparameters and results beside each, run_dir
     relative to root; config fields equal in every run are left out unless a fit reads them."""
-    results, points = load_results(root), load_runs(root)
+    results, points = load_results(root), load_points(root)
     table = pd.concat([points, results[~results["run_dir"].isin(points.get("run_dir", []))]], ignore_index=True)
     keep = set(_RUN_KEYS) | set(_FIT_KEYS) | {"eval_loss", "train_loss"}
     cols = [c for c in table.columns if c in keep or c in ("step", "lr", "grad_norm", "eval_bpb")

@@ -1,4 +1,6 @@
-"""The Hydra app: `windtunnel sweep [-m] key=value ...` runs one trial (or one pack of trials) per job.
+"""The Hydra app: `windtunnel sweep [-m] key=value ...` runs one trial (or one pack of trials) per job. Before
+Hydra launches a grid, every job is composed once and checked (preflight); its run dir's name is read off its
+overrides (compose.run_dir_name), not composed again.
 
 Config flows one way: Hydra composes conf/ (shipped as windtunnel.conf; schemas and the model ladder
 registered by windtunnel/compose.py), the job converts it once with compose.to_job into a SweepJobConfig and
@@ -24,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .. import compose
 from ..config import ConfigError, redact
+from ..runs import Run
 from . import grid
 from .status import SWEEP_JOBS, SWEEP_START, finished, progress, redact_files, summarize
 
@@ -42,6 +45,8 @@ def app(cfg: DictConfig) -> float:
     out = Path(hc.runtime.output_dir)
     job_num = OmegaConf.select(hc.job, "num", default=None, throw_on_missing=False)  # unset outside -m
     meta = {"sweep": job.sweep_name, "overrides": redact(",".join(hc.overrides.task)), "job_num": job_num}
+    if job.tuning.trial_number >= 0:
+        meta["optuna_trial"] = job.tuning.trial_number  # read back by sweep/study.py (runs.Run.optuna_trial)
     sweep_dir = Path(hc.runtime.cwd) / hc.sweep.dir
     redact_files([*(out / hc.output_subdir).glob("*.yaml"), sweep_dir / "multirun.yaml"] if hc.output_subdir else
                   [sweep_dir / "multirun.yaml"])
@@ -88,7 +93,7 @@ def _run_pack(job, hc, meta: dict, run_trials) -> float:
         trial = compose.compose(overrides)
         trial.train.pack, trial.train.pack_members = 1, []  # how it was trained is config.json's "pack"
         cfgs.append(trial)
-        dirs.append(sweep_dir / compose.dirname(overrides))
+        dirs.append(sweep_dir / compose.run_dir_name(overrides))
         metas.append({**meta, "overrides": redact(",".join(overrides)), "pack_job": hc.runtime.output_dir})
     results = run_trials(cfgs, dirs, metas)
     values = []
@@ -128,13 +133,13 @@ def preflight(overrides: list[str], checked: Optional[dict] = None) -> int:
     else:  # a search sweeper samples its own values: check the fixed part here, the rest per trial
         jobs = [fixed]
     trials, by_dir = [], {}
-    for job in jobs:
+    for job in jobs:  # each job composed once; its run dir's name is read off its overrides
         try:
             trials.append((job, compose.compose_job(job).trial()))
         except ConfigError as err:
             raise ConfigError(f"sweep job [{' '.join(job)}]: {err}") from None
         if is_grid:  # two different trials must never share a run dir (e.g. data.path=A,B: paths are not in names)
-            name = compose.dirname(job)
+            name = compose.run_dir_name(job)
             if "/" in name or name in (".", ".."):
                 raise ConfigError(f"sweep job [{' '.join(job)}]: its run dir name {name!r} holds a '/', which would "
                                   f"nest it or put it outside the sweep dir; use values without '/' for swept or "
@@ -146,11 +151,10 @@ def preflight(overrides: list[str], checked: Optional[dict] = None) -> int:
                                   f"hydra.sweep.dir=...)")
             by_dir[name] = (job, trials[-1][1])
     if is_grid:  # a run dir that holds another trial is refused here, before any job trains
-        from ..train.trial import finished_result
         sweep_dir = Path(str(base.hydra.sweep.dir))
         for name, (job, trial) in by_dir.items():
             try:
-                finished_result(trial, sweep_dir / name)
+                Run(sweep_dir / name, trial).finished_result()
             except ConfigError as err:
                 raise ConfigError(f"sweep job [{' '.join(job)}]: {err}") from None
     _check_budgets(trials)
@@ -248,12 +252,13 @@ def main(argv: list[str]) -> int:
         done = sum(1 for d in checked["run_dirs"] if finished(d))
         os.environ[SWEEP_JOBS], os.environ[SWEEP_START] = str(len(checked["run_dirs"])), f"{time.time()} {done}"
     completing = "-sc" in argv or "--shell-completion" in argv  # the script Hydra writes calls the program by name
-    sys.argv = ["windtunnel" if completing else "windtunnel sweep", *argv]
-    app()
+    # @hydra.main reads its arguments from sys.argv (it takes no others): set for the call, then put back
+    saved, sys.argv = sys.argv, ["windtunnel" if completing else "windtunnel sweep", *argv]
+    try:
+        app()
+    finally:
+        sys.argv = saved
     if not (multirun and checked):
         return 0
     failed = summarize(checked["sweep_dir"], checked.get("run_dirs"))
     return 1 if failed else 0
-
-
-

@@ -37,16 +37,15 @@ def fail_interrupted(study, sweep_dir) -> list[int]:
     import optuna
     from pathlib import Path
 
-    from ..runs import lock, read_json, read_result
+    from ..runs import Run
     running = {t.number: t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))}
     failed = []
-    for run in sorted(Path(sweep_dir).iterdir()) if running and Path(sweep_dir).is_dir() else []:
-        result = read_result(run) if run.is_dir() else None
-        if result is None or result.status.value != "running" or lock.is_live(run):
+    for path in sorted(Path(sweep_dir).iterdir()) if running and Path(sweep_dir).is_dir() else []:
+        run = Run(path)
+        result = run.result() if path.is_dir() else None
+        if result is None or result.status.value != "running" or run.is_live:
             continue
-        overrides = (read_json(run / "config.json") or {}).get("overrides", "")
-        number = re.search(r"tuning\.trial_number=(\d+)", overrides)
-        trial = running.get(int(number.group(1))) if number else None
+        trial = running.get(run.optuna_trial)
         if trial is not None:
             study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
             study.enqueue_trial(trial.params)

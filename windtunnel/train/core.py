@@ -39,6 +39,26 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
+# A trial whose micro-batch costs fewer training FLOPs than this runs on one CPU thread unless train.threads says
+# otherwise. benchmarks/threads.py, 2 cores: tiny64 at 16 x 128 tokens (1.8 GFLOP a micro-batch) is 1.3x faster with
+# two threads on idle cores and 2x slower beside a busy process per core (OpenMP's threads wait on cores another
+# process holds); tiny256 at 32 x 128 (74 GFLOP), above the line, gains 1.5-1.9x from two threads when idle.
+ONE_THREAD_FLOPS = 2e9
+
+
+def cpu_threads(cfg, device: torch.device) -> int:
+    """The intra-op threads to set for a trial (0: leave torch's default, one per core): train.threads when > 0; on
+    the CPU, 1 for a tiny trial (its micro-batch under ONE_THREAD_FLOPS), where more threads gain little alone and
+    lose badly beside other work (a second trial, the test suite, a browser)."""
+    if cfg.train.threads > 0:
+        return cfg.train.threads
+    if device.type != "cpu":
+        return 0
+    per_micro = sizing.flops_per_token(cfg.model, cfg.train.seq_len, cfg.model.vocab_size or 256) * \
+        cfg.micro_batch * cfg.train.seq_len
+    return 1 if per_micro < ONE_THREAD_FLOPS else 0
+
+
 def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 

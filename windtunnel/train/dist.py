@@ -5,9 +5,10 @@ Data parallelism never changes the numbers: the global batch of a step is micro-
 TokenBatches (a pure function of seed, step and index); rank r trains micro-batches r*A .. r*A+A-1 of it,
 and DDP / FSDP average gradients over ranks, so W processes reproduce one process with the same global batch.
 
-A checkpoint is a directory: meta.json (step, tokens, model shape, format: readable without torch) and
-either state.pt (full state, single process or DDP; written by rank 0) or distributed-checkpoint shards
-(FSDP2, every rank writes its own). Directories are replaced atomically (write aside, then rename).
+A checkpoint is a directory (its layout: runs/run.py): meta.json (step, tokens, model shape, format: readable
+without torch) and either state.pt (full state, single process or DDP; written by rank 0) or
+distributed-checkpoint shards (FSDP2, every rank writes its own). Directories are replaced atomically (write
+aside, then rename).
 """
 import json
 import os
@@ -19,9 +20,9 @@ import torch
 import torch.distributed as torch_dist
 
 from ..config import ConfigError
+from ..runs import has_weights, read_meta, weights_file
+from ..runs.run import META
 from .core import resolve_device
-
-META = "meta.json"
 
 
 class Dist:
@@ -143,19 +144,3 @@ class Dist:
         return meta
 
 
-def weights_file(meta: dict) -> str:
-    return ".metadata" if meta.get("format") == "dcp" else "state.pt"  # DCP's index of shards, or the whole state
-
-
-def has_weights(path: Path) -> bool:
-    """Whether a checkpoint dir holds its weights, not only meta.json (a run dir brought back without *.pt)."""
-    return (Path(path) / weights_file(read_meta(path))).exists()
-
-
-def read_meta(path: Path) -> dict:
-    """A checkpoint's meta.json (step, tokens, model shape, format)."""
-    file = Path(path) / META
-    if not file.exists():
-        raise ConfigError(f"{path} is not a windtunnel checkpoint (no {META}); give a run's checkpoint directory, "
-                          f"e.g. RUN/checkpoint or RUN/checkpoints/stepN")
-    return json.loads(file.read_text())

@@ -1,12 +1,13 @@
-"""What the Trainer trains: one trial as an nn.Module (DDP or FSDP2 under torchrun, checkpoints), or K
-same-shape trials as one fused model (train/packed.py). Both answer the same four calls: train_step,
-to_host, evaluate, freeze; the loop around them (train/trainer.py) is one.
+"""What the Trainer trains, behind one protocol (Engine): one trial as an nn.Module (DDP or FSDP2 under torchrun,
+checkpoints), or K same-shape trials as one fused model (train/packed.py). The loop around them (train/trainer.py)
+is one and calls nothing else.
 
 The trainer knows nothing about muP: the model hands out AdamW groups that carry `lr_scale`, and every
 step sets group["lr"] = optim.lr * lr_factor(step) * group["lr_scale"] (train/step.py, or per trial in
 train/packed.py).
 """
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -17,6 +18,30 @@ from .core import autocast_for, compile_mode, compiled, heldout_nats, loss_and_b
 from .dist import Dist
 from .packed import PackedModel
 from .step import TrainStep
+
+
+class Engine(Protocol):
+    """K trials trained in lockstep: the Trainer's whole view of the model, optimizer and data."""
+    k: int  # trials trained together
+    checkpoints: bool  # whether save/load work (a pack restarts from step 0 instead)
+
+    def train_step(self, step: int, lr_factor: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step at base LR x lr_factor: (K,) or () train losses and grad norms, on the device."""
+
+    def to_host(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> tuple[list[float], list[float]]:
+        """The step's losses and grad norms as K floats each (the host sync of a logged step)."""
+
+    def evaluate(self) -> list[tuple[float, float]]:
+        """[(held-out nats/token, bits/byte)] per trial on the fixed held-out windows."""
+
+    def freeze(self, i: int) -> None:
+        """Trial i diverged: stop updating it (the others go on)."""
+
+    def save(self, path: Path, meta: dict) -> None:
+        """Write a checkpoint directory (atomically) with `meta` in its meta.json."""
+
+    def load(self, path: Path) -> dict:
+        """Restore a checkpoint directory; returns its meta."""
 
 
 class ModuleEngine:
@@ -111,3 +136,9 @@ class PackedEngine:
 
     def freeze(self, i: int) -> None:
         self.model.freeze(i)
+
+    def save(self, path: Path, meta: dict) -> None:
+        raise NotImplementedError("a pack keeps no checkpoints (checkpoints = False): it restarts from step 0")
+
+    def load(self, path: Path) -> dict:
+        raise NotImplementedError("a pack keeps no checkpoints (checkpoints = False): it restarts from step 0")

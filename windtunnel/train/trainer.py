@@ -1,14 +1,14 @@
-"""The one training loop. A Trainer trains K >= 1 trials of one shape and batch size: K = 1 is a lone trial
-(one process, or every rank under torchrun; resumable from its checkpoint; decay branches; eval
-callbacks), K > 1 a pack (train/engines.py PackedEngine). Set-up, the step, held-out evals, metrics rows,
-checkpoints and the divergence rule live here once; rank 0 writes.
+"""The one training loop. A Trainer trains K >= 1 Runs (runs/run.py) of one shape and batch size: K = 1 is a
+lone trial (one process, or every rank under torchrun; resumable from its checkpoint; decay branches; eval
+callbacks), K > 1 a pack. What it trains is an Engine (train/engines.py: ModuleEngine for one trial, PackedEngine
+for a pack), used only through that protocol. Set-up, the step, held-out evals, metrics rows, checkpoints and the
+divergence rule live here once; rank 0 writes, through the Runs.
 
 Each step s (0-based) trains at lr_factor(s); a row is logged after the update at step s + 1 when it is
 step 1, a multiple of train.log_every, an eval point (~eval_points log-spaced in tokens, plus
 train.decay_eval_points spread over a WSD decay) or a branch point.
 """
 import dataclasses
-import logging
 import math
 import time
 from pathlib import Path
@@ -19,46 +19,46 @@ import torch
 from .. import __version__, runs, schedule, sizing
 from ..config import ConfigError, ModelConfig, TrialConfig, to_dict
 from ..data import Corpus, epochs, eval_windows, prepare_mixture
-from .core import EvalCallback, EvalReport, device_name, diverged_message, eval_steps, is_diverged
-from .dist import Dist, has_weights, read_meta
-from .engines import ModuleEngine, PackedEngine
+from ..runs import Run
+from .core import EvalCallback, EvalReport, cpu_threads, device_name, diverged_message, eval_steps, is_diverged
+from .dist import Dist
+from .engines import Engine, ModuleEngine, PackedEngine
 from .progress import Progress
 from .trackers import Trackers
 
-RESTARTED = "metrics.restarted.jsonl"  # the points of an attempt whose checkpoint lost its weights
-
 # (the stable run's config, branch step, its checkpoint, multiple of N, branch run dir) -> the branch's RunResult
 BranchRunner = Callable[[TrialConfig, int, Path, float, Path], runs.RunResult]
-FINAL = "final"  # RUN/final: the completed run's weights and optimizer (train.save_final)
 SHAPE_KEYS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "fixed_head_dim", "d_ff", "ffn_mult", "vocab_size")
 
 
 class Trainer:
-    def __init__(self, cfgs: list[TrialConfig], dirs: list[Path], metas: list[dict], dist: Dist, corpus: Corpus,
-                 callback: Optional[EvalCallback] = None, run_branch: Optional[BranchRunner] = None):
-        t = cfgs[0].train
-        if t.threads > 0:
-            torch.set_num_threads(t.threads)
-        cfgs[0].accum_per_rank(dist.world)  # the global batch splits over the ranks: checked before any work
-        model_cfg = with_vocab(cfgs[0].model, corpus)
-        self.cfgs = [dataclasses.replace(c, model=model_cfg) for c in cfgs]
-        self.dirs, self.dist, self.callback, self.run_branch = dirs, dist, callback, run_branch
-        self.k = len(cfgs)
+    def __init__(self, trained: list[Run], dist: Dist, corpus: Corpus, callback: Optional[EvalCallback] = None,
+                 run_branch: Optional[BranchRunner] = None):
+        first = trained[0].trial
+        t = first.train
+        self.threads_before = torch.get_num_threads()  # restored after the run (a library call leaves no trace)
+        threads = cpu_threads(first, dist.device)
+        if threads:
+            torch.set_num_threads(threads)
+        first.split(dist.world)  # the global batch splits over the ranks: checked before any work
+        model_cfg = with_vocab(first.model, corpus)
+        self.cfgs = [dataclasses.replace(r.trial, model=model_cfg) for r in trained]
+        self.runs, self.dist, self.callback, self.run_branch = trained, dist, callback, run_branch
+        self.k = len(trained)
         self.trackers = []
         if dist.is_main:
-            for cfg, run, meta in zip(self.cfgs, dirs, metas):
-                write_config(run, cfg, meta, dist, corpus, **({"pack": self.k} if self.k > 1 else {}))
+            for cfg, run in zip(self.cfgs, trained):
+                run.write_config(cfg, provenance(cfg, dist, corpus, **({"pack": self.k} if self.k > 1 else {})))
                 if cfg.train.loggers:
-                    self.trackers.append(Trackers(cfg.train.loggers, run, run.name, to_dict(cfg)))
+                    self.trackers.append(Trackers(cfg.train.loggers, run.path, run.name, to_dict(cfg)))
         cfg = self.cfgs[0]
         source = prepare_mixture(cfg.data, corpus) if cfg.data.mixture else corpus.train
         windows, n_bytes = eval_windows(corpus, t.seq_len, t.eval_tokens)
-        self.engine = (ModuleEngine(cfg, dist, source, windows, n_bytes) if self.k == 1 else
-                       PackedEngine(self.cfgs, dist, source, windows, n_bytes))
+        self.engine: Engine = (ModuleEngine(cfg, dist, source, windows, n_bytes) if self.k == 1 else
+                               PackedEngine(self.cfgs, dist, source, windows, n_bytes))
         self.total, self.batch_size_tokens = cfg.total_steps, t.batch_size_tokens
         # With decay branches the run itself stays stable; each branch decays on its own.
-        self.branches = {max(1, round(k * sizing.n_params(model_cfg) / self.batch_size_tokens)): k
-                         for k in t.branch_at_n}
+        self.branches = sizing.branch_steps(cfg)
         stable = dataclasses.replace(cfg.schedule, decay_frac=0.0) if self.branches else cfg.schedule
         self.plan = schedule.plan(stable, self.total, self.batch_size_tokens)
         self.decays = not self.branches and self.plan.decays
@@ -75,6 +75,7 @@ class Trainer:
         finally:
             for tracker in self.trackers:
                 tracker.close()
+            torch.set_num_threads(self.threads_before)
 
     def _run(self) -> list[runs.RunResult]:
         t, k, dist = self.cfgs[0].train, self.k, self.dist
@@ -86,7 +87,7 @@ class Trainer:
                 self._report(EvalReport(0, 0, loss0, False))
         self._run_due_branches(step)
         live, done = list(range(k)), {}
-        progress = Progress(self.dirs[0].name if k == 1 else f"pack of {k}", self.total * self.batch_size_tokens,
+        progress = Progress(self.runs[0].name if k == 1 else f"pack of {k}", self.total * self.batch_size_tokens,
                             step * self.batch_size_tokens, show=dist.is_main)
         tick = time.time()
         while step < self.total and live:
@@ -122,10 +123,10 @@ class Trainer:
             if self.engine.checkpoints:
                 meta = {"first_loss": first[0], "train_s": train_s}
                 if step in self.branches:
-                    self._save(step, self.dirs[0] / "checkpoints" / f"step{step}", meta)
+                    self._save(step, self.runs[0].branch_point(step), meta)
                 if step < self.total and ((t.checkpoint_every and step % t.checkpoint_every == 0) or
                                           (not t.checkpoint_every and is_eval)):
-                    self._save(step, self.dirs[0] / runs.CHECKPOINT, meta)
+                    self._save(step, self.runs[0].checkpoint, meta)
             if is_eval:
                 self._report(EvalReport(step, tokens, last_eval[0], self.decays and step == self.total))
             self._run_due_branches(step)
@@ -134,9 +135,9 @@ class Trainer:
         if live and step == self.total and self.engine.checkpoints:  # the last step's weights, when asked for
             meta = {"first_loss": first[0], "train_s": train_s, "final": True}
             if t.keep_checkpoint:
-                self._save(step, self.dirs[0] / runs.CHECKPOINT, meta)
+                self._save(step, self.runs[0].checkpoint, meta)
             if t.save_final:
-                self._save(step, self.dirs[0] / FINAL, meta)
+                self._save(step, self.runs[0].final, meta)
         for i in live:
             # the loss to compare trials on: after a decay (the last branch's end, or this run's own end)
             decayed = (self.branch_losses[max(self.branch_losses)] if self.branch_losses else
@@ -148,7 +149,7 @@ class Trainer:
 
     def _append(self, i: int, row: dict) -> None:
         if self.dist.is_main:
-            runs.append_metrics(self.dirs[i], row)
+            self.runs[i].append(row)
             if self.trackers:
                 self.trackers[i].log(row)  # the same row, to TensorBoard / W&B / MLflow
 
@@ -168,33 +169,21 @@ class Trainer:
     def _save(self, step: int, path: Path, meta: dict) -> None:
         cfg = self.cfgs[0]
         self.engine.save(path, {"step": step, "tokens": step * self.batch_size_tokens, **meta,
-                                "run_dir": str(self.dirs[0].resolve()), "model": to_dict(cfg.model),
+                                "run_dir": str(self.runs[0].path.resolve()), "model": to_dict(cfg.model),
                                 "batch_size_tokens": self.batch_size_tokens, "schedule": to_dict(cfg.schedule)})
 
     def _start(self) -> tuple[int, list[Optional[float]], float]:
         """(step, first train loss per trial, train seconds): from a lone run's own checkpoint, or from
         train.init_from (a stable-phase checkpoint of another run, whose curve up to that step is copied),
-        else a fresh start."""
-        cfg, run = self.cfgs[0], self.dirs[0]
-        own = run / runs.CHECKPOINT
-        path = None
-        if self.engine.checkpoints:
-            resumable = (own / "meta.json").exists()
-            if resumable and not has_weights(own):
-                # an interrupted run dir copied back without its weights: train it again from the start, keeping
-                # the curve it had logged beside the new one
-                logging.getLogger("windtunnel").warning("%s: checkpoint without weights; training from the start "
-                                                        "(its earlier points kept in %s)", run, RESTARTED)
-                if self.dist.is_main and (run / runs.METRICS).exists():
-                    runs.rewrite_metrics(run, runs.read_metrics(run), name=RESTARTED)  # atomic, like every write
-                resumable = False
-            path = own if resumable else Path(cfg.train.init_from) if cfg.train.init_from else None
+        else a fresh start (a pack always starts fresh: it keeps no checkpoints)."""
+        cfg, run = self.cfgs[0], self.runs[0]
+        path = run.resume_from(write=self.dist.is_main) if self.engine.checkpoints else None
         if path is None:
-            for d in self.dirs:
-                if self.dist.is_main:
-                    runs.rewrite_metrics(d, [])
+            if self.dist.is_main:
+                for r in self.runs:
+                    r.keep_metrics([])
             return 0, [None] * self.k, 0.0
-        meta = read_meta(path)
+        meta = runs.read_meta(path)
         theirs, ours = meta.get("model", {}), to_dict(cfg.model)
         bad = [f"{k} {theirs.get(k)} there, {ours[k]} here" for k in SHAPE_KEYS if k in theirs and theirs[k] != ours[k]]
         if bad:
@@ -203,20 +192,21 @@ class Trainer:
         self.engine.load(path)
         step = meta["step"]
         if self.dist.is_main:
-            source = run if path == own else Path(meta.get("run_dir", ""))
-            runs.rewrite_metrics(run, [m for m in runs.read_metrics(source) if m["step"] <= step])
+            source = run.metrics() if path == run.checkpoint else Run(meta.get("run_dir", "")).metrics()
+            run.keep_metrics([m for m in source if m["step"] <= step])
         return step, [meta["first_loss"]], meta["train_s"]
 
     def _run_due_branches(self, step: int) -> None:
         """Decay branches whose start step has been reached (each continues this run's checkpoint there)."""
         for at, multiple in sorted(self.branches.items()):
-            branch_dir = self.dirs[0] / f"decay_{multiple:g}N"
+            branch_dir = self.runs[0].branch(multiple)
             if at > step or at in self.branch_losses:
                 continue
-            if runs.is_finished(branch_dir):
-                self.branch_losses[at] = runs.read_result(branch_dir).final_eval_loss
+            done = Run(branch_dir).result()
+            if done is not None and done.finished:
+                self.branch_losses[at] = done.final_eval_loss
                 continue
-            result = self.run_branch(self.cfgs[0], at, self.dirs[0] / "checkpoints" / f"step{at}", multiple, branch_dir)
+            result = self.run_branch(self.cfgs[0], at, self.runs[0].branch_point(at), multiple, branch_dir)
             if result.status == runs.RunStatus.FAILED:
                 raise RuntimeError(f"decay branch {branch_dir} failed: {result.error}")
             self.branch_losses[at] = result.final_eval_loss
@@ -233,12 +223,11 @@ def with_vocab(model: ModelConfig, corpus) -> ModelConfig:
     return model
 
 
-def write_config(run: Path, cfg: TrialConfig, meta: dict, dist: Dist, corpus, **extra) -> None:
-    """config.json: the resolved trial (vocab filled in) and its provenance."""
-    runs.write_json(run / runs.CONFIG, {
-        "trial": to_dict(cfg), **meta, **runs.git_commit(), "version": __version__,
-        "device": device_name(dist.device), "torch": torch.__version__, "world_size": dist.world,
-        "parallel": dist.parallel, "N": sizing.n_params(cfg.model), "N_embedding": sizing.n_embedding_params(cfg.model),
-        "flops_per_token": sizing.flops_per_token(cfg.model, cfg.train.seq_len), "corpus": str(corpus.path),
-        "corpus_manifest": corpus.meta["manifest"], "unique_train_tokens": corpus.unique_train_tokens,
-        "planned_epochs": epochs(cfg, corpus), **extra})
+def provenance(cfg: TrialConfig, dist: Dist, corpus, **extra) -> dict:
+    """What config.json records beside the trial: the code, the machine, N and FLOPs, the corpus."""
+    return {**runs.git_commit(), "version": __version__, "device": device_name(dist.device), "torch": torch.__version__,
+            "world_size": dist.world, "parallel": dist.parallel, "N": sizing.n_params(cfg.model),
+            "N_embedding": sizing.n_embedding_params(cfg.model),
+            "flops_per_token": sizing.flops_per_token(cfg.model, cfg.train.seq_len), "corpus": str(corpus.path),
+            "corpus_manifest": corpus.meta["manifest"], "unique_train_tokens": corpus.unique_train_tokens,
+            "planned_epochs": epochs(cfg, corpus), **extra}

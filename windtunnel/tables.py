@@ -1,20 +1,19 @@
-"""A sweep's tables for fitting and plotting: from a run directory tree, a committed record (sweeps/<name>/) or
-anyone's CSV/Parquet, the per-run table and the points table (one row per held-out eval) in canonical columns,
-after the column language (--derive, --where, --drop-top); and every law's fit over them. Shared by `windtunnel
-fit`, `windtunnel report` and the demo, so all three fit the same rows the same way."""
+"""The tables every analysis reads: from a run directory tree, a committed record (sweeps/<name>/) or anyone's
+CSV/Parquet, load_runs gives the per-run table and the points table (one row per held-out eval) in canonical
+columns, after the column language (--derive, --where, --drop-top). fit(tables) (windtunnel/fit) fits the laws
+over them. Shared by `windtunnel fit`, `windtunnel report`, `windtunnel plot`, the demo and the notebook, so all
+fit the same rows the same way. Public: `from windtunnel import load_runs`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import ConfigError
+from .config import ConfigError
 
 if TYPE_CHECKING:  # pandas, scipy (fit) and the run tables load when a table does: `windtunnel --help` imports this
     import pandas as pd
 
-LAW_NAMES = {"batch-size": "batch_size", "batch-size-data": "batch_size_data", "lr": "lr", "loss": "loss",
-             "isoflop": "isoflop", "critical-batch": "critical_batch"}
 CORPUS_KEYS = ("data.source", "data.path", "data.tokenizer", "data.bpe_vocab_size", "data.mixture", "corpus_manifest")
 
 
@@ -38,12 +37,16 @@ def parse_columns(text: str) -> dict:
     return out
 
 
-def load_tables(source, *, columns: str = "", derive=(), where=(), drop_top: int = 0, drop_by: str = "loss",
-                bs_unit: str = "tokens", seq_len: int = 0, n_kind: str = "non-embedding") -> SweepTables:
+def load_runs(source, *, columns: str = "", derive=(), where=(), drop_top: int = 0, drop_by: str = "loss",
+              bs_unit: str = "tokens", seq_len: int = 0, n_kind: str = "non-embedding") -> SweepTables:
+    """The runs under `source` (a run directory tree, a record sweeps/NAME, or a CSV/Parquet file of anyone's runs)
+    as SweepTables in canonical columns (fit.canonical), ready for fit(). `columns` maps canonical names to the
+    file's (N=params,loss=val_loss); derive/where/drop_top shape the table as read (the CLI's --derive, --where,
+    --drop-top). Finished runs only; a diverged run's loss is inf (it loses every comparison)."""
     import pandas as pd
 
-    from .. import fit
-    from ..runs import RunStatus, load_record, load_results, load_runs, record_in
+    from . import fit
+    from .runs import RunStatus, load_points, load_record, load_results, record_in
     path = Path(source)
     options = dict(bs_unit=bs_unit, seq_len=seq_len, n_kind=n_kind)
     mapping = parse_columns(columns)
@@ -71,7 +74,7 @@ def load_tables(source, *, columns: str = "", derive=(), where=(), drop_top: int
         if "train.total_tokens" in finished:  # a diverged run stopped early: its cell is the budget it was given
             for col in {"tokens", "D"} & set(per_run):
                 per_run.loc[diverged, col] = finished.loc[diverged, "train.total_tokens"].to_numpy(float)
-        raw = load_runs(path) if all_points is None else all_points
+        raw = load_points(path) if all_points is None else all_points
         if "run_dir" in raw:  # a running or failed run has no N yet: not a point
             raw = raw[raw["run_dir"].isin(finished["run_dir"])]
         points, _ = fit.canonical(raw, mapping, **options)
@@ -83,32 +86,6 @@ def load_tables(source, *, columns: str = "", derive=(), where=(), drop_top: int
     if "D" not in data and "tokens" in data:
         data["D"] = data["tokens"]
     return SweepTables(data, data, units, data.attrs.get("notes", []))
-
-
-def fit_laws(tables: SweepTables, laws, *, form: str = "chinchilla", n_boot: int = 200) -> tuple[dict, dict]:
-    """Every law in `laws` (FitResult.law names) over the tables: (law -> FitResult, law -> why not fittable)."""
-    from .. import fit
-    results, errors = {}, {}
-    for law in laws:
-        try:
-            if law == "batch_size":
-                res = fit.batch_size_law(tables.points, n_boot=n_boot, units=tables.units)
-            elif law == "isoflop":
-                res = fit.isoflop_law(tables.per_run, n_boot=n_boot, units=tables.units)
-            elif law == "critical_batch":
-                res = fit.critical_batch_law(tables.points, n_boot=n_boot, units=tables.units)
-            elif law == "batch_size_data":
-                res = fit.batch_size_data_law(tables.per_run, n_boot=n_boot, units=tables.units)
-            elif law == "lr":
-                res = fit.lr_optimum(tables.per_run, n_boot=n_boot, units=tables.units)
-            else:
-                res = fit.loss_law(tables.per_run, form=form, n_boot=n_boot, units=tables.units)
-        except fit.NotFittable as err:
-            errors[law] = str(err)
-            continue
-        res.diagnostics += tables.notes + fit.quality(res)
-        results[law] = res
-    return results, errors
 
 
 def _check_one_corpus(runs, path) -> None:
@@ -124,7 +101,7 @@ def _check_one_corpus(runs, path) -> None:
 
 def _shape(table, *, derive=(), where=(), drop_top: int = 0, drop_by: str = "loss"):
     """--derive, then --where, then --drop-top, on the table as read (its own column names)."""
-    from ..fit import columns
+    from .fit import columns
     for item in derive or []:
         name, sep, expr = item.partition("=")
         if not sep:

@@ -1,0 +1,116 @@
+"""runs.Run, the run directory as one object: its layout, its decision (skip, refuse, resume), the one list of
+identity keys and the run dir names it agrees with, and the public API a newcomer imports."""
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_trial
+from windtunnel import runs
+from windtunnel.compose import compose, compose_config, compose_record, run_dir_name
+from windtunnel.config import IDENTITY_EXEMPT, RUN_DIR_EXCLUDE, ConfigError, TrainConfig, to_dict
+from windtunnel.runs import Run, RunResult, RunStatus
+
+
+def test_a_run_owns_every_path_of_its_directory(tmp_path):
+    run = Run(tmp_path / "r")
+    assert run.checkpoint == tmp_path / "r" / "checkpoint" and run.final == tmp_path / "r" / "final"
+    assert run.branch_point(23) == tmp_path / "r" / "checkpoints" / "step23"
+    assert run.branch(0.5) == tmp_path / "r" / "decay_0.5N" and run.branch(10.0) == tmp_path / "r" / "decay_10N"
+    assert run.restarted == tmp_path / "r" / "metrics.restarted.jsonl"
+    # the run that wrote a checkpoint is found beside it, whatever the working directory
+    for ckpt in (run.checkpoint, run.final, run.branch_point(23)):
+        ckpt.mkdir(parents=True)
+        (ckpt / "meta.json").write_text(json.dumps({"step": 1}))
+    (tmp_path / "r" / "config.json").write_text(json.dumps({"trial": {}}))
+    assert {Run.of_checkpoint(p).path for p in (run.checkpoint, run.final, run.branch_point(23))} == {run.path.resolve()}
+    with pytest.raises(ConfigError, match="the config.json of the run that wrote it is not beside it"):
+        Run.of_checkpoint(tmp_path)
+
+
+def test_config_json_is_read_once_and_the_trial_resolved_once(tmp_path, monkeypatch):
+    cfg = tiny_trial("train.tokens_per_param=2")
+    run = Run(tmp_path / "r", cfg)
+    assert run.trial.train.total_tokens == round(2 * 94_528 / 2048) * 2048  # 2N tokens of tiny64, whole batches
+    run.path.mkdir()
+    runs.write_json(run.path / "config.json", {"trial": to_dict(run.trial)})
+    reads = []
+    real = runs.run.read_json
+    monkeypatch.setattr(runs.run, "read_json", lambda path: reads.append(path) or real(path))
+    assert run.finished_result() is None and run.finished_result() is None
+    run.check_corpus("anything")  # no manifest recorded: nothing to hold it to
+    assert len(reads) == 1  # config.json, once
+
+
+def test_skip_refuse_or_resume(tmp_path):
+    cfg = tiny_trial()
+    run = Run(tmp_path / "r", cfg)
+    assert run.finished_result() is None and run.resume_from() is None  # a new directory: a fresh start
+    run.path.mkdir()
+    runs.write_json(run.path / "config.json", {"trial": to_dict(run.trial)})
+    runs.write_result(run.path, RunResult(RunStatus.COMPLETED, final_eval_loss=2.0))
+    assert Run(run.path, cfg).finished_result().final_eval_loss == 2.0  # finished: skipped
+    assert Run(run.path, tiny_trial(skip_completed=False)).finished_result() is None  # asked to train again
+    # how it runs (runtime fields) never makes it another trial; what it computes does
+    assert Run(run.path, tiny_trial(threads=1, log_every=1, keep_checkpoint=True, device="cpu")).finished_result()
+    with pytest.raises(ConfigError, match=r"holds a different trial \(optim.lr: 0.01 there, 0.02 now\)"):
+        Run(run.path, tiny_trial("optim.lr=0.02")).finished_result()
+    # an unfinished run resumes from its checkpoint when it has its weights, else starts again
+    runs.write_result(run.path, RunResult(RunStatus.RUNNING))
+    run.checkpoint.mkdir()
+    (run.checkpoint / "meta.json").write_text(json.dumps({"step": 5, "format": "full"}))
+    assert Run(run.path, cfg).resume_from() is None  # meta.json without state.pt
+    (run.checkpoint / "state.pt").write_bytes(b"")
+    assert Run(run.path, cfg).resume_from() == run.checkpoint
+
+
+def test_one_list_of_identity_keys_from_the_split_of_the_config():
+    """The fields marked runtime(...) are the keys a run dir ignores and the keys its name leaves out: one list."""
+    marked = {f"train.{f.name}" for f in TrainConfig.__dataclass_fields__.values() if f.metadata.get("runtime")}
+    assert marked == {k for k in IDENTITY_EXEMPT if k.startswith("train.")} and "data.cache_dir" in IDENTITY_EXEMPT
+    assert {"train.device", "train.threads", "train.log_every", "train.pack", "train.keep_checkpoint"} <= marked
+    assert not {"train.seed", "train.batch_size_tokens", "train.total_tokens", "train.dtype"} & marked
+    assert set(IDENTITY_EXEMPT) <= set(RUN_DIR_EXCLUDE)
+    hydra = compose_config(["model=tiny32"], hydra_node=True).hydra.job.config.override_dirname.exclude_keys
+    assert list(hydra) == list(RUN_DIR_EXCLUDE)  # conf/config.yaml reads it, it keeps no list of its own
+
+
+@pytest.mark.parametrize("overrides", [
+    ["model=tiny32", "optim.lr=0.01", "train.batch_size_tokens=1024"],
+    ["train.threads=1", "train.keep_checkpoint=true", "data.path=/x/y", "tuning.trial_number=3", "optim.lr=1e-3"],
+    ["++train.seed=4", "schedule=cosine", "train.branch_at_n=[0.5,1]", "hydra.sweep.dir=elsewhere", "sweep=lr_transfer"],
+    ["model.d_model=512", "model.parametrization=mup", "optim.lr=0.0027621358640099515", "train.seed=0"],
+])
+def test_run_dir_names_are_hydras_read_off_the_overrides(overrides):
+    """The name preflight gives a job without composing it is the one Hydra gives it (the reference)."""
+    assert run_dir_name(overrides) == compose_config(overrides, hydra_node=True).hydra.job.override_dirname
+
+
+def test_the_decay_branch_is_built_from_its_record_like_any_trial(tmp_path):
+    from windtunnel.train.trial import branch_config
+    stable = tiny_trial("schedule.decay_frac=0.2", branch_at_n=[0.5, 1.0])
+    branch = branch_config(stable, 46, tmp_path / "ckpt", 1.0)
+    assert branch.name == "tiny-decay1N" and branch.train.init_from == str(tmp_path / "ckpt")
+    assert branch.train.total_tokens == (46 + 12) * 2048 and branch.schedule.decay_tokens == 12 * 2048
+    assert branch == compose_record(to_dict(branch))  # a record of it composes back to it
+
+
+def test_the_public_api_is_five_names_and_importing_it_loads_neither_torch_nor_scipy():
+    code = ("import sys, windtunnel\nassert 'torch' not in sys.modules and 'scipy' not in sys.modules\n"
+            "from windtunnel import compose, run_trial, load_runs, fit, predict\n"
+            "print(sorted(windtunnel.__all__))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert eval(done.stdout) == ["ConfigError", "TrialConfig", "__version__", "compose", "fit", "load_runs", "predict",
+                                 "run_trial"]
+    import windtunnel
+    from windtunnel import fit, load_runs, predict
+    assert windtunnel.compose(["model=tiny32"]) == compose(["model=tiny32"])  # the module is its function
+    assert pickle.loads(pickle.dumps(windtunnel.compose)) is windtunnel.compose  # joblib and submitit pickle jobs
+    assert callable(fit) and callable(predict) and fit.batch_size_law and predict.target_model
+    tables = load_runs(Path(__file__).resolve().parents[1] / "sweeps" / "batch_size")
+    fits, not_fittable = fit(tables, ["batch-size"], n_boot=20)
+    assert not not_fittable and fits["batch_size"].params["b"] == pytest.approx(4.2227, abs=1e-3)
