@@ -5,7 +5,7 @@ import warnings
 
 import pytest
 
-from conftest import shared, tiny_trial
+from conftest import cli, shared, tiny_trial
 from windtunnel import runs
 from windtunnel.config import override
 from windtunnel.train import StopTrial, eval_steps, run_trial
@@ -232,21 +232,15 @@ class _Payload:
         return os.system, (f"touch {self.marker}",)
 
 
-@pytest.mark.slow
 def test_a_crafted_checkpoint_is_refused_without_running_its_code(tmp_path):
-    import json
-    import subprocess
-    import sys
-
+    """In this process, where the payload's class is importable: a loader that unpickled objects would run it."""
     import torch
     evil = tmp_path / "evil"
     evil.mkdir()
     marker = tmp_path / "PWNED"
     torch.save({"model": _Payload(marker), "optim": {}}, evil / "state.pt")
     (evil / "meta.json").write_text(json.dumps({"step": 1, "format": "full", "first_loss": 5.0, "train_s": 0.0}))
-    out = subprocess.run([sys.executable, "-m", "windtunnel", "train", "model=tiny32", "train=cpu",
-                          f"train.init_from={evil}", "--out", str(tmp_path / "run")], capture_output=True, text=True,
-                         timeout=300)
+    out = cli("train", "model=tiny32", "train=cpu", f"train.init_from={evil}", "--out", tmp_path / "run")
     assert not marker.exists()  # the payload never ran
     assert out.returncode != 0 and "holds more than tensors and plain values" in out.stderr + out.stdout
 

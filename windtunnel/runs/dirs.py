@@ -3,6 +3,8 @@
 JSON files are written atomically (temp file, then rename); metrics lines are appended whole and a torn
 last line (a kill mid-write) is ignored on read. Non-finite floats are stored as null.
 """
+from __future__ import annotations
+
 import dataclasses
 import json
 import math
@@ -12,11 +14,12 @@ import warnings
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterable, Optional
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 from . import lock
+
+if TYPE_CHECKING:  # pandas loads when a table is made: a trainer process does not need it
+    import pandas as pd
 
 CONFIG, METRICS, RESULT, CHECKPOINT = "config.json", "metrics.jsonl", "result.json", "checkpoint"
 
@@ -214,9 +217,11 @@ def _rows(root: Path, with_metrics: bool) -> list[dict]:
 
 def load_results(root: Path) -> pd.DataFrame:
     """One row per run under root: its hyperparameters (dotted columns), N, status and final results."""
+    import pandas as pd
     return pd.DataFrame(_rows(root, with_metrics=False))
 
 
 def load_points(root: Path) -> pd.DataFrame:
     """One row per logged point of every run under root, with the run's hyperparameters, N and status."""
+    import pandas as pd
     return pd.DataFrame(_rows(root, with_metrics=True))

@@ -1,12 +1,16 @@
 """A sweep's committed record (sweeps/<name>/runs.csv.gz): every logged point and status of its runs, in one
 compact table that `windtunnel fit` reads as it reads the run directories themselves."""
+from __future__ import annotations
+
 import json
 import os
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .dirs import load_points, load_results, run_dirs
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 RECORD = "runs.csv.gz"  # a sweep's record (sweeps/<name>/): every logged point of every run, and every status
 _RUN_KEYS = ("run_dir", "status", "N", "tokens", "steps", "epochs", "overfit", "final_eval_loss", "best_eval_loss",
@@ -19,6 +23,7 @@ def export_record(root: Path, out: Path) -> pd.DataFrame:
     """Write the runs under root as one compact table: one row per logged point (a run that logged nothing,
     e.g. failed at start, keeps one row), the run's swept hyperparameters and results beside each, run_dir
     relative to root; config fields equal in every run are left out unless a fit reads them."""
+    import pandas as pd
     results, points = load_results(root), load_points(root)
     table = pd.concat([points, results[~results["run_dir"].isin(points.get("run_dir", []))]], ignore_index=True)
     keep = set(_RUN_KEYS) | set(_FIT_KEYS) | {"eval_loss", "train_loss"}
@@ -41,6 +46,7 @@ def record_in(root: Path) -> Path | None:
 
 def load_record(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per run, one row per logged point) from a record written by export_record."""
+    import pandas as pd
     points = pd.read_csv(path, compression="gzip", low_memory=False)
     # lists (train.branch_at_n) were written as text; pandas 3 reads text as its "str" dtype, pandas 2 as object
     for col in [c for c in points.columns if pd.api.types.is_string_dtype(points[c]) or points[c].dtype == object]:

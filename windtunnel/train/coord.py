@@ -1,11 +1,17 @@
 """The coordinate check (muP paper section 6, microsoft/mup's `get_coord_data`): train each width a few AdamW
 steps on one fixed batch and record the mean |activation| of every block, attention and FFN output and the
 logits. Under muP each stays flat across width; under SP they grow with it. plot.coord_check draws the table."""
-import pandas as pd
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import torch
 
 from ..config import ModelConfig, OptimConfig
 from ..model import Transformer, build_optimizer
+
+if TYPE_CHECKING:  # pandas loads with the table (a training process does not import it)
+    import pandas as pd
 
 
 def _watched(name: str) -> bool:
@@ -46,4 +52,5 @@ def coord_check(widths=(32, 64, 128, 256), parametrizations=("mup", "sp"), *, st
                         opt.zero_grad()
                         loss.backward()
                         opt.step()
+    import pandas as pd
     return pd.DataFrame(rows)
