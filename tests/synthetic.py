@@ -21,26 +21,31 @@ def tokens_needed(bs, L, E, A=250.0, beta=0.3, k=0.1):
     return d_star * np.exp(k * np.log(bs / (A_BS / L ** B_BS)) ** 2)
 
 
-def batch_size_runs(noise=0.002, seed=0, n_evals=30, l_init=10.0, steps=None, first_eval=None) -> pd.DataFrame:
-    """One row per held-out eval of 18 runs (3 sizes x 6 batch sizes), canonical columns. Each run trains
+def batch_size_runs(noise=0.002, seed=0, n_evals=30, l_init=10.0, steps=None, first_eval=None, seeds=1,
+                    seed_noise=0.0, sizes=SIZES) -> pd.DataFrame:
+    """One row per held-out eval of 18 runs (3 sizes x 6 batch sizes) x `seeds`, canonical columns. Each run trains
     its size's token budget, or `steps` optimizer steps (then a larger batch sees more tokens) if given; evals
-    are log-spaced from one step, or from `first_eval` of the run's tokens (a sparse eval schedule)."""
+    are log-spaced from one step, or from `first_eval` of the run's tokens (a sparse eval schedule). Seed noise:
+    each run needs exp(seed_noise z) times the tokens (z ~ N(0, 1) per run: a seed is faster or slower all along
+    its curve, as a real one is), beside the independent eval noise of each point."""
     rng = np.random.default_rng(seed)
     rows = []
-    for n, E, budget, grid in SIZES:
+    for n, E, budget, grid in sizes:
         levels = np.linspace(E + 1e-3, l_init, 20000)  # ascending loss
-        for mult in grid:
+        for mult, s in ((m, s) for m in grid for s in range(seeds)):
             bs = mult * 4096
             # tokens to first reach each loss: a run passes every higher loss first, so the need of a loss is
             # the largest need of any loss above it (non-increasing in the loss)
             reach = np.maximum.accumulate(tokens_needed(bs, levels, E)[::-1])[::-1]
+            if seed_noise:
+                reach = reach * math.exp(seed_noise * rng.standard_normal())
             total = budget if steps is None else steps * bs
-            run = f"N{n:.0e}-bs{bs}"
-            rows.append({"run": run, "N": n, "bs": bs, "tokens": 0.0, "loss": l_init})
+            run = f"N{n:.0e}-bs{bs}" + (f"-s{s}" if seeds > 1 else "")
+            rows.append({"run": run, "N": n, "bs": bs, "seed": s, "tokens": 0.0, "loss": l_init})
             for t in np.geomspace(bs if first_eval is None else first_eval * total, total, n_evals):
                 # the lowest loss reached by t tokens (levels above the grid: still at the initial loss)
                 i = np.searchsorted(-reach, -t)
                 loss = float(levels[i]) if i < len(levels) else l_init
-                rows.append({"run": run, "N": n, "bs": bs, "tokens": t,
+                rows.append({"run": run, "N": n, "bs": bs, "seed": s, "tokens": t,
                              "loss": loss * math.exp(noise * rng.standard_normal())})
     return pd.DataFrame(rows)

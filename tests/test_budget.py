@@ -51,7 +51,7 @@ def test_three_epochs_are_recorded_and_more_than_max_epochs_are_refused(small_di
     print(f"3-epoch trial: {cfg.train.total_tokens} tokens over {unique} unique = {result.epochs:.4f} epochs")
     config = runs.read_json(tmp_path / "three" / runs.CONFIG)
     assert config["unique_train_tokens"] == unique and config["planned_epochs"] == pytest.approx(result.epochs)
-    table = json.loads(cli("runs", str(tmp_path), "--json", cwd=tmp_path).stdout)
+    table = json.loads(cli("runs", str(tmp_path), "--json", "--by-seed", cwd=tmp_path).stdout)
     assert [round(r["epochs"], 6) for r in table] == [round(result.epochs, 6)] and table[0]["overfit"] is not None
 
 

@@ -16,7 +16,7 @@ def test_train_then_runs_table(tmp_path):
     assert result["status"] == "completed" and result["steps"] == 40 and result["tokens"] == 40960
     assert result["final_eval_loss"] < 0.75 * math.log(256)
     cli("train", *overrides, "optim.lr=0.005", "--out", str(tmp_path / "r" / "b"), check=True)
-    table = json.loads(cli("runs", str(tmp_path / "r"), "--json", check=True).stdout)
+    table = json.loads(cli("runs", str(tmp_path / "r"), "--json", "--by-seed", check=True).stdout)
     assert [row["optim.lr"] for row in table] == [0.005, 0.02]  # sorted by the swept values, as numbers
     assert table[1]["final_eval_loss"] == result["final_eval_loss"] and table[1]["N"] == 94_528
     points = json.loads(cli("runs", str(tmp_path / "r"), "--json", "--points", check=True).stdout)
@@ -44,6 +44,30 @@ def test_runs_sorts_numbers_as_numbers_and_shows_sweep_and_overrides(tmp_path):
     assert [r["overrides"] for r in table] == ["bs=128", "bs=256", "bs=1024", "bs=2048"] and table[0]["sweep"] == "s"
     text = cli("runs", str(tmp_path), check=True).stdout.splitlines()
     assert text[0].split()[:3] == ["sweep", "name", "status"] and "overrides" in text[0]
+
+
+def test_runs_aggregates_seeds_per_configuration_and_by_seed_shows_the_runs(tmp_path):
+    from windtunnel import compose, runs
+    from windtunnel.config import to_dict
+    losses = {(0.01, 0): 3.0, (0.01, 1): 3.2, (0.01, 2): 3.1, (0.02, 0): 2.9, (0.02, 1): 2.95}
+    for (lr, seed), loss in losses.items():
+        cfg = compose([f"optim.lr={lr}", f"train.seed={seed}", f"train.device={'cpu' if seed else 'auto'}"])
+        run = tmp_path / f"lr{lr}-s{seed}"
+        run.mkdir()
+        runs.write_json(run / "config.json", {"trial": to_dict(cfg), "sweep": "s", "overrides": f"lr={lr},seed={seed}"})
+        runs.write_json(run / "result.json", {"status": "completed", "final_eval_loss": loss})
+    running = tmp_path / "lr0.02-s2"  # a third seed still running (its process gone: interrupted), no loss yet
+    running.mkdir()
+    runs.write_json(running / "config.json", {"trial": to_dict(compose(["optim.lr=0.02", "train.seed=2"])), "sweep": "s"})
+    runs.write_json(running / "result.json", {"status": "running", "pid": 2 ** 22 + 7})
+    table = json.loads(cli("runs", str(tmp_path), "--json", check=True).stdout)
+    assert [(r["optim.lr"], r["n"], r["seeds"]) for r in table] == [(0.01, 3, "0,1,2"), (0.02, 3, "0,1,2")]
+    assert table[0]["loss_mean"] == pytest.approx(3.1) and table[0]["loss_std"] == pytest.approx(0.1)
+    assert table[1]["loss_mean"] == pytest.approx(2.925) and table[1]["loss_std"] == pytest.approx(0.05 / 2 ** 0.5)
+    assert table[0]["status"] == "completed" and table[1]["status"] == "2 completed, 1 interrupted"
+    raw = json.loads(cli("runs", str(tmp_path), "--json", "--by-seed", check=True).stdout)
+    assert [(r["optim.lr"], r["train.seed"]) for r in raw] == [(0.01, 0), (0.01, 1), (0.01, 2), (0.02, 0), (0.02, 1),
+                                                               (0.02, 2)]
 
 
 def test_unknown_keys_and_missing_options_are_one_line_errors(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from windtunnel.config import DataConfig
-from windtunnel.data import EOT, TokenBatches, cache_key, documents, eval_windows, is_eval, prepare
+from windtunnel.data import EOT, TokenBatches, cache_key, documents, eval_starts, eval_windows, is_eval, prepare
 
 LINES = ["def f(x):\n    return x + 1\n", "the quick brown fox jumps over the lazy dog\n", "café, naïve, 東京\n"]
 
@@ -72,7 +72,7 @@ def test_bpe_is_trained_on_train_split_and_round_trips(text_dir, tmp_path):
     assert corpus.meta["val_bytes"] == sum(len(t) for t in val_docs)
     assert corpus.meta["val_tokens"] < corpus.meta["val_bytes"]  # BPE compresses
     # bits-per-byte denominator of the eval windows = the text bytes their target tokens stand for
-    windows, n_bytes = eval_windows(corpus, seq_len=16, eval_tokens=64)
+    windows, n_bytes = eval_windows(corpus, seq_len=16, eval_tokens=64, eval_set="head")
     text = tok.decode(windows[:, 1:].flatten().tolist(), skip_special_tokens=True)
     assert n_bytes == len(text.encode())
     assert cache_key(cfg) != cache_key(DataConfig(source="text_dir", path=str(text_dir), eval_frac=0.2))
@@ -143,3 +143,47 @@ def test_binary_and_non_utf8_files_in_a_text_dir_are_skipped_with_a_count(text_d
     (only_binary / "a.bin").write_bytes(b"\0\1\2" * 100)
     with pytest.raises(ConfigError, match="none of its 1 files is UTF-8 text"):
         sources.files(DataConfig(source="text_dir", path=str(only_binary)))
+
+
+def _val_packages(cfg):
+    """(package, first token, end token) of each top-level folder's held-out text in the val stream, from the
+    manifest's order (bytes tokenizer: one token per byte, and the separator after each document)."""
+    spans, at = {}, 0
+    for key, text in documents(cfg):
+        if is_eval(key, cfg.eval_frac):
+            package = key.split("/")[0]
+            start, _ = spans.get(package, (at, at))
+            spans[package] = (start, at + len(text) + 1)
+            at += len(text) + 1
+    return spans, at
+
+
+@pytest.mark.parametrize("n_windows", [7, 40, 123])
+def test_eval_sample_draws_from_every_held_out_package_in_proportion(tmp_path, n_windows):
+    root = tmp_path / "corpus"
+    rng = np.random.default_rng(0)
+    for p in range(6):  # packages of very different sizes, as site-packages are
+        (root / f"pkg{p}").mkdir(parents=True)
+        for i in range(30):
+            (root / f"pkg{p}" / f"m{i:02d}.py").write_text("x = 1\n" * int(rng.integers(5, 40) * (p + 1) ** 2))
+    cfg = DataConfig(source="text_dir", path=str(root), eval_frac=0.25, cache_dir=str(tmp_path / "cache"))
+    corpus = prepare(cfg)
+    spans, total = _val_packages(cfg)
+    assert total == len(corpus.val) and len(spans) == 6  # the manifest accounts for every held-out token
+    seq = 16
+    windows, _ = eval_windows(corpus, seq, n_windows * seq)
+    assert windows.shape == (n_windows, seq + 1)
+    val = torch.from_numpy(np.asarray(corpus.val, dtype=np.int64))
+    starts = eval_starts(len(corpus.val), seq, n_windows * seq).tolist()
+    assert all(torch.equal(w, val[s:s + seq + 1]) for w, s in zip(windows, starts))
+    assert starts == sorted(starts) and len(set(starts)) == n_windows  # spread in order over the whole split
+    for package, (a, b) in spans.items():
+        got = sum(a <= s < b for s in starts)
+        assert abs(got - n_windows * (b - a) / total) <= 1, (package, got, n_windows * (b - a) / total)
+    # the head set is the split's first tokens: the first package only, when it is long enough
+    head, _ = eval_windows(corpus, seq, n_windows * seq, eval_set="head")
+    assert torch.equal(head.flatten()[:seq], val[:seq])
+    # fixed: the same windows for every run (no dependence on any seed or global RNG state)
+    np.random.seed(1)
+    torch.manual_seed(1)
+    assert torch.equal(eval_windows(corpus, seq, n_windows * seq)[0], windows)

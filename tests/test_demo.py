@@ -30,12 +30,26 @@ def test_regret_table_is_the_target_runs_losses(demo):
     pred = rows["predicted"]
     assert rows["lr x2"]["lr"] == pytest.approx(2 * pred["lr"]) and rows["lr /2"]["lr"] == pytest.approx(pred["lr"] / 2)
     assert rows["batch x2"]["batch_size_tokens"] == 2 * pred["batch_size_tokens"]
-    for r in rows.values():  # each loss is the run dir's own final held-out loss
-        result = json.loads(next((out / "target").glob(f"*-lr{r['lr']:.6g}-bs{r['batch_size_tokens']}/result.json")).read_text())
-        assert result["status"] == "completed" and r["final_eval_loss"] == result["final_eval_loss"]
+    losses = {}
+    for name, r in rows.items():  # each seed's loss is its run dir's own final held-out loss; the row is their mean
+        found = sorted((out / "target").glob(f"*-lr{r['lr']:.6g}-bs{r['batch_size_tokens']}-s*/result.json"))
+        results = [json.loads(f.read_text()) for f in found]
+        assert len(results) == 2 and all(x["status"] == "completed" for x in results)
+        losses[name] = [x["final_eval_loss"] for x in results]
+        assert r["losses"] == losses[name] and r["final_eval_loss"] == pytest.approx(sum(losses[name]) / 2)
+    for name, r in rows.items():  # the paired difference from the predicted point, seed by seed
+        if name == "predicted":
+            continue
+        d = [a - b for a, b in zip(losses[name], losses["predicted"])]
+        assert r["difference"]["mean"] == pytest.approx(sum(d) / 2)
+        half = 12.706 * abs(d[0] - d[1]) / 2 ** 0.5 / 2 ** 0.5  # t(0.975, 1) x sd / sqrt(2)
+        assert r["difference"]["interval"] == pytest.approx([sum(d) / 2 - half, sum(d) / 2 + half], rel=1e-3)
+        assert r["difference"]["verdict"] == ("better" if sum(d) / 2 + half < 0 else "worse" if sum(d) / 2 - half > 0
+                                              else "tied within noise")
     best = min(r["final_eval_loss"] for r in rows.values())
     assert doc["prediction_regret"] == pytest.approx(pred["final_eval_loss"] - best) and doc["prediction_regret"] >= 0
     assert re.search(r"Regret of the prediction: [+-]\d", stdout) and "| predicted |" in stdout
+    assert "beyond the seed noise" in doc["verdict"] and doc["verdict"] in stdout
     # the predicted point comes from the fitted LR law (muP: one constant across widths)
     assert "lr" in doc["fits"] and pred["lr"] == pytest.approx(doc["fits"]["lr"]["parameters"]["lr_star"]["value"])
 
@@ -52,7 +66,7 @@ def test_report_embeds_every_figure(demo):
 def test_a_second_call_skips_finished_trials(demo):
     out, _ = demo
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("result.json")}
-    assert len(stamps) == 12 + 12 + 5  # 3 widths x 4 batches, 2 widths x 2 parametrizations x 3 LRs, 5 targets
+    assert len(stamps) == 12 + 12 + 10  # 3 widths x 4 batches, 2 widths x 2 parametrizations x 3 LRs, 5 targets x 2 seeds
     done = cli("-q", "demo", "--tiny", "--out", str(out), "--boot", "50")
     assert done.returncode == 0, done.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in out.rglob("result.json")} == stamps

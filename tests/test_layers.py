@@ -9,7 +9,7 @@ import time
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-LAYERS = [["__main__"], ["cli"], ["demo", "report"], ["sweep", "launch", "plot"], ["train", "predict", "tables"],
+LAYERS = [["__main__"], ["cli"], ["demo", "report"], ["sweep", "launch", "plot", "resolution"], ["train", "predict", "tables"],
           ["model", "data", "runs", "fit", "compose"], ["schedule", "sizing", "laws"], ["config"]]
 LEVEL = {name: len(LAYERS) - i for i, row in enumerate(LAYERS) for name in row}
 ONLY = {"torch": {"model", "data", "train"}, "scipy": {"fit"}, "matplotlib": {"plot"},

@@ -52,7 +52,10 @@ RECORD_RUNS = {"batch_size": {"completed": 18}, "lr_transfer": {"completed": 159
                "batch_size/lr0.004": {"completed": 18}, "batch_size/warmup20": {"completed": 18},
                "lr_search/grid": {"completed": 70}, "lr_search/tpe_seed0": {"completed": 44, "pruned": 9},
                "lr_search/tpe_seed1": {"completed": 64, "pruned": 4}, "lr_search/tpe_seed2": {"completed": 44, "pruned": 9},
-               "lr_search/tpe_startup4": {"completed": 36, "pruned": 11}}
+               "lr_search/tpe_startup4": {"completed": 36, "pruned": 11},
+               "prediction_check/seeds/target": {"completed": 20},
+               "prediction_check/seeds/resolution_sample": {"completed": 4},
+               "prediction_check/seeds/resolution_head": {"completed": 4}}
 
 
 def test_every_committed_record_loads_with_its_runs_and_statuses():

@@ -5,8 +5,10 @@
 3. the fits: bs = a / L^b (censored iso-loss optima) and the LR optimum under muP;
 4. the prediction for a target 4x larger than the largest proxy (refused laws are reported and then used
    anyway, marked as forced: the point of the demo is to measure how good the prediction is);
-5. the target trained at the predicted (LR, batch) and at LR x2, /2 and batch x2, /2: the regret of the
-   prediction is its final held-out loss minus the best of the five.
+5. the target trained at the predicted (LR, batch) and at LR x2, /2 and batch x2, /2, each at target_seeds seeds
+   (the points of one batch size as one packed model): per point the mean final held-out loss over seeds and the
+   paired-seed 95% interval of its difference from the predicted point; a neighbour is "better" only where that
+   interval excludes 0, else "tied within noise" (fit/seeds.py).
 Every trial is a run dir under OUT: a second call skips the finished ones. `windtunnel demo` (cli) then writes
 OUT/report.html. Trials are built with compose() and trained with run_trials(), as a sweep job would be.
 """
@@ -18,11 +20,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from . import sizing
 from .compose import compose
 from .config import ModelConfig
 from .predict import NotIdentified, predict
 from .fit import fit_laws
+from .fit.seeds import BETTER, paired_difference, resolvable
 from .tables import SweepTables, load_runs
 from .train import run_trial, run_trials
 
@@ -48,8 +53,10 @@ class DemoPlan:
     lr_batch: int = 256
     lr_tokens: int = 65536
     target_tokens: int = 196608
+    target_seeds: int = 2  # seeds per target point (paired: seed s of every point shares its init and data order)
     eval_points: int = 30
     eval_tokens: int = 8192
+    final_eval_tokens: int = 131072  # 4,096 windows at the end of each run: standard error <= ~0.01 nats (README)
     extra: tuple = ()  # more overrides for every trial (e.g. data=stdlib_bpe)
 
     @classmethod
@@ -57,7 +64,7 @@ class DemoPlan:
         """Seconds, for tests: the same story at toy sizes and budgets (its answer is not meant to be good)."""
         return cls(widths=(16, 24, 32), lr_widths=(16, 32), target_width=64, head_dim=8, batch_sizes=(64, 128, 256, 512),
                    seq_len=32, bs_tokens=8192, lrs=(2.0 ** -8, 2.0 ** -6, 2.0 ** -4), lr_batch=256,
-                   lr_tokens=8192, target_tokens=8192, eval_points=10, eval_tokens=2048)
+                   lr_tokens=8192, target_tokens=8192, eval_points=10, eval_tokens=2048, final_eval_tokens=4096)
 
     @classmethod
     def cuda(cls) -> "DemoPlan":
@@ -68,6 +75,7 @@ class DemoPlan:
                    head_dim=64, base_width=256, seq_len=1024, batch_sizes=tuple(2 ** k for k in range(12, 18)),
                    bs_tokens=2 ** 24, lrs=tuple(2.0 ** k for k in range(-10, -4)), lr_batch=2 ** 15,
                    lr_tokens=2 ** 23, target_tokens=2 ** 24, eval_points=40, eval_tokens=262144,
+                   final_eval_tokens=2 ** 22,
                    extra=("data=stdlib_site_bpe",))
 
 
@@ -88,7 +96,8 @@ def _overrides(plan: DemoPlan, width: int) -> list[str]:
     return [f"train={'gpu' if plan.device == 'cuda' else 'cpu'}", f"model.name=w{width}", f"model.d_model={width}",
             f"model.n_layers={plan.n_layers}", f"model.fixed_head_dim={plan.head_dim}",
             f"model.dim_model_base={plan.base_width}", f"train.seq_len={plan.seq_len}", "train.micro_batch_size=0",
-            f"train.eval_points={plan.eval_points}", f"train.eval_tokens={plan.eval_tokens}", *plan.extra]
+            f"train.eval_points={plan.eval_points}", f"train.eval_tokens={plan.eval_tokens}",
+            f"train.final_eval_tokens={plan.final_eval_tokens}", *plan.extra]
 
 
 def target_model(plan: DemoPlan) -> ModelConfig:
@@ -159,34 +168,73 @@ def run_demo(plan: DemoPlan, out: Path, *, n_boot: int = 200) -> DemoResult:
     bs0 = _round_batch(pred_bs, plan.seq_len)
     points = {"predicted": (pred_lr, bs0), "lr x2": (2 * pred_lr, bs0), "lr /2": (pred_lr / 2, bs0),
               "batch x2": (pred_lr, 2 * bs0), "batch /2": (pred_lr, _round_batch(bs0 / 2, plan.seq_len))}
-    log.info("demo 5/5: target at the predicted point (lr %.4g, batch %d tokens) and its 4 neighbours", pred_lr, bs0)
-    rows = []
-    for name, (lr_value, bs) in points.items():
-        run_dir = out / "target" / f"{name.replace(' ', '').replace('/', 'div')}-lr{lr_value:.6g}-bs{bs}"
-        cfg = compose(_overrides(plan, plan.target_width) + [f"optim.lr={lr_value}", f"train.batch_size_tokens={bs}",
-                                                              f"train.total_tokens={plan.target_tokens}"])
-        result = run_trial(cfg, run_dir, meta={"sweep": "demo-target"})
-        loss = result.final_eval_loss if result.status == "completed" else math.inf
-        rows.append({"point": name, "lr": lr_value, "batch_size_tokens": bs, "status": str(result.status.value),
-                     "final_eval_loss": loss})
-    best = min(r["final_eval_loss"] for r in rows)
-    for r in rows:
-        r["regret"] = r["final_eval_loss"] - best
+    log.info("demo 5/5: target at the predicted point (lr %.4g, batch %d tokens) and its 4 neighbours, %d seeds each",
+             pred_lr, bs0, plan.target_seeds)
+    rows = _target_points(plan, out / "target", points)
     return DemoResult(batch, lr, fits, errors, prediction, refused, rows, load_runs(out / "target"),
                       time.time() - start)
 
 
+def _target_points(plan: DemoPlan, out: Path, points: dict) -> list[dict]:
+    """Train every point at seeds 0..target_seeds-1 (the points of one batch size, all their seeds, as one packed
+    model) and compare each with the predicted point, seed by seed."""
+    losses: dict = {name: {} for name in points}
+    statuses: dict = {name: set() for name in points}
+    for bs in sorted({bs for _, bs in points.values()}):
+        jobs = [(name, lr_value, seed) for name, (lr_value, b) in points.items() if b == bs
+                for seed in range(plan.target_seeds)]
+        cfgs = [compose(_overrides(plan, plan.target_width) + [f"optim.lr={lr_value}", f"train.batch_size_tokens={bs}",
+                                                                f"train.total_tokens={plan.target_tokens}",
+                                                                f"train.seed={seed}"]) for _, lr_value, seed in jobs]
+        dirs = [out / f"{name.replace(' ', '').replace('/', 'div')}-lr{lr_value:.6g}-bs{bs}-s{seed}"
+                for name, lr_value, seed in jobs]
+        for (name, _, seed), result in zip(jobs, run_trials(cfgs, dirs, [{"sweep": "demo-target"}] * len(cfgs))):
+            losses[name][seed] = result.final_eval_loss if result.status == "completed" else math.inf
+            statuses[name].add(str(result.status.value))
+    best = min(float(np.mean(list(v.values()))) for v in losses.values())
+    rows = []
+    for name, (lr_value, bs) in points.items():
+        mean = float(np.mean(list(losses[name].values())))
+        diff = paired_difference(losses[name], losses["predicted"]) if name != "predicted" else None
+        rows.append({"point": name, "lr": lr_value, "batch_size_tokens": bs, "status": ",".join(sorted(statuses[name])),
+                     "losses": [losses[name][s] for s in sorted(losses[name])], "final_eval_loss": mean,
+                     "regret": mean - best, **({"difference": diff} if diff else {})})
+    pred = losses["predicted"]
+    spread = float(np.std(list(pred.values()), ddof=1)) if len(pred) > 1 else math.nan
+    rows[0]["seed_sd"] = spread
+    rows[0]["resolvable"] = resolvable(spread, len(pred)) if math.isfinite(spread) else math.inf
+    return rows
+
+
 def regret_table(result: DemoResult) -> str:
-    lines = ["| point | lr | batch (tokens) | status | final held-out loss | regret |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['point']} | {r['lr']:.4g} | {r['batch_size_tokens']} | {r['status']} | "
-              f"{r['final_eval_loss']:.4f} | {r['regret']:+.4f} |" for r in result.regret]
+    """The regret table: per point the mean final loss over its seeds and, for a neighbour, its paired difference from
+    the predicted point with the 95% interval and the verdict (better / worse only where the interval excludes 0)."""
+    lines = ["| point | lr | batch (tokens) | seeds | mean final held-out loss | minus predicted [95% interval] | "
+             "verdict |", "|---|---|---|---|---|---|---|"]
+    for r in result.regret:
+        d = r.get("difference")
+        shown = "" if d is None else f"{d['mean']:+.4f}" + (
+            " [{:+.4f}, {:+.4f}]".format(*d["interval"]) if math.isfinite(d["interval"][0]) else "")
+        lines.append(f"| {r['point']} | {r['lr']:.4g} | {r['batch_size_tokens']} | {len(r['losses'])} | "
+                     f"{r['final_eval_loss']:.4f} | {shown} | {'' if d is None else d['verdict']} |")
     return "\n".join(lines)
+
+
+def verdict(result: DemoResult) -> str:
+    """One line: whether any neighbour beat the predicted point beyond the seed noise."""
+    better = [r["point"] for r in result.regret if r.get("difference", {}).get("verdict") == BETTER]
+    pred = result.regret[0]
+    noise = f"(seed sd {pred['seed_sd']:.4f} at the predicted point; {len(pred['losses'])} seeds resolve a paired " \
+            f"difference of {pred['resolvable']:.4f})"
+    if better:
+        return f"{', '.join(better)} beat the prediction beyond the seed noise {noise}"
+    return f"no neighbour beats the prediction beyond the seed noise {noise}"
 
 
 def summary(plan: DemoPlan, result: DemoResult) -> dict:
     """What the demo writes to OUT/demo.json: the plan, the fitted laws, the prediction, the regret table."""
     pred = result.regret[0]
-    return {"plan": dataclasses.asdict(plan), "seconds": result.seconds,
+    return {"verdict": verdict(result), "plan": dataclasses.asdict(plan), "seconds": result.seconds,
             "fits": {k: v.to_json() for k, v in result.fits.items()}, "not_fittable": result.errors,
             "prediction": result.prediction, "refused": result.refused, "regret": result.regret,
             "prediction_regret": pred["regret"],

@@ -163,13 +163,17 @@ class Transformer(nn.Module):
             h = block(h, cos, sin)
         return self.norm(h)
 
-    def forward(self, idx, targets=None):
-        """idx, targets: (B, T). Returns logits (B, T, V), or the mean next-token loss when targets given."""
+    def forward(self, idx, targets=None, per_row: bool = False):
+        """idx, targets: (B, T). Returns logits (B, T, V), or the mean next-token loss when targets given: a scalar,
+        or (B,) one per sequence when per_row (held-out evals: the standard error over windows)."""
         h = self.hidden_states(idx)
         ### muP: readout through the tied embedding from h / m (m = 1 under SP)
         logits = F.linear(h / self.width_mult, self.embed.weight)  # (B, T, V)
         if targets is None:
             return logits
+        if per_row:
+            return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none").view(
+                targets.shape).mean(1)  # (B,)
         return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
 
 

@@ -69,6 +69,7 @@ def load_runs(source, *, columns: str = "", derive=(), where=(), drop_top: int =
         finished = _shape(finished, **shape)
         per_run, units = fit.canonical(finished, {"loss": "final_eval_loss", **mapping}, **options)
         _check_one_corpus(finished, path)
+        _check_one_eval_set(finished, path)
         diverged = finished["status"].to_numpy() == RunStatus.DIVERGED.value
         per_run.loc[diverged, "loss"] = float("inf")
         if "train.total_tokens" in finished:  # a diverged run stopped early: its cell is the budget it was given
@@ -97,6 +98,18 @@ def _check_one_corpus(runs, path) -> None:
                 raise ConfigError(f"the runs under {path} were trained on different corpora ({key}: "
                                   f"{', '.join(values[:4])}); fit each corpus's runs separately (point fit at one "
                                   f"sweep's directory, or keep one with --where, e.g. --where \"`{key}` == '{values[0]}'\")")
+
+
+def _check_one_eval_set(runs, path) -> None:
+    """Losses measured on different held-out sets differ by the sets, not the runs: never pooled."""
+    from .config import LEGACY, eval_set_of
+    column = (lambda key: runs[key].fillna(LEGACY.get(key, 0)) if key in runs else [LEGACY.get(key, 0)] * len(runs))
+    names = sorted({eval_set_of(s, e, f) for s, e, f in zip(column("train.eval_set"), column("train.eval_tokens"),
+                                                              column("train.final_eval_tokens"))})
+    if len(names) > 1:
+        raise ConfigError(f"the runs under {path} were measured on different held-out sets ({', '.join(names[:4])}: "
+                          f"train.eval_set:tokens); fit one set's runs (--where \"`train.eval_set` == 'sample'\"), or "
+                          f"re-run the others with the same train.eval_set, train.eval_tokens and train.final_eval_tokens")
 
 
 def _shape(table, *, derive=(), where=(), drop_top: int = 0, drop_by: str = "loss"):

@@ -19,6 +19,8 @@ from .show import PLOT_KINDS, cmd_demo, cmd_plot, cmd_report
 RESULT_COLUMNS = ["sweep", "name", "status", "model.name", "model.parametrization", "N", "optim.lr",
                   "train.batch_size_tokens", "train.seed", "tokens", "epochs", "overfit", "final_eval_loss",
                   "best_eval_loss", "final_eval_bpb", "tokens_per_s", "overrides", "run_dir"]
+CONFIG_COLUMNS = ["sweep", "name", "status", "model.name", "model.parametrization", "N", "optim.lr",
+                  "train.batch_size_tokens", "tokens", "n", "seeds", "loss_mean", "loss_std", "overrides"]
 SORT_COLUMNS = ["sweep", "model.parametrization", "N", "train.batch_size_tokens", "optim.lr", "train.seed"]
 
 
@@ -49,7 +51,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_runs(args) -> int:
-    from ..runs import export_record, load_points, load_record, load_results, record_in
+    from ..runs import by_config, export_record, load_points, load_record, load_results, record_in
     if args.export:
         table = export_record(Path(args.dir), Path(args.export))
         print(f"{table['run_dir'].nunique()} runs, {len(table)} rows -> {args.export}")
@@ -65,8 +67,11 @@ def cmd_runs(args) -> int:
         return 1
     order = [c for c in SORT_COLUMNS if c in table] + (["run_dir", "step"] if args.points else ["run_dir"])
     table = table.sort_values([c for c in order if c in table], kind="stable", na_position="last")  # numbers as numbers
+    seeds = not args.points and not args.by_seed
+    if seeds:  # one row per configuration, its seeds aggregated
+        table = by_config(table)
     if not args.points and not args.all_columns:
-        table = table[[c for c in RESULT_COLUMNS if c in table.columns]]
+        table = table[[c for c in (CONFIG_COLUMNS if seeds else RESULT_COLUMNS) if c in table.columns]]
     if args.json:
         records = table.astype(object).where(table.notna(), None).to_dict(orient="records")
         print(json.dumps(records, indent=1, default=str))  # full float precision, NaN as null
@@ -74,6 +79,20 @@ def cmd_runs(args) -> int:
         import pandas as pd
         with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 250):
             print(table.to_string(index=False))
+    return 0
+
+
+def cmd_resolution(args) -> int:
+    from ..compose import compose, compose_record
+    if args.config:
+        record = json.loads(Path(args.config).read_text())
+        cfg = compose_record(record.get("trial", record), args.overrides)
+    else:
+        cfg = compose(args.overrides)
+    from .. import resolution  # torch only when training
+    record = resolution.measure(cfg, Path(args.out), seeds=args.seeds)
+    print(resolution.summary(record))
+    print(f"-> {Path(args.out) / 'resolution.json'}")
     return 0
 
 
@@ -170,11 +189,19 @@ def main(argv=None) -> int:
                                     "launch); overrides apply on top")
     p.add_argument("--dry-run", action="store_true", help="print the resolved trial as JSON and exit")
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("resolution", help="the smallest difference the tunnel resolves: one trial at K seeds (packed)")
+    p.add_argument("overrides", nargs="*", help="the trial, as for windtunnel train (train.seed is set per seed)")
+    p.add_argument("--seeds", type=int, default=4, help="seeds to train (default 4)")
+    p.add_argument("--config", help="a run's config.json (or a bare trial JSON) to measure; overrides apply on top")
+    p.add_argument("--out", required=True, help="directory for the seeds' run dirs and resolution.json")
+    p.set_defaults(func=cmd_resolution)
     p = sub.add_parser("runs", help="table of the runs under a directory")
     p.add_argument("dir")
     p.add_argument("--json", action="store_true", help="print JSON records instead of a table")
     p.add_argument("--points", action="store_true", help="one row per logged point instead of one per run")
     p.add_argument("--all-columns", action="store_true", help="every hyperparameter column")
+    p.add_argument("--by-seed", action="store_true", help="one row per run; by default runs that differ only in "
+                                                          "train.seed are one row: the loss's mean, std and n over seeds")
     p.add_argument("--export", metavar="PATH", help="write the runs as a sweep record (every logged point and status, "
                                                     "gzipped CSV, e.g. sweeps/NAME/runs.csv.gz) that fit reads back")
     p.set_defaults(func=cmd_runs)
@@ -199,6 +226,9 @@ def main(argv=None) -> int:
                                                                    "bound, an ill-conditioned optimum)")
     p.add_argument("--drop-by", default="loss", help="the column --drop-top ranks (as named in the table)")
     p.add_argument("--boot", type=int, default=200, help="bootstrap resamples for the intervals")
+    p.add_argument("--levels", default="", help="the batch-size law's loss window: LO:HI (losses as logged), "
+                                                "'per-size' (each size its own, as MiniCPM staggered them); default: "
+                                                "the levels every size measures after its warmup and 10%% of its steps")
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", help="write the fits as JSON here (input of windtunnel predict --fits)")
     p.set_defaults(func=cmd_fit)

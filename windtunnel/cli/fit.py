@@ -19,7 +19,8 @@ def cmd_fit(args) -> int:
     from .. import fit
     from ..fit import fit_laws
     wanted = list(LAW_NAMES.values()) if args.law == "all" else [LAW_NAMES[args.law]]
-    results, errors = fit_laws(_tables(args), wanted, form=args.form, n_boot=args.boot)
+    results, errors = fit_laws(_tables(args), wanted, form=args.form, n_boot=args.boot,
+                               levels=args.levels)
     doc = {"source": str(args.source), "fits": {k: v.to_json() for k, v in results.items()}, "not_fittable": errors}
     if args.out:
         Path(args.out).write_text(json.dumps(doc, indent=1))

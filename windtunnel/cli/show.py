@@ -64,7 +64,7 @@ def cmd_report(args) -> int:
 
 def cmd_demo(args) -> int:
     from .. import plot
-    from ..demo import DemoPlan, regret_table, run_demo, write_summary
+    from ..demo import DemoPlan, regret_table, run_demo, verdict, write_summary
     from ..report import write_report
     plan = DemoPlan.tiny() if args.tiny else DemoPlan.cuda() if args.device == "cuda" else DemoPlan()
     out = Path(args.out)
@@ -74,7 +74,7 @@ def cmd_demo(args) -> int:
         if "lr" in result.fits else {}
     extra["Target: the predicted point and its neighbours"] = plot.loss_curves(result.target.logged, title="target runs")
     notes = [f"Demo in {result.seconds:.0f} s. Regret of the prediction: {doc['prediction_regret']:+.4f} nats "
-             f"({100 * doc['prediction_regret_relative']:.2f}% of the best neighbour's loss)."]
+             f"({100 * doc['prediction_regret_relative']:.2f}% of the best point's mean loss); {verdict(result)}."]
     notes += [f"Refused by predict (the demo went on, marked forced): {r}" for r in result.refused]
     report = write_report(out / "report.html", result.batch, result.fits, result.errors, title="windtunnel demo",
                           prediction=result.prediction, extra_figures=extra,

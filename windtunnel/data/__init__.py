@@ -6,9 +6,9 @@ order. It needs no network, so the wind tunnel runs anywhere; its losses are tho
 web text. Split by noun: sources (documents, manifests, splits), cache (tokenizing, the cache, the
 budget), batches (training windows, the held-out windows).
 """
-from .batches import Prefetcher, TokenBatches, eval_windows
+from .batches import EVAL_SETS, HeldOut, Prefetcher, TokenBatches, eval_starts, eval_windows, held_out
 from .cache import (EOT, Corpus, cache_key, check_budget, epochs, mixture_configs, prepare, prepare_mixture)
 from .sources import documents, is_eval, manifest, manifest_hash
 
-__all__ = ["EOT", "Corpus", "Prefetcher", "TokenBatches", "cache_key", "check_budget", "documents", "epochs",
-           "eval_windows", "is_eval", "manifest", "manifest_hash", "mixture_configs", "prepare", "prepare_mixture"]
+__all__ = ["EVAL_SETS", "EOT", "HeldOut", "held_out", "Corpus", "Prefetcher", "TokenBatches", "cache_key", "check_budget", "documents", "epochs",
+           "eval_starts", "eval_windows", "is_eval", "manifest", "manifest_hash", "mixture_configs", "prepare", "prepare_mixture"]

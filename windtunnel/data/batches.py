@@ -1,7 +1,10 @@
 """Training batches and the fixed held-out set, read from a tokenized corpus (data/cache.py)."""
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
+from ..config import EVAL_SETS  # noqa: F401 -- train.eval_set's values, re-exported
 from .cache import Corpus
 
 
@@ -58,11 +61,51 @@ class Prefetcher:
         return future.result()
 
 
-def eval_windows(corpus: Corpus, seq_len: int, eval_tokens: int) -> tuple[torch.Tensor, int]:
-    """The fixed held-out set: the first eval_tokens of the val split as (n, seq_len + 1) windows, and the
-    number of text bytes their targets stand for (for bits per byte)."""
-    n = max(1, min(eval_tokens // seq_len, (len(corpus.val) - 1) // seq_len))
-    flat = np.asarray(corpus.val[:n * seq_len + 1], dtype=np.int64)
-    windows = np.stack([flat[i * seq_len:(i + 1) * seq_len + 1] for i in range(n)])  # (n, T+1)
+EVAL_SAMPLE_SEED = 240406395  # fixed: every run on a corpus, whatever its seed, draws the same windows
+
+
+def eval_starts(n_val: int, seq_len: int, eval_tokens: int, eval_set: str = "sample") -> np.ndarray:
+    """Where the held-out windows start in a val split of n_val tokens: n = eval_tokens // seq_len windows (at most
+    what the split holds without overlap).
+
+    "sample": a systematic sample spread over the whole val split: window i starts at (u + i) x stride, stride =
+    n_val / n, u fixed by EVAL_SAMPLE_SEED, so every held-out document (and package) contributes in proportion to
+    its tokens, within one window. "head": the first eval_tokens of the val split in file order (runs recorded
+    before train.eval_set existed: on the stdlib corpora, a few dozen files of one folder)."""
+    span = n_val - seq_len - 1  # the last possible start
+    n = max(1, min(eval_tokens // seq_len, (n_val - 1) // seq_len))
+    if eval_set == "head":
+        return np.arange(n) * seq_len
+    stride = (span + 1) / n
+    offset = np.random.default_rng(EVAL_SAMPLE_SEED).uniform()
+    return np.minimum(((offset + np.arange(n)) * stride).astype(np.int64), span)
+
+
+def eval_windows(corpus: Corpus, seq_len: int, eval_tokens: int, eval_set: str = "sample") -> tuple[torch.Tensor, int]:
+    """The held-out windows (n, seq_len + 1) that eval_starts places, and the number of text bytes their targets
+    stand for (for bits per byte)."""
+    starts = eval_starts(len(corpus.val), seq_len, eval_tokens, eval_set)
+    windows = np.stack([np.asarray(corpus.val[s:s + seq_len + 1], dtype=np.int64) for s in starts])  # (n, T+1)
     n_bytes = int(corpus.token_bytes[windows[:, 1:]].sum())
     return torch.from_numpy(windows), n_bytes
+
+
+@dataclass
+class HeldOut:
+    """The held-out windows of a run, (windows (n, T+1), their target bytes): `curve` for the evals along the run
+    (train.eval_tokens), `final` for the evals runs are compared on (its end, a WSD decay's evals:
+    train.final_eval_tokens, more windows where the standard error matters)."""
+    curve: tuple
+    final: tuple
+
+    def get(self, final: bool) -> tuple:
+        return self.final if final else self.curve
+
+
+def held_out(corpus: Corpus, train) -> HeldOut:
+    """The run's HeldOut from its TrainConfig (eval_set, eval_tokens, final_eval_tokens, seq_len)."""
+    curve = eval_windows(corpus, train.seq_len, train.eval_tokens, train.eval_set)
+    final_tokens = train.final_eval_tokens or train.eval_tokens
+    final = curve if final_tokens == train.eval_tokens else eval_windows(corpus, train.seq_len, final_tokens,
+                                                                           train.eval_set)
+    return HeldOut(curve, final)

@@ -19,16 +19,17 @@ from ..config import callable_module
 from ..laws import LAW_NAMES
 
 
-def fit_laws(tables, laws=None, *, form: str = "chinchilla", n_boot: int = 200) -> tuple[dict, dict]:
+def fit_laws(tables, laws=None, *, form: str = "chinchilla", n_boot: int = 200, levels: str = "") -> tuple[dict, dict]:
     """Every law in `laws` (names as FitResult.law or as the CLI's; None = all) over a run table (tables.load_runs:
     its .points, one row per held-out eval, and .per_run, one row per finished run): (law -> FitResult,
-    law -> why it is not fittable). Each result's diagnostics include the table's notes and quality warnings."""
+    law -> why it is not fittable). Each result's diagnostics include the table's notes and quality warnings.
+    `levels`: the batch-size law's loss window (fit/batch.py parse_levels: "", "per-size" or "LO:HI")."""
     names = list(LAW_NAMES.values()) if laws is None or laws == "all" else [laws] if isinstance(laws, str) else laws
     results, errors = {}, {}
     for law in (LAW_NAMES.get(n, n.replace("-", "_")) for n in names):
         try:
             if law == "batch_size":
-                res = batch_size_law(tables.points, n_boot=n_boot, units=tables.units)
+                res = batch_size_law(tables.points, n_boot=n_boot, units=tables.units, levels=levels)
             elif law == "isoflop":
                 res = isoflop_law(tables.per_run, n_boot=n_boot, units=tables.units)
             elif law == "critical_batch":

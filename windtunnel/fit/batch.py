@@ -7,7 +7,8 @@ from scipy.interpolate import PchipInterpolator
 
 from .. import laws
 from .blas import one_blas_thread
-from .result import FitResult, NotFittable, _interval, _need, drop_overfit, leave_one_out, loo_warnings
+from .result import (FitResult, NotFittable, _interval, _need, drop_overfit, leave_one_out, loo_warnings, seed_note,
+                     seed_resample)
 
 
 def tokens_to_reach(tokens: np.ndarray, loss: np.ndarray, level: float) -> float:
@@ -47,15 +48,41 @@ def _first_eval(tokens: np.ndarray, loss: np.ndarray) -> tuple[float, float]:
     return float(t), float(loss[keep][tokens[keep] == t].min())
 
 
-def _levels(curves: dict, n_levels: int, early_frac: float) -> np.ndarray:
-    """Loss levels from the 4th-lowest best loss (4 runs reach it) up to the median loss of the runs after
-    `early_frac` of their tokens (earlier than that a run is still in its initial transient).
+def _window(curves: dict, early_frac: float, min_steps: float = 0.0) -> tuple[float, float]:
+    """The loss window one size's runs measure: from the 4th-lowest best loss (4 runs reach it) up to the median loss
+    of the runs after `early_frac` of their tokens or min_steps steps, whichever is later (before that a run is in
+    its warmup and initial transient, where the tokens to reach a loss say little about the batch).
     curves: run -> (bs, tokens, loss)."""
     best = sorted(np.nanmin(l) for _, _, l in curves.values())
-    early = [np.interp(np.log(early_frac * t.max()), np.log(t[t > 0]), np.minimum.accumulate(l[t > 0]))
-             for _, t, l in curves.values()]
-    lo, hi = best[min(3, len(best) - 1)] * (1 + 1e-6), float(np.median(early))
+    early = [np.interp(np.log(max(early_frac * t.max(), min_steps * bs)), np.log(t[t > 0]),
+                       np.minimum.accumulate(l[t > 0])) for bs, t, l in curves.values()]
+    return best[min(3, len(best) - 1)] * (1 + 1e-6), float(np.median(early))
+
+
+def _levels(curves: dict, n_levels: int, early_frac: float) -> np.ndarray:
+    """n_levels loss levels spaced evenly in log over one size's window (_window)."""
+    lo, hi = _window(curves, early_frac)
     return np.geomspace(lo, hi, n_levels) if hi > lo else np.array([])
+
+
+def parse_levels(text: str) -> tuple[str, tuple]:
+    """--levels: "" (the common window where the sizes' windows overlap, else each size its own), "common" (the levels
+    every size measures after its transient, or a refusal), "per-size" (each size its own window, as MiniCPM staggered
+    them) or "LO:HI" (the user's window, every size)."""
+    text = (text or "").strip()
+    if text in ("", "common"):
+        return text or "auto", ()
+    if text == "per-size":
+        return "per-size", ()
+    lo, sep, hi = text.partition(":")
+    try:
+        bounds = (float(lo), float(hi))
+    except ValueError:
+        bounds = ()
+    if not sep or not bounds or not 0 < bounds[0] < bounds[1]:
+        raise NotFittable(f"--levels {text!r}: give LO:HI with 0 < LO < HI (losses as logged, e.g. 3.2:4.5), "
+                          f"'per-size' or 'common'")
+    return "window", bounds
 
 
 def _size_optima(bs: np.ndarray, reach: np.ndarray, levels: np.ndarray, min_steps: float,
@@ -121,6 +148,20 @@ def _size_optima(bs: np.ndarray, reach: np.ndarray, levels: np.ndarray, min_step
     return out
 
 
+def _form_check(rows: list[dict], boot_rows: list[list[dict]], half) -> dict:
+    """b on the lower and the upper half of the levels, with bootstrap intervals from the same resamples; `disagree`
+    when both are fitted and their intervals do not overlap (the law's form fails across the window)."""
+    out = {}
+    for name, upper in (("lower", False), ("upper", True)):
+        b = _power_fit(half(rows, upper))[1]
+        draws = np.array([_power_fit(half(r, upper))[1] for r in boot_rows])
+        out[name] = {"b": float(b), "interval": list(_interval(draws)) if np.isfinite(b) else [None, None]}
+    ok = all(np.isfinite(out[h]["b"]) and out[h]["interval"][0] is not None for h in ("lower", "upper"))
+    out["disagree"] = bool(ok and (out["lower"]["interval"][1] < out["upper"]["interval"][0] or
+                                   out["upper"]["interval"][1] < out["lower"]["interval"][0]))
+    return out
+
+
 def _power_fit(rows: list[dict]) -> tuple[float, float]:
     good = [r for r in rows if r["bs_opt"] and not r["flag"]]
     if len(good) < 3 or np.ptp(np.log([r["loss"] for r in good])) < 1e-3:
@@ -130,12 +171,13 @@ def _power_fit(rows: list[dict]) -> tuple[float, float]:
 
 
 @one_blas_thread
-def batch_size_law(df: pd.DataFrame, *, n_levels: int = 8, early_frac: float = 0.05, min_steps: float = 4,
-                   n_boot: int = 200, seed: int = 0, censor: bool = True, units: dict | None = None) -> FitResult:
+def batch_size_law(df: pd.DataFrame, *, n_levels: int = 8, early_frac: float = 0.1, min_steps: float = 4,
+                   n_boot: int = 200, seed: int = 0, censor: bool = True, units: dict | None = None,
+                   levels: str = "") -> FitResult:
     """(see _batch_size_law); every numerical failure is a NotFittable with its reason, never a traceback."""
     try:
         return _batch_size_law(df, n_levels=n_levels, early_frac=early_frac, min_steps=min_steps, n_boot=n_boot,
-                               seed=seed, censor=censor, units=units)
+                               seed=seed, censor=censor, units=units, levels=levels)
     except (ValueError, ArithmeticError, np.linalg.LinAlgError) as err:
         if isinstance(err, NotFittable):
             raise
@@ -144,22 +186,44 @@ def batch_size_law(df: pd.DataFrame, *, n_levels: int = 8, early_frac: float = 0
 
 
 def _batch_size_law(df: pd.DataFrame, *, n_levels: int, early_frac: float, min_steps: float, n_boot: int, seed: int,
-                    censor: bool, units: dict | None) -> FitResult:
+                    censor: bool, units: dict | None, levels: str = "") -> FitResult:
     """MiniCPM's batch-size law bs_opt = a / L^b from per-size batch-size sweeps (canonical columns run, N,
     bs, tokens, loss: one row per held-out eval). Per size and loss level, the tokens each run needed to
     reach the level; a parabola in log-log through them; its minimum is that level's optimal batch size.
-    Then log bs_opt = log a - b log L over all sizes. Intervals: bootstrap over runs within each size.
+    Then log bs_opt = log a - b log L over all sizes. Intervals: bootstrap over runs within each size (over batch
+    sizes, then over the seeds of each: fit/result.py seed_resample).
+    The loss window (`levels`, parse_levels): by default the levels every size measures after its warmup and
+    early_frac of its tokens, the same for all sizes, so no size reads the law off its transient; 'per-size' gives
+    each size its own window (MiniCPM's staggered levels), 'LO:HI' the user's. A form diagnostic fits b on the lower
+    and the upper half of the levels and says when the two disagree beyond their intervals.
     Optima at the edge of the swept grid are reported and left out of the fit. Where points are censored, the
     same fit with them dropped is reported beside it (details['uncensored'] and a diagnostic)."""
     _need(df, ("run", "N", "bs", "tokens", "loss"), "batch-size")
     df, dropped = drop_overfit(df.dropna(subset=["tokens", "loss"]))  # train-only log rows carry no held-out loss
-    sizes = {}  # N -> (bs per run, reach matrix (runs, levels), levels)
+    mode, bounds = parse_levels(levels)  # mode: auto, common, per-size or window
+    all_curves = {}  # N -> run -> (bs, tokens, loss)
     for n, size in df.groupby("N"):
         curves = {r: (g["bs"].iloc[0], g["tokens"].to_numpy(float), g["loss"].to_numpy(float))
                   for r, g in size.groupby("run")}
-        if len({c[0] for c in curves.values()}) < 3:
-            continue
-        levels = _levels(curves, n_levels, early_frac)
+        if len({c[0] for c in curves.values()}) >= 3:
+            all_curves[n] = curves
+    windows = {n: _window(c, early_frac, min_steps) for n, c in all_curves.items()}
+    window_note = []
+    if mode in ("auto", "common") and windows:
+        bounds = (max(lo for lo, _ in windows.values()), min(hi for _, hi in windows.values()))
+        shown = "; ".join(f"N={n:.3g}: {lo:.4g}-{hi:.4g}" for n, (lo, hi) in windows.items())
+        if mode == "auto" and not bounds[0] * 1.01 < bounds[1]:  # disjoint loss ranges (sizes of distinct floors)
+            mode = "per-size"
+            window_note = [f"the sizes' loss windows do not overlap ({shown}): each size's levels span its own window "
+                           f"after its transient (staggered, as MiniCPM's); --levels LO:HI sets one by hand"]
+        elif len(windows) >= 2 and not bounds[0] < bounds[1]:
+            raise NotFittable(f"no loss level is measured by every size after its transient (windows {shown}); "
+                              f"give each size its own window (--levels per-size, as MiniCPM staggered them) or "
+                              f"one by hand (--levels LO:HI)")
+    sizes = {}  # N -> (bs per run, reach matrix (runs, levels), levels, ...)
+    for n, curves in all_curves.items():
+        lo, hi = windows[n] if mode == "per-size" else bounds
+        levels = np.geomspace(lo, hi, n_levels) if hi > lo else np.array([])
         bs = np.array([c[0] for c in curves.values()], dtype=float)
         reach = np.array([[tokens_to_reach(t, l, lv) for lv in levels] for _, t, l in curves.values()])
         budget = np.array([np.nanmax(t) for _, t, _ in curves.values()], dtype=float)
@@ -178,6 +242,11 @@ def _batch_size_law(df: pd.DataFrame, *, n_levels: int, early_frac: float, min_s
                 for o in _size_optima(bs[pick[n]], reach[pick[n]], levels, min_steps, budget[pick[n]], censored,
                                       first[pick[n]], early[pick[n]])]
 
+    def half(rows: list[dict], upper: bool) -> list[dict]:  # the lower or upper half of the window's losses (in log)
+        return [r for r in rows if (r["loss"] > middle) == upper]
+
+    all_levels = np.concatenate([v[2] for v in sizes.values()])
+    middle = float(np.sqrt(all_levels.min() * all_levels.max())) if len(all_levels) else 0.0  # the window's middle
     everyone = {n: np.arange(len(v[0])) for n, v in sizes.items()}
     rows = optima(everyone)
     a, b = _power_fit(rows)
@@ -186,14 +255,15 @@ def _batch_size_law(df: pd.DataFrame, *, n_levels: int, early_frac: float, min_s
         raise NotFittable(f"only {len(good)} loss level(s) have an interior batch-size optimum (need 3 across a "
                           f"range of losses); widen the batch-size grid around the optimum or train longer")
     rng = np.random.default_rng(seed)
-    picks = [{n: rng.integers(0, len(v[0]), len(v[0])) for n, v in sizes.items()} for _ in range(n_boot)]
-    draws = np.array([_power_fit(optima(pick)) for pick in picks]).reshape(-1, 2)
+    picks = [{n: seed_resample(v[0], rng) for n, v in sizes.items()} for _ in range(n_boot)]
+    boot_rows = [optima(pick) for pick in picks]
+    draws = np.array([_power_fit(r) for r in boot_rows]).reshape(-1, 2)
     has_censored = censor and any(r.get("censored") for r in rows)
     if has_censored:  # beside it, the same fit with the censored points dropped, on the same resamples
         uncensored_draws = np.array([_power_fit(optima(pick, False)) for pick in picks]).reshape(-1, 2)
         uncensored = dict(zip(("a", "b"), _power_fit(optima(everyone, False))))
         uncensored["intervals"] = {"a": _interval(uncensored_draws[:, 0]), "b": _interval(uncensored_draws[:, 1])}
-    diagnostics = list(dropped)
+    diagnostics = list(dropped) + window_note + seed_note([f"{n}:{b}" for n, v in sizes.items() for b in v[0]], "batch size")
     evals = float(df.groupby("run").size().median())
     if evals < 5:  # the tokens to reach a level are read off each run's curve; one final point is not a curve
         diagnostics.append(f"the runs log a median of {evals:g} held-out evals each, too few to read the tokens to "
@@ -215,6 +285,14 @@ def _batch_size_law(df: pd.DataFrame, *, n_levels: int, early_frac: float, min_s
                            f"gives b = {uncensored['b']:.3g} [{lo:.3g}, {hi:.3g}]"
                            if np.isfinite(uncensored["b"]) and lo is not None else
                            "dropping the censored points instead leaves too few loss levels to fit")
+    form = _form_check(rows, boot_rows, half)
+    if form.get("disagree"):
+        lo_half, hi_half = form["lower"], form["upper"]
+        diagnostics.append(f"b depends on the loss window: b = {lo_half['b']:.3g} [{lo_half['interval'][0]:.3g}, "
+                           f"{lo_half['interval'][1]:.3g}] on the lower half of the levels and {hi_half['b']:.3g} "
+                           f"[{hi_half['interval'][0]:.3g}, {hi_half['interval'][1]:.3g}] on the upper half, beyond "
+                           f"their intervals: bs = a / L^b does not hold across this window; quote b with its window "
+                           f"(--levels LO:HI)")
     b_low, b_high = _interval(draws[:, 1])
     if b_low is not None and b_low <= 0 <= b_high:
         diagnostics.append(f"b's interval [{b_low:.3g}, {b_high:.3g}] includes 0: these runs show no clear change of "
@@ -227,6 +305,10 @@ def _batch_size_law(df: pd.DataFrame, *, n_levels: int, early_frac: float, min_s
                      units={"x": "loss (as logged, nats/token)", "y": "batch size in tokens", **(units or {})},
                      n_points=len(good), diagnostics=diagnostics,
                      details={"optima": rows, "sizes": [float(n) for n in sizes], "leave_one_out": loo,
+                              "window": {"mode": mode, **({"levels": [float(x) for x in bounds]} if mode != "per-size"
+                                                          else {"per_size": {str(n): [float(w) for w in windows[n]]
+                                                                             for n in sizes}})},
+                              "halves": form,
                               **({"uncensored": uncensored} if has_censored else {})},
                      samples=[{"a": x, "b": y} for x, y in draws if np.isfinite(x)])
 

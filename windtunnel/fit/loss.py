@@ -8,7 +8,7 @@ from scipy.optimize import minimize
 from scipy.special import logsumexp
 
 from .blas import one_blas_thread
-from .result import FitResult, NotFittable, _interval, _need, drop_overfit, loo_warnings
+from .result import FitResult, NotFittable, _interval, _need, drop_overfit, loo_warnings, seed_note, seed_resample
 
 # Parameter symbols per form, in the order of the optimiser's vector theta = (a, b, e, alpha, beta) with
 # A = e^a, B = e^b, E = e^e. MiniCPM's form is the same family with N and D in billions.
@@ -106,8 +106,9 @@ def loss_law(df: pd.DataFrame, *, form: str = "chinchilla", delta: float = 1e-3,
     fits[0] = best
     rng = np.random.default_rng(seed)
     draws = []
+    cells = [f"{n:.6g}:{d:.6g}" for n, d in zip(data["N"], data["D"])]  # one configuration: its seeds resampled
     for _ in range(n_boot):
-        i = rng.integers(0, len(logL), len(logL))
+        i = seed_resample(cells, rng)
         draws.append(_minimize(best.x, logN[i], logD[i], logL[i], delta, _POLISH).x)  # from the optimum: strict
     draws = np.array(draws).reshape(-1, 5)
 
@@ -117,7 +118,7 @@ def loss_law(df: pd.DataFrame, *, form: str = "chinchilla", delta: float = 1e-3,
     params = named(best.x)
     named_draws = [named(d) for d in draws]
     intervals = {k: _interval(np.array([d[k] for d in named_draws])) for k in params}
-    diagnostics = dropped + _loss_diagnostics(best, fits, logN, logD, logL, delta, spec["symbols"])
+    diagnostics = dropped + seed_note(cells, "(N, D) point") + _loss_diagnostics(best, fits, logN, logD, logL, delta, spec["symbols"])
     pred = np.exp(logsumexp(np.stack([best.x[0] - best.x[3] * logN, best.x[1] - best.x[4] * logD,
                                       np.full_like(logN, best.x[2])]), axis=0))
     alpha, beta = best.x[3], best.x[4]

@@ -12,7 +12,7 @@ import pandas as pd
 
 from .. import laws
 from .blas import one_blas_thread
-from .result import FitResult, NotFittable, _interval, _need, leave_one_out, loo_warnings
+from .result import FitResult, NotFittable, _interval, _need, leave_one_out, loo_warnings, seed_note
 
 
 def log_grid(values, rtol: float = 0.02) -> np.ndarray:
@@ -63,7 +63,7 @@ def lr_optimum(df: pd.DataFrame, *, band: float = 0.0025, n_boot: int = 200, see
     keys = ["param", "N"] + (["D"] if by_d else [])
     other = [c for c in ("bs",) if c in df and df[c].nunique() > 1]
     rng = np.random.default_rng(seed)
-    cells = []
+    cells, seed_counts = [], []
     for key, g in df.groupby(keys, dropna=False):
         per = g.groupby(["lr", *other])["loss"].apply(list)  # seeds of each (lr, bs)
         mean = per.apply(np.mean)
@@ -72,6 +72,7 @@ def lr_optimum(df: pd.DataFrame, *, band: float = 0.0025, n_boot: int = 200, see
         if len(lr) < 3:
             continue
         seeds = [per[best_other[v]] for v in lr]
+        seed_counts += [len(s) for s in seeds]
         loss = np.array([np.mean(s) for s in seeds])
         star, info = _optimum(lr, loss)
         near = lr[loss <= info["best_loss"] * (1 + band)]
@@ -90,6 +91,7 @@ def lr_optimum(df: pd.DataFrame, *, band: float = 0.0025, n_boot: int = 200, see
                    f": best LR {c['best_lr']:.3g} is at the edge of its grid (or next to a diverged LR); left out "
                    f"of the law, extend the grid" for c in cells if c["edge"]]
     diagnostics += coarse_grid_warnings(cells)
+    diagnostics += seed_note(np.repeat(np.arange(len(seed_counts)), seed_counts), "LR point")
     verdicts = _transfer(cells)
     main = "mup" if "mup" in verdicts else sorted(verdicts)[0]
     mine = sorted((c for c in cells if c["param"] == main and not c["edge"]), key=lambda c: (c["N"], c.get("D", 0)))

@@ -208,3 +208,29 @@ def _need(df: pd.DataFrame, cols: tuple, law: str) -> None:
                           f"(map them with --columns, e.g. --columns {missing[0]}=YOUR_COLUMN)")
 
 
+
+
+def seed_resample(cells, rng) -> np.ndarray:
+    """One bootstrap pick of runs (indices into `cells`, each run's configuration label): the configurations are
+    resampled, then the seeds within each picked configuration, so an interval holds the seed noise as well as the
+    scatter between configurations. With one seed per configuration this is the plain resampling of runs, draw for
+    draw (a fit's earlier intervals are unchanged)."""
+    cells = np.asarray(cells)
+    labels, index = np.unique(cells, return_inverse=True)
+    groups = [np.flatnonzero(index == i) for i in range(len(labels))]
+    if len(groups) == len(cells):  # one run per configuration: the runs themselves
+        return rng.integers(0, len(cells), len(cells))
+    first = rng.integers(0, len(groups), len(groups))
+    return np.concatenate([groups[g] if len(groups[g]) == 1 else rng.choice(groups[g], len(groups[g]))
+                           for g in first])
+
+
+def seed_note(cells, what: str = "point") -> list[str]:
+    """The diagnostic of a fit whose configurations hold one seed each: its interval sees seed noise only as scatter
+    between configurations (windtunnel resolution measures it; train 2+ seeds per point to resample it)."""
+    counts = np.unique(np.unique(np.asarray(cells), return_counts=True)[1])
+    if counts.max() > 1:
+        return [] if counts.min() > 1 else [f"some {what}s have one seed, others {counts.max()}: only the multi-seed "
+                                            f"ones' seed noise is resampled"]
+    return [f"one seed per {what}: the interval holds seed noise only as the scatter between {what}s (train 2+ seeds "
+            f"per {what}, train.seed, to resample it; `windtunnel resolution` measures the seed spread)"]

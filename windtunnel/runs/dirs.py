@@ -16,6 +16,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
+from ..config import LEGACY
 from . import lock
 
 if TYPE_CHECKING:  # pandas loads when a table is made: a trainer process does not need it
@@ -49,6 +50,7 @@ class RunResult:
     final_eval_loss: Optional[float] = None
     best_eval_loss: Optional[float] = None
     final_eval_bpb: Optional[float] = None
+    final_eval_se: Optional[float] = None  # the final held-out loss's standard error over its windows
     decayed_eval_loss: Optional[float] = None
     steps: int = 0
     tokens: int = 0
@@ -190,7 +192,7 @@ def _run_row(run_dir: Path) -> dict:
     result = read_json(run_dir / RESULT) or {"status": "incomplete"}
     if not isinstance(config, dict) or "trial" not in config:
         raise ValueError("config.json has no 'trial' section")
-    row = {"run_dir": str(run_dir)}
+    row = {"run_dir": str(run_dir), **LEGACY}  # a field its config.json lacks: what the run then meant by it
     row.update(flatten(config["trial"]))
     row.update({k: v for k, v in config.items() if k not in ("trial",) and not isinstance(v, dict)})
     row.update({k: v for k, v in result.items() if k not in ("traceback",)})

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..config import LEGACY
 from .dirs import load_points, load_results, run_dirs
 
 if TYPE_CHECKING:
@@ -16,7 +17,8 @@ RECORD = "runs.csv.gz"  # a sweep's record (sweeps/<name>/): every logged point 
 _RUN_KEYS = ("run_dir", "status", "N", "tokens", "steps", "epochs", "overfit", "final_eval_loss", "best_eval_loss",
              "decayed_eval_loss", "error")
 _FIT_KEYS = ("train.batch_size_tokens", "optim.lr", "model.parametrization", "model.d_model", "train.seed",
-             "train.total_tokens", "train.branch_at_n", "flops")  # what the fits read, kept even when constant
+             "train.total_tokens", "train.branch_at_n", "flops", "train.eval_set", "train.eval_tokens",
+             "train.final_eval_tokens", "eval_se", "final_eval_se")  # what the fits read, kept even when constant
 
 
 def export_record(root: Path, out: Path) -> pd.DataFrame:
@@ -52,6 +54,9 @@ def load_record(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     for col in [c for c in points.columns if pd.api.types.is_string_dtype(points[c]) or points[c].dtype == object]:
         if points[col].astype(str).str.startswith("[").any():
             points[col] = [json.loads(v) if isinstance(v, str) and v.startswith("[") else v for v in points[col]]
+    for key, value in LEGACY.items():  # a record written before the field existed
+        if key not in points:
+            points[key] = value
     results = points.groupby("run_dir", sort=True).last().reset_index()  # run-level columns repeat on every row
     if "step" in points:
         points = points[points["step"].notna()]

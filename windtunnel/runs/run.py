@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Optional
 
 from .. import sizing
-from ..config import IDENTITY_EXEMPT, ConfigError, TrialConfig, to_dict
+from ..config import IDENTITY_EXEMPT, LEGACY, ConfigError, TrialConfig, to_dict
 from . import lock
 from .dirs import (CHECKPOINT, CONFIG, METRICS, RunResult, RunStatus, append_metrics, read_json, read_metrics,
                    read_result, rewrite_metrics, write_json, write_result)
 
 CHECKPOINTS, FINAL, RESTARTED, META = "checkpoints", "final", "metrics.restarted.jsonl", "meta.json"
+log = logging.getLogger("windtunnel")
 
 
 class Run:
@@ -130,6 +131,7 @@ class Run:
         finished (and train.skip_completed); None when it is to be trained (fresh, or resumed from its checkpoint).
         Raises ConfigError when the dir holds a different trial: logged runs are never overwritten."""
         if self.recorded and "trial" in self.recorded:
+            self._adopt_legacy(self.recorded["trial"])
             diff = differences(self.recorded["trial"], to_dict(self.trial))
             if diff:
                 raise ConfigError(f"run directory {self.path} holds a different trial ({'; '.join(diff[:3])}); "
@@ -137,6 +139,16 @@ class Run:
         if self.trial.train.skip_completed and self.is_finished:
             return self.result()
         return None
+
+    def _adopt_legacy(self, recorded: dict) -> None:
+        """A run recorded before a field existed continues as it began: the trial takes config.LEGACY's value for each
+        key its config.json lacks (a run measured on the val split's head goes on being measured there)."""
+        for key, value in LEGACY.items():
+            section, name = key.split(".")
+            if name not in recorded.get(section, {}) and getattr(getattr(self.trial, section), name) != value:
+                log.info("%s was recorded before %s existed: it continues with %s=%r", self.path, key, key, value)
+                self.trial = dataclasses.replace(self.trial, **{section: dataclasses.replace(
+                    getattr(self.trial, section), **{name: value})})
 
     def check_corpus(self, manifest: str) -> None:
         """An unfinished run continues only on the corpus it began on (its files' manifest)."""
@@ -204,6 +216,7 @@ class Run:
         result = dataclasses.replace(
             result, final_eval_loss=evals[-1] if evals else None, best_eval_loss=min(evals) if evals else None,
             final_eval_bpb=next((m["eval_bpb"] for m in reversed(metrics) if m.get("eval_bpb") is not None), None),
+            final_eval_se=next((m.get("eval_se") for m in reversed(metrics) if m.get("eval_loss") is not None), None),
             steps=last.get("step", 0), tokens=tokens, N=sizing.n_params(cfg.model), flops=flops_per_token * tokens,
             train_s=train_s, tokens_per_s=tokens / train_s if train_s else None, pid=None,
             # the planned epochs (every source at its share, data.epochs) scaled to the tokens this run trained
@@ -221,15 +234,16 @@ class Run:
 
 def differences(old: dict, new: dict, prefix: str = "", defaults: Optional[dict] = None) -> list[str]:
     """Fields that differ between two recorded trials, the runtime ones (config.IDENTITY_EXEMPT) aside. A field the
-    old record lacks (added to config.py since it was written) counts only when the new trial sets it away from its
-    default, so an upgrade keeps resuming and skipping the runs it finds."""
+    old record lacks (added to config.py since it was written) counts only when the new trial sets it away from what
+    the record meant by it (config.LEGACY's value, else its default), so an upgrade keeps resuming and skipping the
+    runs it finds."""
     defaults = to_dict(TrialConfig()) if defaults is None else defaults
     out = []
     for key in sorted(set(old) | set(new)):
         a, b, name = old.get(key), new.get(key), f"{prefix}{key}"
         if isinstance(a, dict) and isinstance(b, dict):
             out += differences(a, b, f"{name}.", defaults.get(key) or {})
-        elif key not in old and key in defaults and b == defaults[key]:
+        elif key not in old and key in defaults and b == LEGACY.get(name, defaults[key]):
             continue
         elif a != b and name not in IDENTITY_EXEMPT and not (name == "model.vocab_size" and b == 0):
             out.append(f"{name}: {a!r} there, {b!r} now")

@@ -110,20 +110,27 @@ def autocast_for(device: torch.device, dtype: str):
 
 
 @torch.no_grad()
-def heldout_nats(loss_fn, windows: torch.Tensor, micro_batch: int, device, rank: int = 0, world: int = 1) -> torch.Tensor:
-    """Summed nats of this rank's share of the fixed held-out windows (n, T+1); loss_fn(x, y) gives the mean
-    next-token loss of a micro-batch, or one per packed trial. float64, shape () or (K,)."""
-    total = torch.zeros((), device=device, dtype=torch.float64)
+def heldout_sums(loss_fn, windows: torch.Tensor, micro_batch: int, device, rank: int = 0, world: int = 1) -> torch.Tensor:
+    """Over this rank's share of the held-out windows (n, T+1): the sum of each window's mean next-token loss and
+    the sum of its square, float64 (2,), or (K, 2) for a pack; loss_fn(x, y) gives the per-window losses, (B,) or
+    (K, B). Ranks add theirs (the standard error needs the second moment, not the windows)."""
+    total = torch.zeros(2, device=device, dtype=torch.float64)
     mine = windows[rank::world]
     for i in range(0, len(mine), micro_batch):
         w = mine[i:i + micro_batch].to(device)
-        total = total + loss_fn(w[:, :-1], w[:, 1:]).double() * w[:, 1:].numel()
+        rows = loss_fn(w[:, :-1], w[:, 1:]).double()  # (B,) or (K, B)
+        total = total + torch.stack([rows.sum(-1), rows.pow(2).sum(-1)], -1)
     return total
 
 
-def loss_and_bpb(nats: float, windows: torch.Tensor, n_bytes: int) -> tuple[float, float]:
-    """Held-out nats/token and bits/byte from the summed nats of all the windows."""
-    return nats / windows[:, 1:].numel(), nats / (math.log(2) * n_bytes)
+def eval_stats(sums, windows: torch.Tensor, n_bytes: int) -> tuple[float, float, float]:
+    """(held-out nats/token, bits/byte, standard error of the nats/token over windows) from heldout_sums's two
+    sums over all n windows (every window has T targets, so the loss is the mean of the window means)."""
+    s1, s2 = float(sums[0]), float(sums[1])
+    n, t = windows.shape[0], windows.shape[1] - 1
+    mean = s1 / n
+    var = max(s2 / n - mean * mean, 0.0) * n / (n - 1) if n > 1 else float("nan")
+    return mean, s1 * t / (math.log(2) * n_bytes), math.sqrt(var / n)
 
 
 def is_diverged(train_loss: float, first_loss: float, factor: float) -> bool:

@@ -14,7 +14,8 @@ import torch
 from ..config import TrialConfig
 from ..data import Prefetcher, TokenBatches
 from ..model import Transformer, build_optimizer
-from .core import autocast_for, compile_mode, compiled, heldout_nats, loss_and_bpb
+from ..data import HeldOut
+from .core import autocast_for, compile_mode, compiled, eval_stats, heldout_sums
 from .dist import Dist
 from .packed import PackedModel
 from .step import TrainStep
@@ -31,8 +32,9 @@ class Engine(Protocol):
     def to_host(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> tuple[list[float], list[float]]:
         """The step's losses and grad norms as K floats each (the host sync of a logged step)."""
 
-    def evaluate(self) -> list[tuple[float, float]]:
-        """[(held-out nats/token, bits/byte)] per trial on the fixed held-out windows."""
+    def evaluate(self, final: bool = False) -> list[tuple[float, float, float]]:
+        """[(held-out nats/token, bits/byte, standard error over windows)] per trial on the fixed held-out windows:
+        the curve's, or (final) those runs are compared on."""
 
     def freeze(self, i: int) -> None:
         """Trial i diverged: stop updating it (the others go on)."""
@@ -44,15 +46,26 @@ class Engine(Protocol):
         """Restore a checkpoint directory; returns its meta."""
 
 
+# Held-out windows per eval forward: at least this many tokens (a tiny batch's micro-batch of one 32-token sequence
+# would make an 8,192-window eval 8,192 forward calls: seconds per eval on a CPU); a forward without gradients holds
+# far less than the training micro-batch's activations, so GPU micro-batches (32k tokens) are kept as they are.
+EVAL_FORWARD_TOKENS = 8192
+
+
+def eval_micro(cfg: TrialConfig) -> int:
+    """Sequences per held-out forward: the training micro-batch, or EVAL_FORWARD_TOKENS' worth when that is more."""
+    return max(cfg.micro_batch, -(-EVAL_FORWARD_TOKENS // cfg.train.seq_len))
+
+
 class ModuleEngine:
     """One trial (K = 1): every rank under torchrun builds the same model from train.seed and trains its
     share of each global batch."""
     k = 1
     checkpoints = True
 
-    def __init__(self, cfg: TrialConfig, dist: Dist, source, windows: torch.Tensor, n_bytes: int):
+    def __init__(self, cfg: TrialConfig, dist: Dist, source, held_out: HeldOut):
         t, device = cfg.train, dist.device
-        self.dist, self.windows, self.n_bytes, self.micro = dist, windows, n_bytes, cfg.micro_batch
+        self.dist, self.held_out, self.micro, self.eval_micro = dist, held_out, cfg.micro_batch, eval_micro(cfg)
         accum = cfg.accum_per_rank(dist.world)  # micro-batches per rank per step
         torch.manual_seed(t.seed)
         self.model = Transformer(cfg.model).to(device)
@@ -81,17 +94,18 @@ class ModuleEngine:
         grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP2 DTensor
         return [self.dist.mean(loss).item()], [grad_norm.item()]
 
-    def evaluate(self) -> list[tuple[float, float]]:
-        """[(held-out nats/token, bits/byte)] on the fixed windows; ranks split the windows and sum."""
+    def evaluate(self, final: bool = False) -> list[tuple[float, float, float]]:
+        """[(held-out nats/token, bits/byte, standard error)] on the fixed windows; ranks split the windows and sum."""
         was_training = self.forward.training
         self.forward.eval()
 
-        def loss(x, y):
+        def loss(x, y):  # (B,) per-window losses
             with self.autocast():
-                return self.forward(x, y)
-        total = heldout_nats(loss, self.windows, self.micro, self.dist.device, self.dist.rank, self.dist.world)
+                return self.forward(x, y, per_row=True)
+        windows, n_bytes = self.held_out.get(final)
+        sums = heldout_sums(loss, windows, self.eval_micro, self.dist.device, self.dist.rank, self.dist.world)
         self.forward.train(was_training)
-        return [loss_and_bpb(self.dist.sum(total).item(), self.windows, self.n_bytes)]
+        return [eval_stats(self.dist.sum(sums).tolist(), windows, n_bytes)]
 
     def freeze(self, i: int) -> None:
         """A lone trial that diverges stops: nothing to keep computing."""
@@ -108,9 +122,10 @@ class PackedEngine:
     means one data stream for all (a paired comparison of LRs); else each trial draws its own batches."""
     checkpoints = False  # a killed pack restarts its unfinished trials from step 0
 
-    def __init__(self, cfgs: list[TrialConfig], dist: Dist, source, windows: torch.Tensor, n_bytes: int):
+    def __init__(self, cfgs: list[TrialConfig], dist: Dist, source, held_out: HeldOut):
         cfg, t, device = cfgs[0], cfgs[0].train, dist.device
-        self.k, self.device, self.windows, self.n_bytes, self.micro = len(cfgs), device, windows, n_bytes, cfg.micro_batch
+        self.k, self.device, self.held_out, self.micro = len(cfgs), device, held_out, cfg.micro_batch
+        self.eval_micro = eval_micro(cfg)
         accum = cfg.accum_per_rank(1)
         seeds = [c.train.seed for c in cfgs]
         self.shared = len(set(seeds)) == 1
@@ -130,9 +145,10 @@ class PackedEngine:
     def to_host(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> tuple[list[float], list[float]]:
         return loss.tolist(), grad_norm.tolist()
 
-    def evaluate(self) -> list[tuple[float, float]]:
-        nats = heldout_nats(self.model.losses, self.windows, self.micro, self.device).tolist()  # (K,): one sync
-        return [loss_and_bpb(n, self.windows, self.n_bytes) for n in nats]
+    def evaluate(self, final: bool = False) -> list[tuple[float, float, float]]:
+        windows, n_bytes = self.held_out.get(final)
+        sums = heldout_sums(self.model.losses, windows, self.eval_micro, self.device).tolist()  # (K, 2): one sync
+        return [eval_stats(s, windows, n_bytes) for s in sums]
 
     def freeze(self, i: int) -> None:
         self.model.freeze(i)

@@ -60,7 +60,7 @@ class PackedModel:
             self.attention = lambda: sdpa_kernel(backends)
         data_dim = None if shared_data else 0  # one batch for all trials (same seed), or (K, B, T)
         grads = vmap(grad_and_value(self._loss), in_dims=(0, data_dim, data_dim))
-        losses = vmap(self._loss, in_dims=(0, None, None))
+        losses = vmap(self._row_losses, in_dims=(0, None, None))
         if compile:
             for p in self.params.values():  # CUDA graphs may read these in place instead of copying them
                 torch._dynamo.mark_static_address(p)
@@ -75,6 +75,10 @@ class PackedModel:
     def _loss(self, params: dict, x, y):  # one trial: x, y (B, T) -> mean next-token loss
         with self.autocast():
             return functional_call(self.base, (params, self.buffers), (x, y))
+
+    def _row_losses(self, params: dict, x, y):  # one trial: x, y (B, T) -> (B,) per-sequence mean losses
+        with self.autocast():
+            return functional_call(self.base, (params, self.buffers), (x, y), {"per_row": True})
 
     def grads(self, x, y) -> tuple[dict, torch.Tensor]:
         """Per-trial gradients {name: (K, *shape)} and losses (K,) of one micro-batch."""
@@ -102,7 +106,7 @@ class PackedModel:
 
     @torch.no_grad()
     def losses(self, x, y) -> torch.Tensor:
-        """(K,) mean losses of every trial on one shared batch x, y (B, T) (held-out evals)."""
+        """(K, B) per-sequence mean losses of every trial on one shared batch x, y (B, T) (held-out evals)."""
         with self.attention():
             return self._losses(self.params, x, y)
 

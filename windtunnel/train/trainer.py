@@ -18,7 +18,7 @@ import torch
 
 from .. import __version__, runs, schedule, sizing
 from ..config import ConfigError, ModelConfig, TrialConfig, to_dict
-from ..data import Corpus, epochs, eval_windows, prepare_mixture
+from ..data import Corpus, epochs, held_out, prepare_mixture
 from ..runs import Run
 from .core import EvalCallback, EvalReport, cpu_threads, device_name, diverged_message, eval_steps, is_diverged
 from .dist import Dist
@@ -53,9 +53,9 @@ class Trainer:
                     self.trackers.append(Trackers(cfg.train.loggers, run.path, run.name, to_dict(cfg)))
         cfg = self.cfgs[0]
         source = prepare_mixture(cfg.data, corpus) if cfg.data.mixture else corpus.train
-        windows, n_bytes = eval_windows(corpus, t.seq_len, t.eval_tokens)
-        self.engine: Engine = (ModuleEngine(cfg, dist, source, windows, n_bytes) if self.k == 1 else
-                               PackedEngine(self.cfgs, dist, source, windows, n_bytes))
+        heldout = held_out(corpus, t)
+        self.engine: Engine = (ModuleEngine(cfg, dist, source, heldout) if self.k == 1 else
+                               PackedEngine(self.cfgs, dist, source, heldout))
         self.total, self.batch_size_tokens = cfg.total_steps, t.batch_size_tokens
         # With decay branches the run itself stays stable; each branch decays on its own.
         self.branches = sizing.branch_steps(cfg)
@@ -64,6 +64,8 @@ class Trainer:
         self.decays = not self.branches and self.plan.decays
         self.eval_at = set(eval_steps(self.total, self.batch_size_tokens, t.eval_points,
                                       self.plan.decay_start if self.decays else 0, t.decay_eval_points))
+        # the evals runs are compared on use train.final_eval_tokens: the end, and a decay's evals (WSD's curve)
+        self.final_at = {self.total} | ({s for s in self.eval_at if s > self.plan.decay_start} if self.decays else set())
         self.branch_losses: dict[int, Optional[float]] = {}  # branch step -> final held-out loss of that branch
 
     # ------------------------------------------------------------------------- the loop
@@ -82,8 +84,9 @@ class Trainer:
         step, first, train_s = self._start()
         last_eval: list[Optional[float]] = [None] * k
         if step == 0:
-            for i, (loss0, bpb0) in enumerate(self.engine.evaluate()):
-                self._append(i, {"step": 0, "tokens": 0, "eval_loss": loss0, "eval_bpb": bpb0, "train_s": 0.0})
+            for i, (loss0, bpb0, se0) in enumerate(self.engine.evaluate()):
+                self._append(i, {"step": 0, "tokens": 0, "eval_loss": loss0, "eval_bpb": bpb0, "eval_se": se0,
+                                 "train_s": 0.0})
                 self._report(EvalReport(0, 0, loss0, False))
         self._run_due_branches(step)
         live, done = list(range(k)), {}
@@ -101,13 +104,13 @@ class Trainer:
             train_s += time.time() - tick
             first = [f if f is not None else loss_i for f, loss_i in zip(first, losses)]
             diverged = {i: is_diverged(losses[i], first[i], t.diverge_factor) for i in live}
-            evals = self.engine.evaluate() if is_eval and not all(diverged.values()) else None
+            evals = self.engine.evaluate(step in self.final_at) if is_eval and not all(diverged.values()) else None
             tokens = step * self.batch_size_tokens
             for i in list(live):
                 row = {"step": step, "tokens": tokens, "lr": self.cfgs[i].optim.lr * factor, "train_loss": losses[i],
                        "grad_norm": norms[i], "train_s": train_s}
                 if evals is not None and not diverged[i]:
-                    row["eval_loss"], row["eval_bpb"] = evals[i]
+                    row["eval_loss"], row["eval_bpb"], row["eval_se"] = evals[i]
                     last_eval[i] = row["eval_loss"]
                     diverged[i] = not math.isfinite(row["eval_loss"])
                 self._append(i, row)
