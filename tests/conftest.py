@@ -103,7 +103,7 @@ def free_port() -> int:
 
 TINY = ["name=tiny", "model=tiny64", "train=cpu", "data.max_bytes=4e6", "train.seq_len=64",
         "train.micro_batch_size=16", "train.batch_size_tokens=2048", f"train.total_tokens={2048 * 60}",
-        "train.eval_tokens=4096", "train.eval_points=12", "train.log_every=5"]
+        "train.eval_tokens=4096", "train.final_eval_tokens=0", "train.eval_points=12", "train.log_every=5"]
 
 
 def tiny_trial(*overrides: str, **train) -> TrialConfig:

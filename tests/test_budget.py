@@ -32,7 +32,7 @@ def small_dir(tmp_path):
 def small_trial(path, cache, *overrides, **train):
     return tiny_trial("data.source=text_dir", override("data.path", str(path)), "data.max_bytes=0",
                       override("data.cache_dir", str(cache)), "data.eval_frac=0.1", *overrides,
-                      **{"total_tokens": 2048 * 20, "eval_points": 4, "eval_tokens": 1024, **train})
+                      **{"total_tokens": 2048 * 20, "eval_points": 4, "eval_tokens": 1024, "final_eval_tokens": 0, **train})
 
 
 @pytest.mark.slow

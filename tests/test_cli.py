@@ -11,7 +11,7 @@ from conftest import cli
 
 def test_train_then_runs_table(tmp_path):
     overrides = ["model=tiny64", "train.seq_len=64", "train.batch_size_tokens=1024", "train.total_tokens=40960",
-                 "train.eval_points=8", "train.eval_tokens=2048", "data.max_bytes=2000000"]
+                 "train.eval_points=8", "train.eval_tokens=2048", "train.final_eval_tokens=0", "data.max_bytes=2000000"]
     result = json.loads(cli("train", *overrides, "optim.lr=0.02", "--out", str(tmp_path / "r" / "a"), check=True).stdout)
     assert result["status"] == "completed" and result["steps"] == 40 and result["tokens"] == 40960
     assert result["final_eval_loss"] < 0.75 * math.log(256)
@@ -125,7 +125,7 @@ def test_a_trial_shows_a_live_progress_bar_on_a_terminal_and_nothing_with_quiet(
     import struct
     import termios
     args = [sys.executable, "-m", "windtunnel", "train", "model=tiny32", "train=cpu", "train.total_tokens=65536",
-            "train.eval_tokens=4096"]
+            "train.eval_tokens=4096", "train.final_eval_tokens=0"]
 
     def on_a_terminal(*extra):
         leader, follower = pty.openpty()

@@ -12,7 +12,7 @@ from windtunnel.config import to_dict
 from windtunnel.sizing import resolve_tokens
 
 BASE = ["train=cpu", "train.seq_len=64", "train.micro_batch_size=8", "train.batch_size_tokens=1024",
-        "train.eval_points=3", "train.eval_tokens=1024", "data.max_bytes=1e6"]
+        "train.eval_points=3", "train.eval_tokens=1024", "train.final_eval_tokens=0", "data.max_bytes=1e6"]
 POOL = {  # each key's alternatives; a sample picks one per key
     "model": ["model=tiny32", "model=tiny64", "model=tiny32 model.parametrization=sp"],
     "optim": ["optim.lr=0.01", "optim.lr=2e-2 optim.weight_decay=0.0", "optim.beta2=0.99"],

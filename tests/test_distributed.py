@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow  # every test here starts processes or trains seve
 
 
 ARGS = ["model=tiny64", "train.seq_len=64", "train.micro_batch_size=4", "train.batch_size_tokens=1024",
-        "train.eval_points=6", "train.eval_tokens=2048", "data.max_bytes=2000000", "train.threads=1", "train.log_every=1"]
+        "train.eval_points=6", "train.eval_tokens=2048", "train.final_eval_tokens=0", "data.max_bytes=2000000", "train.threads=1", "train.log_every=1"]
 
 
 def free_port() -> int:

@@ -16,7 +16,7 @@ from windtunnel.runs import lock
 pytestmark = pytest.mark.slow  # every test here starts processes or trains several models
 
 
-ARGS = ["train", "model=tiny32", "train=cpu", "train.total_tokens=5e5", "train.log_every=5", "train.eval_tokens=2048"]
+ARGS = ["train", "model=tiny32", "train=cpu", "train.total_tokens=5e5", "train.log_every=5", "train.eval_tokens=2048", "train.final_eval_tokens=0"]
 TRAIN = [sys.executable, "-m", "windtunnel.cli", *ARGS]
 
 

@@ -60,7 +60,7 @@ def test_a_fit_refuses_to_pool_runs_measured_on_different_held_out_sets(tmp_path
     legacy = to_dict(tiny_trial("optim.lr=0.08"))
     del legacy["train"]["eval_set"], legacy["train"]["final_eval_tokens"]  # a run recorded before eval sets
     _write(tmp_path / "a" / "old", legacy, 2.9)
-    with pytest.raises(ConfigError, match=r"different held-out sets \(head:4096, sample:262144"):
+    with pytest.raises(ConfigError, match=r"different held-out sets \(head:4096, sample:4096"):
         load_runs(tmp_path / "a")
     assert len(load_runs(tmp_path / "a", where=["`train.eval_set` == 'sample'"]).per_run) == 3  # the fix it names
     # the table says which set each run used: the old run's is the legacy head

@@ -47,7 +47,7 @@ def test_wheel_in_a_fresh_venv_runs_a_two_point_sweep(tmp_path):
     assert all(line.startswith(site) for line in where.stdout.split()), where.stdout
     sweep = subprocess.run([str(venv / "bin" / "windtunnel"), "sweep", "-m", "model=tiny32", "train=cpu",
                             "train.seq_len=64", "train.batch_size_tokens=1024,2048", "train.total_tokens=8192",
-                            "train.eval_points=3", "train.eval_tokens=2048", "data.max_bytes=1000000"],
+                            "train.eval_points=3", "train.eval_tokens=2048", "train.final_eval_tokens=0", "data.max_bytes=1000000"],
                            cwd=work, capture_output=True, text=True, timeout=600)
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     results = sorted((work / "runs" / "adhoc").glob("*/result.json"))

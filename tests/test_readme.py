@@ -20,12 +20,12 @@ MARKS = ("# GPU", "# cluster")
 ELSEWHERE = {"make demo": "tests/test_demo.py (windtunnel demo --tiny)", "make test": ".ci/run (this suite)"}
 # command prefix -> overrides appended so that it trains at test size (everything else stays as written)
 SHRINK = {
-    "windtunnel train model=tiny128": ["train.total_tokens=16384", "train.eval_points=4", "train.eval_tokens=4096"],
-    "windtunnel train model=tiny256": ["train.total_tokens=16384", "train.eval_points=4", "train.eval_tokens=4096"],
+    "windtunnel train model=tiny128": ["train.total_tokens=16384", "train.eval_points=4", "train.eval_tokens=4096", "train.final_eval_tokens=0"],
+    "windtunnel train model=tiny256": ["train.total_tokens=16384", "train.eval_points=4", "train.eval_tokens=4096", "train.final_eval_tokens=0"],
     "windtunnel sweep -m sweep=batch_size_cpu": ["train.total_tokens=16384", "train.eval_points=6",
-                                                 "train.eval_tokens=2048", "train.batch_size_tokens=512,1024"],
+                                                 "train.eval_tokens=2048", "train.final_eval_tokens=0", "train.batch_size_tokens=512,1024"],
     "windtunnel sweep -m sweep=lr_transfer_cpu": ["train.total_tokens=4096", "train.eval_points=2",
-                                                  "train.eval_tokens=2048", "model.d_model=32,64",
+                                                  "train.eval_tokens=2048", "train.final_eval_tokens=0", "model.d_model=32,64",
                                                   "optim.lr=0.0078125,0.015625"],
     "windtunnel sweep -m sweep=wsd_data_model_cpu": ["model=tiny32", "train.branch_at_n=[1,2]", "train.eval_points=4"],
     "windtunnel sweep -m sweep=lr_search_cpu": ["hydra.sweeper.n_trials=2", "train.branch_at_n=[0.5]"],

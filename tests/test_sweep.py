@@ -11,7 +11,7 @@ import pytest
 from conftest import children, cli
 from windtunnel import runs
 
-TINY = ["model=tiny32", "train.seq_len=64", "train.total_tokens=32768", "train.eval_points=6", "train.eval_tokens=2048"]
+TINY = ["model=tiny32", "train.seq_len=64", "train.total_tokens=32768", "train.eval_points=6", "train.eval_tokens=2048", "train.final_eval_tokens=0"]
 
 
 @pytest.mark.slow
@@ -228,7 +228,7 @@ def test_a_killed_optuna_worker_s_trial_is_failed_retried_and_its_run_dir_resume
     from windtunnel.sweep.study import make_storage
     storage = f"sqlite:///{tmp_path / 'study.db'}" if kind == "sqlite" else str(tmp_path / "study.journal")
     cmd = [sys.executable, "-m", "windtunnel.cli", "sweep", "-m", "model=tiny32", "train=cpu", "train.total_tokens=5e5",
-           "train.log_every=5", "train.eval_tokens=2048", "optim.lr=tag(log,interval(0.001,0.01))",
+           "train.log_every=5", "train.eval_tokens=2048", "train.final_eval_tokens=0", "optim.lr=tag(log,interval(0.001,0.01))",
            "hydra/sweeper=windtunnel_optuna",
            "hydra.sweeper.n_trials=1", f"hydra.sweeper.storage='{storage}'", "hydra.sweeper.heartbeat_interval=1",
            "hydra.sweeper.study_name=s", "hydra.sweep.dir=sw"]
@@ -260,7 +260,7 @@ def test_a_killed_joblib_sweep_rerun_at_once_never_has_two_writers(tmp_path):
     dirs locked and skips them (no duplicated or out-of-order rows), and the orphans finish their runs."""
     import signal
     import time
-    cmd = ["sweep", "-m", "model=tiny32", "train=cpu", "train.total_tokens=1e6", "train.log_every=5", "train.eval_tokens=2048",
+    cmd = ["sweep", "-m", "model=tiny32", "train=cpu", "train.total_tokens=1e6", "train.log_every=5", "train.eval_tokens=2048", "train.final_eval_tokens=0",
            "optim.lr=0.01,0.02", "launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweep.dir=sw"]
     parent = subprocess.Popen([sys.executable, "-m", "windtunnel.cli", *cmd], cwd=tmp_path, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
