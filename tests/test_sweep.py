@@ -11,7 +11,7 @@ import pytest
 from conftest import children, cli
 from windtunnel import runs
 
-TINY = ["model=tiny32", "train.seq_len=64", "train.total_tokens=32768", "train.eval_points=6", "train.eval_tokens=2048", "train.final_eval_tokens=0"]
+TINY = ["model=tiny32", "train.seq_len=64", "train.total_tokens=32768", "train.eval_points=6", "train.eval_tokens=2048"]
 
 
 @pytest.mark.slow
