@@ -13,8 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from windtunnel.compose import compose
-from windtunnel.config import TrialConfig, override
+# one pytest worker per core (make test: -n auto), so one intra-op thread each, here and in every process a test
+# starts (torchrun ranks, sweeps): two workers of torch's default 2 threads on 2 cores spin against each other
+# (20% more CPU time on test_model + test_train, measured). Set before torch is first imported.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from windtunnel.compose import compose  # noqa: E402
+from windtunnel.config import TrialConfig, override  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,6 +3,7 @@ from the same overrides (lists, group choices, exponent integers included), beca
 windtunnel.compose; the sweep's record is compared with what `train --dry-run` resolves."""
 import json
 import random
+import re
 
 import pytest
 
@@ -51,3 +52,33 @@ def test_train_and_sweep_resolve_the_same_trial(tmp_path):
         assert recorded["model"].pop("vocab_size") == 256  # filled in from the byte tokenizer when it trains
         dry["model"].pop("vocab_size")
         assert recorded == dry, overrides
+
+
+def test_value_overrides_on_a_cached_base_compose_as_hydra_does():
+    """compose() applies plain value overrides (optim.lr=0.01) on a copy of the rest composed once: the same tree as
+    Hydra's own composition of every override (sweep files, group choices, lists, exponent integers, a value set
+    by a sweep file and again on the command line), every bad value refused with Hydra's own message, and twelve
+    trials of one shape reuse one base."""
+    from omegaconf import OmegaConf
+
+    from windtunnel import compose as compose_module
+    from windtunnel.config import ConfigError
+    cases = samples(12, seed=5) + [
+        ["sweep=batch_size_cpu", "train.batch_size_tokens=2048", "model.d_model=48"],
+        ["sweep=lr_search_cpu", "optim.lr=0.003", "train.branch_at_n=[1.0]"],
+        ["model=w9m", "train=gpu", "data=stdlib_site_bpe", "train.tokens_per_param=20", "schedule.decay_frac=0.2"],
+        ["model=tiny32", "optim.lr=1e-2", "train.seed=7", "train.device=cpu", "train.compile=false"]]
+    for overrides in cases:
+        fast = compose_module._compose_on_a_base(normalize(overrides))
+        slow = compose_module._compose("config", normalize(overrides))
+        assert fast is not None, overrides
+        assert OmegaConf.to_container(fast, resolve=True) == OmegaConf.to_container(slow, resolve=True), overrides
+    compose_module._BASES.clear()
+    trials = [compose(["model=tiny32", f"optim.lr={0.001 * k}", f"train.seed={k}"]) for k in range(1, 13)]
+    assert len(compose_module._BASES) == 1 and [t.train.seed for t in trials] == list(range(1, 13))
+    assert trials[4].optim.lr == 0.005 and trials[4].model.name == "tiny32"
+    for bad, says in [("train.total_tokens=1.5", "train.total_tokens=1.5: Value '1.5' of type 'float' could not be "
+                       "converted to Integer"), ("optim.lrr=0.1", "unknown config key 'optim.lrr'"),
+                      ("train.compile=maybe", "train.compile=maybe")]:
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            compose(["model=tiny32", bad])

@@ -73,7 +73,7 @@ def same_curves(a, b, rel):
     return ma
 
 
-RUN = ["train.total_tokens=61440", "train.checkpoint_every=10"]  # 60 steps; checkpoints change no number
+RUN = ["train.total_tokens=30720", "train.checkpoint_every=5"]  # 30 steps; checkpoints change no number
 
 
 @pytest.fixture(scope="session")
@@ -93,7 +93,7 @@ def two_process(request, tmp_path_factory):
 def test_two_processes_equal_one_process(single, two_process):
     parallel, out = two_process
     curve = same_curves(single, out, rel=1e-4)
-    assert len(curve) == 61
+    assert len(curve) == 31
     config = runs.read_json(out / "config.json")
     assert config["world_size"] == 2 and config["parallel"] == parallel
 
@@ -105,16 +105,16 @@ def test_kill_and_resume_continues_the_curve(tmp_path, two_process):
                             stderr=subprocess.DEVNULL, start_new_session=True)
     meta = tmp_path / "killed" / "checkpoint" / "meta.json"
     deadline = time.time() + 120
-    while time.time() < deadline and not (meta.exists() and runs.read_json(meta)["step"] >= 20):
+    while time.time() < deadline and not (meta.exists() and runs.read_json(meta)["step"] >= 10):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # the launcher dies, mid-run ...
     proc.wait()
     kill_all(tmp_path / "killed")  # ... and every rank with it (torchrun starts its workers in their own groups)
     killed_at = runs.read_json(meta)["step"]
-    assert 20 <= killed_at < 60 and runs.read_result(tmp_path / "killed").status == "running"
+    assert 10 <= killed_at < 30 and runs.read_result(tmp_path / "killed").status == "running"
     run(train_cmd(2, tmp_path / "killed", *extra))
     same_curves(whole, tmp_path / "killed", rel=1e-6)  # the same arithmetic: exact
-    assert runs.read_result(tmp_path / "killed").steps == 60
+    assert runs.read_result(tmp_path / "killed").steps == 30
 
 
 def test_mup_groups_survive_ddp_and_fsdp2_wrapping():

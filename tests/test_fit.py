@@ -238,7 +238,7 @@ def test_a_coarse_lr_grid_is_warned_about_as_it_misses_an_asymmetric_optimum():
 def test_the_fitters_hold_blas_to_one_thread(monkeypatch):
     """Every law fitter runs its linear algebra on one BLAS thread (benchmarks/threads.py: 3.6x faster beside a busy
     process, no slower alone); WINDTUNNEL_BLAS_THREADS sets another count, 0 the library's own."""
-    from threadpoolctl import threadpool_info
+    from threadpoolctl import threadpool_info, threadpool_limits
 
     from windtunnel import fit
     from windtunnel.fit.blas import one_blas_thread
@@ -246,8 +246,9 @@ def test_the_fitters_hold_blas_to_one_thread(monkeypatch):
     def blas() -> list[int]:
         return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
     probe = one_blas_thread(blas)
+    limits = threadpool_limits(2, user_api="blas")  # 2 outside (the suite's own processes run on one: conftest)
     outside = blas()
-    assert outside and set(probe()) == {1} and blas() == outside  # limited inside, restored after
+    assert outside and set(outside) == {2} and set(probe()) == {1} and blas() == outside  # limited inside, restored
     monkeypatch.setenv("WINDTUNNEL_BLAS_THREADS", "0")
     assert probe() == outside
     monkeypatch.setenv("WINDTUNNEL_BLAS_THREADS", "two")
@@ -256,3 +257,4 @@ def test_the_fitters_hold_blas_to_one_thread(monkeypatch):
     for law in (fit.batch_size_law, fit.loss_law, fit.lr_optimum, fit.isoflop_law, fit.critical_batch_law,
                 fit.batch_size_data_law):
         assert law.__wrapped__.__name__ == law.__name__  # the one_blas_thread wrapper around the fitter itself
+    limits.restore_original_limits()

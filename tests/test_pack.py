@@ -75,21 +75,21 @@ def test_members_and_what_may_not_differ(tmp_path):
 
 @pytest.mark.slow
 def test_packed_sweep_writes_the_unpacked_sweeps_run_dirs(tmp_path):
-    grid = ["-m", *TINY, "optim.lr=0.003,0.006,0.01", "train.seed=0,1"]
+    grid = ["-m", *TINY, "optim.lr=0.003,0.01", "train.seed=0,1"]
     cli("sweep", *grid, "hydra.sweep.dir=runs/alone", cwd=tmp_path, check=True)
     cli("sweep", *grid, "hydra.sweep.dir=runs/packed", "train.pack=2", cwd=tmp_path, check=True)
-    # 2 seeds x 3 LRs differ only in packable keys: 6 points in 3 jobs of 2
-    assert sorted(p.name for p in (tmp_path / "runs/packed/packs").iterdir()) == ["pack0", "pack1", "pack2"]
+    # 2 seeds x 2 LRs differ only in packable keys: 4 points in 2 jobs of 2
+    assert sorted(p.name for p in (tmp_path / "runs/packed/packs").iterdir()) == ["pack0", "pack1"]
     alone = {p.name: p for p in runs.run_dirs(tmp_path / "runs/alone")}
     packed = {p.name: p for p in runs.run_dirs(tmp_path / "runs/packed")}
-    assert len(alone) == 6 and set(packed) == set(alone)
+    assert len(alone) == 4 and set(packed) == set(alone)
     for name in alone:
         assert_same_curves(packed[name], alone[name])
         assert runs.read_json(packed[name] / runs.CONFIG)["pack"] == 2
     # the same packed command again trains nothing
     written = {name: (p / runs.RESULT).stat().st_mtime_ns for name, p in packed.items()}
     out = cli("sweep", *grid, "hydra.sweep.dir=runs/packed", "train.pack=2", cwd=tmp_path, check=True)
-    assert (out.stdout + out.stderr).count(": completed") == 6
+    assert (out.stdout + out.stderr).count(": completed") == 4
     assert {name: (p / runs.RESULT).stat().st_mtime_ns for name, p in packed.items()} == written
 
 

@@ -27,8 +27,11 @@ SHRINK = {
     "windtunnel sweep -m sweep=lr_transfer_cpu": ["train.total_tokens=4096", "train.eval_points=2",
                                                   "train.eval_tokens=2048", "train.final_eval_tokens=0", "model.d_model=32,64",
                                                   "optim.lr=0.0078125,0.015625"],
-    "windtunnel sweep -m sweep=wsd_data_model_cpu": ["model=tiny32", "train.branch_at_n=[1,2]", "train.eval_points=4"],
-    "windtunnel sweep -m sweep=lr_search_cpu": ["hydra.sweeper.n_trials=2", "train.branch_at_n=[0.5]"],
+    "windtunnel sweep -m sweep=wsd_data_model_cpu": ["model=tiny32", "train.branch_at_n=[1,2]", "train.eval_points=4",
+                                                     "train.eval_tokens=2048", "train.final_eval_tokens=0"],
+    "windtunnel sweep -m sweep=lr_search_cpu": ["hydra.sweeper.n_trials=2", "train.branch_at_n=[0.5]",
+                                                "train.total_tokens=65536", "train.eval_tokens=2048",
+                                                "train.final_eval_tokens=0"],
 }
 FIT_EXITS = {0, 1, 3}  # fitted; nothing fittable; fitted but not identified (test-size runs are too short)
 

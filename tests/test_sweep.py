@@ -2,6 +2,7 @@
 shared storages, and the joblib / submitit launchers."""
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -11,7 +12,8 @@ import pytest
 from conftest import children, cli
 from windtunnel import runs
 
-TINY = ["model=tiny32", "train.seq_len=64", "train.total_tokens=32768", "train.eval_points=6", "train.eval_tokens=2048"]
+TINY = ["model=tiny32", "train.seq_len=64", "train.total_tokens=32768", "train.eval_points=6", "train.eval_tokens=2048",
+        "train.final_eval_tokens=0"]
 
 
 @pytest.mark.slow
@@ -33,6 +35,32 @@ def test_batch_size_grid_through_the_cli_then_resume(tmp_path):
     assert (out.stdout + out.stderr).count("completed final_eval_loss") == 3  # logged (Hydra's console: stdout)
     listed = json.loads(cli("runs", str(root), "--json", cwd=tmp_path, check=True).stdout)
     assert sorted(r["train.batch_size_tokens"] for r in listed) == [512, 1024, 2048]
+
+
+def test_a_grid_of_many_overrides_gets_run_dir_names_that_fit_and_resume(tmp_path):
+    """15 overrides name a run dir of 290 bytes, past the 255 a file name may hold ('File name too long'): it
+    becomes a readable prefix of whole overrides plus a hash of all of them, the same in the preflight and in Hydra,
+    and the same command again finds the runs finished."""
+    from windtunnel.config import NAME_MAX, run_dir_name_of
+    grid = ["-m", *TINY, "train.total_tokens=4096", "train.eval_points=2", "train.batch_size_tokens=1024",
+            "train.micro_batch_size=16", "schedule.warmup_tokens=1024", "schedule.decay_frac=0.2",
+            "optim.weight_decay=0.1", "optim.beta2=0.95", "data.max_bytes=2000000", "train.eval_set=sample",
+            "optim.lr=0.003,0.006"]
+    cli("sweep", *grid, cwd=tmp_path, check=True)
+    dirs = runs.run_dirs(tmp_path / "runs" / "adhoc")
+    assert len(dirs) == 2 and len({d.name for d in dirs}) == 2
+    for d in dirs:
+        lr = runs.read_json(d / runs.CONFIG)["trial"]["optim"]["lr"]
+        full = ",".join(sorted(w for w in [*grid[1:-1], f"optim.lr={lr:g}"] if "total_tokens=32768" not in w
+                               and "eval_points=6" not in w))
+        assert len(full.encode()) > NAME_MAX and d.name == run_dir_name_of(full)
+        assert len(d.name.encode()) <= NAME_MAX and d.name.startswith("data.max_bytes=2000000,model=tiny32,optim.beta2")
+        assert re.fullmatch(r".*,train\.[a-z_]+=[^,]+--[0-9a-f]{12}", d.name), d.name
+    stamps = {d: (d / runs.RESULT).stat().st_mtime_ns for d in dirs}
+    out = cli("sweep", *grid, cwd=tmp_path, check=True)
+    assert {d: (d / runs.RESULT).stat().st_mtime_ns for d in dirs} == stamps
+    assert (out.stdout + out.stderr).count("completed final_eval_loss") == 2
+    assert run_dir_name_of("a=1,b=2") == "a=1,b=2"  # a name that fits is left as it was (old sweeps resume)
 
 
 @pytest.mark.slow
@@ -100,7 +128,9 @@ def load_study(storage, name):
     return optuna.load_study(study_name=name, storage=make_storage(storage))
 
 
-SEARCH = ["-m", "sweep=lr_search_cpu", "hydra.sweeper.n_trials=8"]
+# the sweep's own trials, shortened (a quarter of its tokens, the final evals on eval_tokens): 8 trials, 2-3 pruned
+SEARCH = ["-m", "sweep=lr_search_cpu", "hydra.sweeper.n_trials=8", "train.total_tokens=65536", "train.eval_tokens=2048",
+          "train.final_eval_tokens=0"]
 
 
 @pytest.mark.slow
@@ -141,6 +171,7 @@ def test_optuna_sweeper_prunes_and_shares_its_study(tmp_path):
 
 def _concurrent_workers(tmp_path, storage, n_workers=2, n_trials=2):
     args = [sys.executable, "-m", "windtunnel.cli", "sweep", "-m", "sweep=lr_search_cpu", "train.branch_at_n=[1.0]",
+            "train.total_tokens=65536", "train.eval_tokens=2048", "train.final_eval_tokens=0",
             f"hydra.sweeper.n_trials={n_trials}", "hydra.sweeper.pruner=none", f"hydra.sweeper.storage='{storage}'",
             "hydra.sweeper.study_name=shared"]
     import optuna

@@ -257,8 +257,12 @@ def test_a_tiny_cpu_trial_trains_on_one_thread_and_leaves_torch_as_it_found_it(t
     big = compose(["model=tiny256", "train=cpu", "train.seq_len=128", "train.micro_batch_size=32",
                    "train.batch_size_tokens=4096"])  # 74 GFLOP a micro-batch
     assert cpu_threads(big, cpu) == 0 and cpu_threads(tiny_trial(), torch.device("cuda")) == 0
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)  # not the suite's one thread (conftest), so that restoring it is seen
     seen, real = [], torch.set_num_threads
     monkeypatch.setattr(torch, "set_num_threads", lambda n: seen.append(n) or real(n))
-    before = torch.get_num_threads()
-    assert run_trial(tiny_trial(total_tokens=4 * 2048, eval_points=2), tmp_path / "r").status == "completed"
-    assert seen == [1, before] and torch.get_num_threads() == before
+    try:
+        assert run_trial(tiny_trial(total_tokens=4 * 2048, eval_points=2), tmp_path / "r").status == "completed"
+        assert seen == [1, 3] and torch.get_num_threads() == 3
+    finally:
+        real(before)

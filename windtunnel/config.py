@@ -252,6 +252,21 @@ IDENTITY_EXEMPT = _runtime_keys(TrialConfig)
 RUN_DIR_EXCLUDE = ("sweep", "launcher", "data.path", "train.init_from", "hydra.sweep.dir", "hydra.launcher.n_jobs",
                    *(f"tuning.{f.name}" for f in dataclasses.fields(TuningConfig)), *IDENTITY_EXEMPT)
 
+NAME_MAX = 255  # bytes in one file name (Linux, macOS): a sweep's run dir is named by its job's overrides
+
+
+def run_dir_name_of(overrides_line: str) -> str:
+    """A sweep job's run dir name from its override string (Hydra's override_dirname): as it is where it fits in one
+    file name; a longer one becomes a readable prefix (whole overrides, cut at a comma) plus '--' and 12 hex digits
+    of its SHA-1, so that 13 overrides cannot fail with 'File name too long' and two grids' names still differ."""
+    data = overrides_line.encode()
+    if len(data) <= NAME_MAX:
+        return overrides_line
+    import hashlib
+    head = data[:NAME_MAX - 64].decode(errors="ignore")
+    head = head[:head.rfind(",")] if "," in head else head
+    return f"{head}--{hashlib.sha1(data).hexdigest()[:12]}"
+
 
 # What a record written before a field existed meant by it (its config.json lacks the key): a run dir resumes as it
 # began, and tables fill the column with it. Runs before train.eval_set were measured on the val split's head,

@@ -189,7 +189,7 @@ def _target_points(plan: DemoPlan, out: Path, points: dict) -> list[dict]:
         dirs = [out / f"{name.replace(' ', '').replace('/', 'div')}-lr{lr_value:.6g}-bs{bs}-s{seed}"
                 for name, lr_value, seed in jobs]
         for (name, _, seed), result in zip(jobs, run_trials(cfgs, dirs, [{"sweep": "demo-target"}] * len(cfgs))):
-            losses[name][seed] = result.final_eval_loss if result.status == "completed" else math.inf
+            losses[name][seed] = math.inf if result.compared_loss is None else result.compared_loss
             statuses[name].add(str(result.status.value))
     best = min(float(np.mean(list(v.values()))) for v in losses.values())
     rows = []

@@ -73,6 +73,14 @@ class RunResult:
     def finished(self) -> bool:
         return self.status.finished
 
+    @property
+    def compared_loss(self) -> Optional[float]:
+        """The loss runs are compared on (as runs.seeds.run_loss reads a table): after the decay where the run had
+        one, else its final held-out loss; None unless the run completed."""
+        if self.status != RunStatus.COMPLETED:
+            return None
+        return self.decayed_eval_loss if self.decayed_eval_loss is not None else self.final_eval_loss
+
     def to_json(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None or k not in ("traceback", "pid")}
 

@@ -73,8 +73,8 @@ def app(cfg: DictConfig) -> float:
 def _value(result, out: Path) -> float:
     """The value to compare trials on: the loss after a decay when there is one (a WSD run's end, or its
     last decay branch), else the final held-out loss; NaN for diverged or failed runs."""
-    value = result.decayed_eval_loss or result.final_eval_loss
-    if result.status != "completed" or value is None:
+    value = result.compared_loss
+    if value is None:
         if result.status == "failed":
             log.error("%s failed: %s", out, result.error)
         return float("nan")
