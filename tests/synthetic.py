@@ -22,21 +22,24 @@ def tokens_needed(bs, L, E, A=250.0, beta=0.3, k=0.1):
 
 
 def batch_size_runs(noise=0.002, seed=0, n_evals=30, l_init=10.0, steps=None, first_eval=None, seeds=1,
-                    seed_noise=0.0, sizes=SIZES) -> pd.DataFrame:
+                    seed_noise=0.0, sizes=SIZES, config_noise=0.0) -> pd.DataFrame:
     """One row per held-out eval of 18 runs (3 sizes x 6 batch sizes) x `seeds`, canonical columns. Each run trains
     its size's token budget, or `steps` optimizer steps (then a larger batch sees more tokens) if given; evals
     are log-spaced from one step, or from `first_eval` of the run's tokens (a sparse eval schedule). Seed noise:
     each run needs exp(seed_noise z) times the tokens (z ~ N(0, 1) per run: a seed is faster or slower all along
-    its curve, as a real one is), beside the independent eval noise of each point."""
+    its curve, as a real one is), beside the independent eval noise of each point. Configuration noise: each
+    (size, batch) needs exp(config_noise u) times the tokens, u ~ N(0, 1) shared by its seeds (a configuration off
+    the law in a way more seeds do not average away, as the jagged U of sweeps/batch_size)."""
     rng = np.random.default_rng(seed)
     rows = []
     for n, E, budget, grid in sizes:
         levels = np.linspace(E + 1e-3, l_init, 20000)  # ascending loss
+        offsets = {m: math.exp(config_noise * rng.standard_normal()) if config_noise else 1.0 for m in grid}
         for mult, s in ((m, s) for m in grid for s in range(seeds)):
             bs = mult * 4096
             # tokens to first reach each loss: a run passes every higher loss first, so the need of a loss is
             # the largest need of any loss above it (non-increasing in the loss)
-            reach = np.maximum.accumulate(tokens_needed(bs, levels, E)[::-1])[::-1]
+            reach = np.maximum.accumulate(tokens_needed(bs, levels, E)[::-1])[::-1] * offsets[mult]
             if seed_noise:
                 reach = reach * math.exp(seed_noise * rng.standard_normal())
             total = budget if steps is None else steps * bs

@@ -3,6 +3,7 @@ import json
 import pathlib
 import re
 
+import numpy as np
 import pytest
 
 from conftest import cli
@@ -357,3 +358,26 @@ def test_the_prediction_check_at_four_seeds_ties_batch_half_and_keeps_the_lr():
     sample = json.loads((here / "resolution_sample" / "resolution.json").read_text())
     assert sample["losses"] == pytest.approx([loss["predicted"][s] for s in range(4)], rel=1e-12)  # the same runs
     assert sample["resolvable"]["4"] > 4 * 0.0442  # the one-seed record's regret is below the tunnel's resolution
+
+
+@pytest.mark.parametrize("name", ["batch_size", "lr_search", "lr_transfer", "wsd_data_model", "wsd_vs_cosine"])
+def test_every_gpu_record_quotes_its_resolution(name):
+    """sweeps/resolution/NAME: the 4 seeds' final losses in resolution.json are its runs table's; the seed sd and the
+    resolvable differences follow from them (fit/seeds.py); the record's README and the resolution README quote the
+    one-seed resolvable difference, and the per-seed losses, as measured."""
+    import pandas as pd
+    from windtunnel.fit.seeds import resolvable, resolvable_one_seed
+    here = SWEEPS / "resolution" / name
+    record = json.loads((here / "resolution.json").read_text())
+    runs = pd.read_csv(here / "runs.csv.gz").drop_duplicates("run_dir").sort_values("train.seed")
+    assert list(runs["train.seed"]) == [0, 1, 2, 3] and (runs["status"] == "completed").all()
+    assert record["losses"] == pytest.approx(list(runs["final_eval_loss"]), rel=1e-9)
+    assert record["sd_seed"] == pytest.approx(np.std(record["losses"], ddof=1), rel=1e-9)
+    for n, value in record["resolvable"].items():
+        assert value == pytest.approx(resolvable(record["sd_seed"], int(n)), rel=1e-9)
+    one = resolvable_one_seed(record["sd_seed"], 4)
+    assert f"above **{one:.3f} nats**" in (SWEEPS / name / "README.md").read_text()
+    table = (SWEEPS / "resolution" / "README.md").read_text()
+    row = f"| {', '.join(f'{x:.4f}' for x in record['losses'])} | {record['mean']:.4f} | {record['sd_seed']:.4f} | " \
+          f"{record['eval_se']:.4f} | **{one:.3f}** |"
+    assert row in table

@@ -17,7 +17,7 @@ PARAMETRIZATIONS = ("mup", "sp")
 SCHEDULE_KINDS = ("wsd", "cosine", "constant")
 DECAY_KINDS = ("exp", "linear", "cosine", "1-sqrt")
 WD_RULES = ("coupled", "mup")
-SOURCES = ("stdlib", "stdlib+site", "text_dir", "hf")
+SOURCES = ("stdlib", "stdlib+site", "installed_code", "text_dir", "hf")
 TOKENIZERS = ("bytes", "bpe")
 DTYPES = ("auto", "fp32", "bf16")
 EVAL_SETS = ("sample", "head")  # train.eval_set (data/batches.py eval_windows)
@@ -106,7 +106,8 @@ class ScheduleConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "stdlib"  # "stdlib" (embedded code corpus), "stdlib+site", "text_dir", "hf"
+    source: str = "stdlib"  # "stdlib" (embedded code corpus), "stdlib+site", "installed_code" (data/installed.py),
+    #   "text_dir", "hf"
     path: str = ""  # folder of text files (text_dir), or dataset name / save_to_disk folder (hf)
     hf_config: str = ""  # Hugging Face dataset config name, if any
     hf_split: str = "train"  # Hugging Face split to read

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .compose import compose_record
 from .config import TrialConfig, override, to_dict
-from .fit.seeds import resolvable
+from .fit.seeds import resolvable, resolvable_one_seed
 from .train import run_trials
 
 SEED_COUNTS = (2, 3, 4, 6, 8)
@@ -38,7 +38,7 @@ def measure(trial: TrialConfig, out, seeds: int = 4, counts=SEED_COUNTS) -> dict
     sd = math.sqrt(sum((x - mean) ** 2 for x in losses) / (seeds - 1))
     se = sum(ses) / len(ses) if ses else 0.0
     record = {"trial": to_dict(trial), "seeds": list(range(seeds)), "losses": losses, "mean": mean, "sd_seed": sd,
-              "eval_se": se, "packed": packable and seeds > 1,
+              "eval_se": se, "packed": packable and seeds > 1, "resolvable_one_seed": resolvable_one_seed(sd, seeds),
               "resolvable": {str(n): resolvable(sd, n) for n in counts},
               "resolvable_on_distribution": {str(n): resolvable(sd, n, se) for n in counts}}
     out.mkdir(parents=True, exist_ok=True)
@@ -54,6 +54,9 @@ def summary(record: dict) -> str:
              f"(seed sd {record['sd_seed']:.4f}; eval standard error {record['eval_se']:.4f})",
              "seeds per point | smallest paired difference called a finding (95%): on this eval set | on the "
              "held-out distribution"]
+    one = record.get("resolvable_one_seed")
+    if one is not None:  # resolution.json written before this line existed lacks it
+        lines.append(f"{1:>15} | {one:.4f} | (two single-seed runs, as a one-seed record compares them)")
     for n, value in record["resolvable"].items():
         lines.append(f"{n:>15} | {value:.4f} | {record['resolvable_on_distribution'][n]:.4f}")
     return "\n".join(lines)

@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import sizing
 from ..config import ConfigError, DataConfig, TrialConfig
-from .sources import bpe_sample, documents, is_eval, manifest, manifest_hash
+from .sources import bpe_sample, cache_root, documents, held_out, manifest, manifest_hash
 
 CACHE_VERSION = 2
 EOT = "<|endoftext|>"
@@ -44,10 +44,6 @@ class Corpus:
     @property
     def unique_train_tokens(self) -> int:
         return int(self.meta["train_tokens"])
-
-
-def cache_root(cfg: DataConfig) -> Path:
-    return Path(cfg.cache_dir or os.environ.get("WINDTUNNEL_CACHE") or Path.home() / ".cache" / "windtunnel")
 
 
 def cache_key(cfg: DataConfig) -> str:
@@ -122,11 +118,14 @@ def _build(cfg: DataConfig, out: Path, workers: int = 0) -> dict:
     if total and cfg.max_bytes:
         total = min(total, cfg.max_bytes)
     counts = {"train": [0, 0, 0], "val": [0, 0, 0]}  # tokens, bytes, documents
+    lines = {"train": [], "val": []}  # per document, the hashes of its long lines
     progress = _progress(total, f"tokenizing data.source={cfg.source}")
     with open(out / "train.bin", "wb") as ftrain, open(out / "val.bin", "wb") as fval:
         for chunk in _chunks(cfg):
             for (key, text), ids in zip(chunk, encode([t for _, t in chunk])):
-                split = "val" if is_eval(key, cfg.eval_frac) else "train"
+                split = "val" if held_out(cfg, key) else "train"
+                if cfg.source != "hf":  # a streamed dataset may not fit a set of its lines in memory
+                    lines[split].append(_long_line_hashes(text))
                 (fval if split == "val" else ftrain).write(ids.tobytes())
                 counts[split][0] += len(ids)
                 counts[split][1] += len(text)
@@ -138,13 +137,33 @@ def _build(cfg: DataConfig, out: Path, workers: int = 0) -> dict:
         (out / "manifest.tsv").write_text("".join(f"{size}\t{key}\n" for key, size in entries))
     meta = {"config": {k: v for k, v in asdict(cfg).items() if k not in NOT_IN_KEY}, "vocab_size": vocab,
             "manifest": manifest_hash(cfg, entries), "files": len(entries),
-            **{f"{s}_{what}": counts[s][i] for s in counts for i, what in enumerate(("tokens", "bytes", "docs"))}}
+            **{f"{s}_{what}": counts[s][i] for s in counts for i, what in enumerate(("tokens", "bytes", "docs"))},
+            **({"val_long_lines_in_train": _shared_share(lines), "long_line_bytes": LONG_LINE}
+               if cfg.source != "hf" else {})}
     for split in ("train", "val"):
         if meta[f"{split}_tokens"] < 1024:
             raise ConfigError(f"the {split} split of data.source={cfg.source!r} has only {meta[f'{split}_tokens']} "
                               f"tokens; give more text (data.max_bytes, data.path) or change data.eval_frac")
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     return meta
+
+
+LONG_LINE = 40  # bytes, whitespace stripped: shorter lines (an `else:`, a closing brace) recur in any code
+
+
+def _long_line_hashes(text: bytes) -> np.ndarray:
+    """(n,) int64 hashes of the document's lines of LONG_LINE or more bytes (stripped); hash() is salted per process,
+    which is all a comparison within one build needs."""
+    return np.fromiter((hash(line) for line in (raw.strip() for raw in text.split(b"\n")) if len(line) >= LONG_LINE),
+                       dtype=np.int64)
+
+
+def _shared_share(lines: dict) -> float:
+    """The share of held-out long lines (with repeats) that also occur somewhere in train: how much of the held-out
+    loss measures text the model has seen (licence headers, vendored code, generated boilerplate)."""
+    val = np.concatenate(lines["val"]) if lines["val"] else np.zeros(0, np.int64)
+    train = np.unique(np.concatenate(lines["train"])) if lines["train"] else np.zeros(0, np.int64)
+    return float(np.isin(val, train).mean()) if len(val) else 0.0
 
 
 def _progress(total: Optional[int], what: str):

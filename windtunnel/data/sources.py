@@ -58,6 +58,9 @@ def files(cfg: DataConfig) -> list[tuple[str, Path]]:
         if found and not text:
             raise ConfigError(f"data.path={cfg.path!r}: none of its {len(found)} files is UTF-8 text")
         return text
+    if cfg.source == "installed_code":
+        from . import installed
+        return installed.files(cache_root(cfg))
     out = list(_python_files(Path(sysconfig.get_paths()["stdlib"]), skip_site=True))
     if cfg.source == "stdlib+site":
         for sp in sorted(set(site.getsitepackages())):
@@ -132,6 +135,19 @@ def documents(cfg: DataConfig) -> Iterator[tuple[str, bytes]]:
             return
 
 
+def cache_root(cfg: DataConfig) -> Path:
+    return Path(cfg.cache_dir or os.environ.get("WINDTUNNEL_CACHE") or Path.home() / ".cache" / "windtunnel")
+
+
+def held_out(cfg: DataConfig, key: str) -> bool:
+    """Whether a document is in the held-out split: drawn per document, or per package for installed_code (one
+    package never on both sides)."""
+    if cfg.source == "installed_code":
+        from .installed import is_held_out
+        return is_held_out(key, cache_root(cfg), cfg.eval_frac)
+    return is_eval(key, cfg.eval_frac)
+
+
 def is_eval(key: str, eval_frac: float) -> bool:
     """Held-out membership from a hash of the document key: stable, order-free."""
     h = int.from_bytes(hashlib.sha1(key.encode()).digest()[:8], "big")
@@ -144,7 +160,7 @@ def bpe_sample(cfg: DataConfig) -> Iterator[list[str]]:
     manifest's sizes, so the sample is deterministic, spread over the whole corpus, and only its own files
     are read), or the first train rows of a dataset."""
     if cfg.source == "hf":
-        texts = (text for key, text in documents(cfg) if not is_eval(key, cfg.eval_frac))
+        texts = (text for key, text in documents(cfg) if not held_out(cfg, key))
     else:
         chosen, total = [], 0
         for key, path in files(cfg):  # the files documents() would read, up to data.max_bytes
@@ -152,7 +168,7 @@ def bpe_sample(cfg: DataConfig) -> Iterator[list[str]]:
                 break
             size = path.stat().st_size
             total += size
-            if size and not is_eval(key, cfg.eval_frac):
+            if size and not held_out(cfg, key):
                 chosen.append(path)
         train_bytes = sum(p.stat().st_size for p in chosen)
         stride = max(1, math.ceil(train_bytes / cfg.bpe_sample_bytes)) if cfg.bpe_sample_bytes else 1

@@ -31,6 +31,13 @@ def paired_difference(losses: dict, reference: dict) -> dict:
     return {"n": n, "mean": mean, "interval": [low, high], "verdict": verdict}
 
 
+def resolvable_one_seed(sd_seed: float, seeds_measured: int) -> float:
+    """The smallest difference between two single-seed runs (a record's one run per point) called a finding at 95%,
+    given a seed standard deviation measured at `seeds_measured` seeds: t95(seeds - 1) x sqrt(2) x sd (the difference
+    of two independent runs scatters by sqrt(2) sd; the sd itself is an estimate with seeds - 1 degrees of freedom)."""
+    return t95(seeds_measured - 1) * math.sqrt(2) * sd_seed
+
+
 def resolvable(sd_seed: float, n: int, eval_se: float = 0.0) -> float:
     """The smallest paired difference between two configurations that n seeds each call 'better' at 95%: the half
     width of the paired interval when each seed's difference scatters by sqrt(2) x the seed standard deviation (the
