@@ -54,3 +54,32 @@ def test_wheel_in_a_fresh_venv_runs_a_two_point_sweep(tmp_path):
     assert [json.loads(p.read_text())["status"] for p in results] == ["completed", "completed"]
     assert sorted(json.loads((p.parent / "config.json").read_text())["trial"]["train"]["batch_size_tokens"]
                   for p in results) == [1024, 2048]
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_make_install_takes_the_cpu_torch_where_there_is_no_gpu(tmp_path, gpu):
+    """`make install` without TORCH: no nvidia-smi on PATH -> PyTorch's CPU index (then an offline CPU wheel, then a
+    message naming the fix); an nvidia-smi on PATH -> PyPI's CUDA build; TORCH=SPEC -> exactly that spec."""
+    import shutil
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("make", "sh", "bash", "env"):
+        if shutil.which(tool):
+            (bin_dir / tool).symlink_to(shutil.which(tool))
+    if gpu:
+        (bin_dir / "nvidia-smi").write_text("#!/bin/sh\nexit 0\n")
+        (bin_dir / "nvidia-smi").chmod(0o755)
+    env = {"PATH": str(bin_dir), "HOME": str(tmp_path)}
+    dry = subprocess.run(["make", "-n", "install"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    torch_line = next(line for line in dry.stdout.splitlines() if "pip install -q" in line and "torch" in line)
+    if gpu:
+        assert torch_line.endswith('pip install -q "torch>=2.6"')
+    else:
+        assert '"torch>=2.6" --index-url https://download.pytorch.org/whl/cpu' in torch_line
+        assert "|| { .venv/bin/python -m pip install -q --no-index --no-deps \"torch>=2.6\" && " in torch_line
+        assert "--extra-index-url" not in torch_line  # a PyPI fallback would pick the CUDA build
+        assert "pass TORCH=SPEC" in torch_line and "exit 1" in torch_line
+    pinned = subprocess.run(["make", "-n", "install", "TORCH=torch==2.13.0"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert '.venv/bin/python -m pip install -q "torch==2.13.0"' in pinned.stdout.splitlines()
