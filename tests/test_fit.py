@@ -258,3 +258,45 @@ def test_the_fitters_hold_blas_to_one_thread(monkeypatch):
                 fit.batch_size_data_law):
         assert law.__wrapped__.__name__ == law.__name__  # the one_blas_thread wrapper around the fitter itself
     limits.restore_original_limits()
+
+
+def test_lr_refuses_an_lr_that_was_not_swept_or_is_missing_and_flags_copied_losses():
+    sweep = lr_sweep().query("param == 'mup'").reset_index(drop=True)
+    one_lr = sweep[sweep["lr"] == 2.0 ** -7].copy()  # the LR set by a heuristic: one per cell
+    with pytest.raises(NotFittable, match=r"^the LR was not swept: every cell .* has one learning rate"):
+        lr_optimum(one_lr)
+    tied = sweep[sweep["seed"] == 0].copy()  # LR scaled with the batch: each batch size its own LR
+    tied["bs"] = tied["lr"] * 2 ** 20
+    with pytest.raises(NotFittable, match="LR collinear with bs"):
+        lr_optimum(tied)
+    holes = sweep.copy()
+    holes["lr"] = holes["lr"].astype(object)
+    holes.loc[[3, 17], "lr"] = [np.nan, "fast"]
+    with pytest.raises(NotFittable, match=r"^2 row\(s\) have no usable lr .*: rows 3 \(nan\), 17 \('fast'\)"):
+        lr_optimum(holes)
+    with pytest.raises(NotFittable, match="holds no usable learning rate .* --columns lr=YOUR_COLUMN"):
+        lr_optimum(sweep.assign(lr=np.nan))
+    copied = sweep.copy()
+    width = copied["width"] == 256
+    rows = copied.index[width & (copied["seed"] == 0)][:2]  # LRs 2^-12 and 2^-11: the same loss copied
+    copied.loc[rows[1], "loss"] = copied.loc[rows[0], "loss"]
+    notes = [d for d in lr_optimum(copied, n_boot=20).diagnostics if "identical final loss" in d]
+    assert notes == [f"param=mup N={48 * 256 ** 2:.3g}: identical final loss {copied.loc[rows[0], 'loss']:.6g} at LRs "
+                     f"0.000244, 0.000488 (a copied row or one run logged twice?)"]
+    assert not any("identical" in d for d in lr_optimum(sweep, n_boot=20).diagnostics)
+
+
+def test_lr_band_estimator_recovers_the_law_and_says_which_ran():
+    rows = []  # lr* = 0.5 N^-0.3 D^0.2, loss a parabola in log lr around it, cells over N x D
+    for n in (1e7, 4e7, 1.6e8):
+        for d in (1e9, 4e9, 1.6e10):
+            star = 0.5 * n ** -0.3 * d ** 0.2
+            for lr in star * 2.0 ** np.arange(-2.5, 2.6, 0.25):
+                rows.append({"N": n, "D": d, "lr": lr, "loss": 3.0 + 0.02 * np.log(lr / star) ** 2})
+    table = pd.DataFrame(rows)
+    band = lr_optimum(table, estimator="band", n_boot=50, rtol=1e-6)
+    parabola = lr_optimum(table, n_boot=50, rtol=1e-6)
+    for res, name in ((band, "band"), (parabola, "parabola")):
+        assert res.form == "step_law" and res.details["estimator"] == name
+        assert res.params["e_N"] == pytest.approx(-0.3, abs=0.01) and res.params["e_D"] == pytest.approx(0.2, abs=0.01)
+        assert any(d.startswith(f"estimator: {name} (") for d in res.diagnostics)

@@ -55,7 +55,9 @@ RECORD_RUNS = {"batch_size": {"completed": 18}, "lr_transfer": {"completed": 159
                "lr_search/tpe_startup4": {"completed": 36, "pruned": 11},
                "prediction_check/seeds/target": {"completed": 20},
                "prediction_check/seeds/resolution_sample": {"completed": 4},
-               "prediction_check/seeds/resolution_head": {"completed": 4}}
+               "prediction_check/seeds/resolution_head": {"completed": 4},
+               **{f"resolution/{name}": {"completed": 4} for name in
+                  ("batch_size", "lr_search", "lr_transfer", "wsd_data_model", "wsd_vs_cosine")}}
 
 
 def test_every_committed_record_loads_with_its_runs_and_statuses():

@@ -50,7 +50,7 @@ def load_runs(source, *, columns: str = "", derive=(), where=(), drop_top: int =
     path = Path(source)
     options = dict(bs_unit=bs_unit, seq_len=seq_len, n_kind=n_kind)
     mapping = parse_columns(columns)
-    shape = dict(derive=derive, where=where, drop_top=drop_top, drop_by=drop_by)
+    shape = dict(derive=derive, where=where, drop_top=drop_top, drop_by=drop_by, aliases=mapping)
     if path.is_dir():
         record = record_in(path)
         if record:  # a committed record (sweeps/<name>/)
@@ -112,14 +112,16 @@ def _check_one_eval_set(runs, path) -> None:
                           f"re-run the others with the same train.eval_set, train.eval_tokens and train.final_eval_tokens")
 
 
-def _shape(table, *, derive=(), where=(), drop_top: int = 0, drop_by: str = "loss"):
-    """--derive, then --where, then --drop-top, on the table as read (its own column names)."""
+def _shape(table, *, derive=(), where=(), drop_top: int = 0, drop_by: str = "loss", aliases=None):
+    """--derive, then --where, then --drop-top, on the table as read: expressions name its own columns, or the
+    canonical names --columns maps to them (aliases: canonical -> the table's name)."""
     from .fit import columns
     for item in derive or []:
         name, sep, expr = item.partition("=")
         if not sep:
             raise ConfigError(f"--derive {item!r} must look like NAME=EXPR (e.g. D=C/(6*N))")
-        table = columns.derive(table, name, expr)
+        table = columns.derive(table, name, expr, aliases)
     for expr in where or []:
-        table = columns.where(table, expr)
+        table = columns.where(table, expr, aliases)
+    drop_by = (aliases or {}).get(drop_by, drop_by) if drop_by not in table.columns else drop_by
     return columns.drop_top(table, drop_by, drop_top) if drop_top else table

@@ -229,6 +229,11 @@ def main(argv=None) -> int:
     p.add_argument("--levels", default="", help="the batch-size law's loss window: LO:HI (losses as logged), "
                                                 "'per-size' (each size its own, as MiniCPM staggered them); default: "
                                                 "the levels every size measures after its warmup and 10%% of its steps")
+    p.add_argument("--lr-estimator", choices=["parabola", "band"], default="parabola",
+                   help="the LR law from each cell's parabola optimum (default), or Step Law's least squares through "
+                        "every run within 0.25%% of its cell's best loss")
+    p.add_argument("--critical-error", choices=["log", "linear"], default="log",
+                   help="the critical batch's error model: steps fitted in log space (default) or in steps")
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", help="write the fits as JSON here (input of windtunnel predict --fits)")
     p.set_defaults(func=cmd_fit)

@@ -19,8 +19,8 @@ def cmd_fit(args) -> int:
     from .. import fit
     from ..fit import fit_laws
     wanted = list(LAW_NAMES.values()) if args.law == "all" else [LAW_NAMES[args.law]]
-    results, errors = fit_laws(_tables(args), wanted, form=args.form, n_boot=args.boot,
-                               levels=args.levels)
+    results, errors = fit_laws(_tables(args), wanted, form=args.form, n_boot=args.boot, levels=args.levels,
+                               lr_estimator=args.lr_estimator, critical_error=args.critical_error)
     doc = {"source": str(args.source), "fits": {k: v.to_json() for k, v in results.items()}, "not_fittable": errors}
     if args.out:
         Path(args.out).write_text(json.dumps(doc, indent=1))
@@ -72,9 +72,27 @@ def _print_details(res) -> None:
             bs = f"{r['bs_opt']:.4g}" if r.get("bs_opt") else "-"
             print(f"  {r['N']:>10.3g} {r['loss']:>7.4g} {bs:>10} {r['n_runs']:>5} {r.get('censored', 0):>8}  "
                   f"{r.get('flag') or ''}")
-    elif rows:  # isoFLOP optima per budget, critical batch per target loss, Step Law cells: their own columns
+    elif res.law == "critical_batch":
+        rows = details.get("levels", [])
+        print(f"  {'N':>10} {'loss':>7} {'B_noise':>10} {'[95%]':>21} {'B_crit':>10} {'S_min':>10} {'batches':>7}  flag"
+              f"   (B_crit: Zhang et al.'s 20% overhead, B_noise / 5 + 1.2 x the smallest batch)")
+        for r in rows:
+            lo, hi = r["B_noise_interval"]
+            span = f"[{lo:.4g}, {hi:.4g}]" if lo is not None else "-"
+            print(f"  {r['N']:>10.3g} {r['loss']:>7.4g} {_num(r['B_noise']):>10} {span:>21} {_num(r['B_crit']):>10} "
+                  f"{_num(r['S_min']):>10} {r['n_batches']:>7}  {r.get('flag') or ''}")
+        for name, law in details.get("laws", {}).items():
+            lo, hi = law["e_interval"]
+            span = f"[{lo:.3f}, {hi:.3f}]" if lo is not None else "[-]"
+            print(f"  {name} = {law['c']:.4g} x^{law['e']:.3f}  exponent {span} ({law['n_points']} points; "
+                  f"error model: {details['error_model']})")
+    elif rows:  # isoFLOP optima per budget, Step Law cells: their own columns
         keys = [k for k in rows[0] if not isinstance(rows[0][k], (list, dict))]
         print("  " + " ".join(f"{k:>10}" for k in keys))
         for r in rows:
             print("  " + " ".join(f"{r.get(k):>10.4g}" if isinstance(r.get(k), (int, float)) and not isinstance(
                 r.get(k), bool) else f"{str(r.get(k)):>10}" for k in keys))
+
+
+def _num(value) -> str:
+    return f"{value:.4g}" if value is not None else "-"

@@ -12,18 +12,21 @@ fits every law (or the ones named) over a run table (fit_laws).
 """
 from .batch import batch_size_law, tokens_to_reach
 from .loss import LOSS_FORMS, loss_law
-from .isoflop import critical_batch_law, isoflop_law
+from .critical import critical_batch_law
+from .isoflop import isoflop_law
 from .lr import batch_size_data_law, coarse_grid_warnings, log_grid, lr_optimum
 from .result import WINDTUNNEL_COLUMNS, FitResult, NotFittable, canonical, quality, unidentified
 from ..config import callable_module
 from ..laws import LAW_NAMES
 
 
-def fit_laws(tables, laws=None, *, form: str = "chinchilla", n_boot: int = 200, levels: str = "") -> tuple[dict, dict]:
+def fit_laws(tables, laws=None, *, form: str = "chinchilla", n_boot: int = 200, levels: str = "",
+             lr_estimator: str = "parabola", critical_error: str = "log") -> tuple[dict, dict]:
     """Every law in `laws` (names as FitResult.law or as the CLI's; None = all) over a run table (tables.load_runs:
     its .points, one row per held-out eval, and .per_run, one row per finished run): (law -> FitResult,
     law -> why it is not fittable). Each result's diagnostics include the table's notes and quality warnings.
-    `levels`: the batch-size law's loss window (fit/batch.py parse_levels: "", "per-size" or "LO:HI")."""
+    `levels`: the batch-size law's loss window (fit/batch.py parse_levels: "", "per-size" or "LO:HI");
+    `lr_estimator`: "parabola" or "band" (fit/lr.py); `critical_error`: "log" or "linear" (fit/critical.py)."""
     names = list(LAW_NAMES.values()) if laws is None or laws == "all" else [laws] if isinstance(laws, str) else laws
     results, errors = {}, {}
     for law in (LAW_NAMES.get(n, n.replace("-", "_")) for n in names):
@@ -33,11 +36,11 @@ def fit_laws(tables, laws=None, *, form: str = "chinchilla", n_boot: int = 200, 
             elif law == "isoflop":
                 res = isoflop_law(tables.per_run, n_boot=n_boot, units=tables.units)
             elif law == "critical_batch":
-                res = critical_batch_law(tables.points, n_boot=n_boot, units=tables.units)
+                res = critical_batch_law(tables.points, n_boot=n_boot, units=tables.units, error=critical_error)
             elif law == "batch_size_data":
                 res = batch_size_data_law(tables.per_run, n_boot=n_boot, units=tables.units)
             elif law == "lr":
-                res = lr_optimum(tables.per_run, n_boot=n_boot, units=tables.units)
+                res = lr_optimum(tables.per_run, n_boot=n_boot, units=tables.units, estimator=lr_estimator)
             elif law == "loss":
                 res = loss_law(tables.per_run, form=form, n_boot=n_boot, units=tables.units)
             else:

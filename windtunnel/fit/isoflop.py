@@ -1,17 +1,12 @@
-"""Chinchilla's Approach 2 (isoFLOP profiles) and McCandlish et al.'s critical batch size.
+"""Chinchilla's Approach 2 (isoFLOP profiles); the critical batch size is fit/critical.py.
 
 isoflop_law: per compute budget C, a parabola of loss in log N through the best model and its neighbours;
 its minimum is N*(C), with D*(C) = C / (6 N*) (or read off the budget's own (N, D) pairs when D is given);
 then N* = k_N C^a and D* = k_D C^b by OLS in log space, intervals by bootstrap over budgets.
-
-critical_batch_law: per model size and loss level, the optimizer steps each batch size B needed to reach the
-level, S(B) = tokens / B, fitted as S = S_min (1 + B_noise / B) (linear in 1/B); the critical batch
-B_crit = E_min / S_min = B_noise; then B_crit = a / L^b across levels and sizes.
 """
 import numpy as np
 import pandas as pd
 
-from .batch import _levels, tokens_to_reach
 from .blas import one_blas_thread
 from .lr import _optimum, log_grid
 from .result import FitResult, NotFittable, _interval, _need, leave_one_out, loo_warnings
@@ -77,50 +72,3 @@ def isoflop_law(df: pd.DataFrame, *, n_boot: int = 200, seed: int = 0, rtol: flo
                      diagnostics=diagnostics, details={"optima": rows, "leave_one_out": loo},
                      samples=[{"k_N": float(np.exp(d[0])), "a": d[1], "k_D": float(np.exp(d[2])), "b": d[3]}
                               for d in draws])
-
-
-@one_blas_thread
-def critical_batch_law(df: pd.DataFrame, *, n_levels: int = 8, early_frac: float = 0.05, n_boot: int = 200,
-                       seed: int = 0, units: dict | None = None) -> FitResult:
-    """B_crit(L) = a / L^b from batch-size sweeps with loss curves (canonical columns run, N, bs, tokens, loss),
-    or from rows that already give the steps to a target loss (columns N, bs, loss as the target, steps)."""
-    if "steps" in df:
-        _need(df, ("N", "bs", "loss", "steps"), "critical-batch")
-        table = df[["N", "bs", "loss", "steps"]].astype(float)
-    else:
-        _need(df, ("run", "N", "bs", "tokens", "loss"), "critical-batch")
-        rows = []
-        for n, size in df.dropna(subset=["tokens", "loss"]).groupby("N"):
-            curves = {r: (g["bs"].iloc[0], g["tokens"].to_numpy(float), g["loss"].to_numpy(float))
-                      for r, g in size.groupby("run")}
-            for level in _levels(curves, n_levels, early_frac):
-                for bs, t, l in curves.values():
-                    reach = tokens_to_reach(t, l, level)
-                    if np.isfinite(reach):
-                        rows.append({"N": float(n), "bs": float(bs), "loss": float(level), "steps": reach / bs})
-        table = pd.DataFrame(rows, columns=["N", "bs", "loss", "steps"])
-    levels = []
-    for (n, level), g in table.groupby(["N", "loss"]):
-        if g["bs"].nunique() < 3:
-            continue
-        s_min, slope = _fit_line(1.0 / g["bs"].to_numpy(float), g["steps"].to_numpy(float))  # S = S_min + S_min B_noise / B
-        ok = s_min > 0 and slope > 0
-        levels.append({"N": float(n), "loss": float(level), "S_min": s_min, "B_crit": slope / s_min if ok else None,
-                       "E_min": slope if ok else None, "n_batches": int(g["bs"].nunique()),
-                       "flag": None if ok else "S(B) is not S_min (1 + B_noise / B) here (S_min or B_noise <= 0)"})
-    good = [r for r in levels if r["B_crit"]]
-    if len(good) < 3 or np.ptp(np.log([r["loss"] for r in good])) < 1e-3:
-        raise NotFittable(f"the critical batch law needs B_crit at 3 or more distinct losses; this data gives {len(good)} "
-                          f"(each needs >= 3 batch sizes that reach the loss)")
-    x, y = np.log([r["loss"] for r in good]), np.log([r["B_crit"] for r in good])
-    intercept, slope = _fit_line(x, y)
-    rng = np.random.default_rng(seed)
-    draws = np.array([_fit_line(x[i], y[i]) for i in (rng.integers(0, len(x), len(x)) for _ in range(n_boot))
-                      if np.ptp(x[i]) > 0]).reshape(-1, 2)
-    return FitResult(law="critical_batch", form="power_law", params={"a": float(np.exp(intercept)), "b": -slope},
-                     intervals={"a": [float(np.exp(v)) if v is not None else None for v in _interval(draws[:, 0])],
-                                "b": [-v if v is not None else None for v in _interval(draws[:, 1])[::-1]]},
-                     units={"x": "loss (as logged)", "y": "critical batch in tokens (as bs)", **(units or {})},
-                     n_points=len(good), diagnostics=[f"{len(levels) - len(good)} level(s) without a critical batch"]
-                     if len(good) < len(levels) else [], details={"levels": levels},
-                     samples=[{"a": float(np.exp(a)), "b": -b} for a, b in draws])

@@ -46,14 +46,18 @@ def _optimum(x: np.ndarray, loss: np.ndarray) -> tuple[float, dict]:
 
 @one_blas_thread
 def lr_optimum(df: pd.DataFrame, *, band: float = 0.0025, n_boot: int = 200, seed: int = 0, rtol: float = 0.02,
-               units: dict | None = None) -> FitResult:
+               units: dict | None = None, estimator: str = "parabola") -> FitResult:
     """LR optima per cell (canonical columns N, lr, loss; optional D, bs, param, width, seed) and the LR law:
     lr* = c N^e_N D^e_D where the token budget varies across cells (Step Law's form), lr* = c N^e_N where the
     optimum moves with size, else one constant base LR (what muP promises). Intervals: bootstrap over seeds
     within a cell (or the near-optimal band, every LR within `band` of the best loss, without seeds), and
-    over cells for the law. The muTransfer verdict: how many grid steps the optimum moves across widths."""
+    over cells for the law. The muTransfer verdict: how many grid steps the optimum moves across widths.
+    estimator: "parabola" (each cell's optimum from a parabola in log LR, then the law through the optima) or "band"
+    (Step Law's: the law by least squares through every run within `band` of its cell's best loss)."""
+    if estimator not in ("parabola", "band"):
+        raise ValueError(f"estimator={estimator!r}: 'parabola' (per-cell optimum) or 'band' (Step Law's near-optimal runs)")
     _need(df, ("N", "lr", "loss"), "lr")
-    df = df.copy()
+    df = _checked_lr(df.copy())
     df["param"] = df["param"] if "param" in df else "any"
     df["lr"] = log_grid(df["lr"], rtol)
     df["loss"] = df["loss"].where(np.isfinite(df["loss"]), np.inf).fillna(np.inf)  # diverged runs lose
@@ -63,6 +67,7 @@ def lr_optimum(df: pd.DataFrame, *, band: float = 0.0025, n_boot: int = 200, see
     keys = ["param", "N"] + (["D"] if by_d else [])
     other = [c for c in ("bs",) if c in df and df[c].nunique() > 1]
     rng = np.random.default_rng(seed)
+    diagnostics = _not_swept(df, keys, other) + _copied_losses(df, keys, other)
     cells, seed_counts = [], []
     for key, g in df.groupby(keys, dropna=False):
         per = g.groupby(["lr", *other])["loss"].apply(list)  # seeds of each (lr, bs)
@@ -87,7 +92,7 @@ def lr_optimum(df: pd.DataFrame, *, band: float = 0.0025, n_boot: int = 200, see
     if not cells:
         raise NotFittable("no cell (model size, token budget, parametrization) has 3 or more learning rates; "
                           "sweep a grid of LRs")
-    diagnostics = [f"{c['param']} N={c['N']:.3g}" + (f" D={c['D']:.3g}" if by_d else "") +
+    diagnostics += [f"{c['param']} N={c['N']:.3g}" + (f" D={c['D']:.3g}" if by_d else "") +
                    f": best LR {c['best_lr']:.3g} is at the edge of its grid (or next to a diverged LR); left out "
                    f"of the law, extend the grid" for c in cells if c["edge"]]
     diagnostics += coarse_grid_warnings(cells)
@@ -99,8 +104,13 @@ def lr_optimum(df: pd.DataFrame, *, band: float = 0.0025, n_boot: int = 200, see
         raise NotFittable(f"every {main} cell's optimum is at the edge of its LR grid ({len(cells)} cells): the data "
                           f"only bound the optimum from one side; extend the LR grid past the best LR")
     params, intervals, samples, form = _law(mine, by_d, verdicts[main]["moves"], n_boot, rng)
+    if estimator == "band":
+        params, intervals, samples, form = _band_law(df[df["param"] == main], keys, by_d, band, n_boot, rng, form)
+    diagnostics.append(f"estimator: {estimator} (" + ("each cell's optimum from a parabola in log LR, the law "
+                       "through the optima" if estimator == "parabola" else f"Step Law's: least squares through every "
+                       f"run within {100 * band:g}% of its cell's best loss") + ")")
     loo = {}
-    if form != "constant":
+    if form != "constant" and estimator == "parabola":
         columns = [k for k, name in (("N", "e_N"), ("D", "e_D")) if name in params]
         names = {"N": "e_N", "D": "e_D"}
         loo = leave_one_out(len(mine), lambda keep: dict(zip([names[k] for k in columns], _ols(
@@ -114,8 +124,86 @@ def lr_optimum(df: pd.DataFrame, *, band: float = 0.0025, n_boot: int = 200, see
                      units={"lr": "peak (base) learning rate; under muP hidden matrices use lr / m", "N": "parameters",
                             "D": "tokens", **(units or {})},
                      n_points=len(df), diagnostics=diagnostics,
-                     details={"parametrization": main, "optima": cells, "transfer": verdicts, "leave_one_out": loo},
+                     details={"parametrization": main, "optima": cells, "transfer": verdicts, "leave_one_out": loo,
+                              "estimator": estimator},
                      samples=samples)
+
+
+def _checked_lr(df: pd.DataFrame) -> pd.DataFrame:
+    """The table with a numeric, finite, positive lr in every row; else a refusal naming the rows."""
+    lr = pd.to_numeric(df["lr"], errors="coerce")
+    bad = df.index[~(np.isfinite(lr) & (lr > 0))]
+    if len(bad) == len(df):
+        raise NotFittable(f"the lr column holds no usable learning rate ({len(df)} rows, e.g. {df['lr'].iloc[0]!r}): "
+                          f"map the column that holds the peak LR with --columns lr=YOUR_COLUMN")
+    if len(bad):
+        rows = ", ".join(f"{i} ({df.loc[i, 'lr']!r})" for i in bad[:5])
+        raise NotFittable(f"{len(bad)} row(s) have no usable lr (empty, NaN, non-numeric or <= 0): rows {rows}"
+                          f"{' ...' if len(bad) > 5 else ''}; fix them or leave them out with --where")
+    return df.assign(lr=lr)
+
+
+def _not_swept(df: pd.DataFrame, keys: list, other: list) -> list:
+    """A refusal where the LR was not swept but set by a rule: one LR per cell, or within every cell one LR per
+    value of another column (the batch size), so the loss cannot separate the LR from that column."""
+    groups = df.groupby(keys, dropna=False)
+    if groups["lr"].nunique().max() < 2:
+        raise NotFittable("the LR was not swept: every cell (size, token budget, parametrization) has one learning "
+                          "rate, as when a heuristic sets it; the lr law needs 3 or more LRs per cell (sweep a grid "
+                          "of LRs, e.g. optim.lr=...), the other laws do not")
+    for column in other:
+        pairs = [(g["lr"].nunique(), g[column].nunique(), len(g[["lr", column]].drop_duplicates())) for _, g in groups]
+        if all(a == b == c and a > 1 for a, b, c in pairs):
+            raise NotFittable(f"the LR was not swept independently: in every cell each {column} has its own LR and "
+                              f"each LR its own {column} (LR collinear with {column}, as when LR is scaled with the "
+                              f"batch): the loss cannot tell an LR optimum from a {column} optimum; sweep LR at fixed "
+                              f"{column}")
+    return []
+
+
+def _copied_losses(df: pd.DataFrame, keys: list, other: list) -> list:
+    """Warnings for identical final losses in one cell: at two LRs (a copied row, or a run logged twice under two
+    names), or at one LR (duplicates would count as seeds)."""
+    notes = []
+    for key, g in df.groupby(keys, dropna=False):
+        finite = g[np.isfinite(g["loss"])]
+        same = finite[finite.duplicated("loss", keep=False)]
+        for loss, rows in same.groupby("loss"):
+            lrs = sorted(rows["lr"].unique())
+            where = " ".join(f"{k}={v:.3g}" if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+                             else f"{k}={v}" for k, v in
+                             zip(keys, key if isinstance(key, tuple) else (key,)))
+            notes.append(f"{where}: identical final loss {loss:.6g} at " + (
+                f"LRs {', '.join(f'{v:.3g}' for v in lrs)} (a copied row or one run logged twice?)" if len(lrs) > 1
+                else f"LR {lrs[0]:.3g} in {len(rows)} rows (duplicates count as seeds here)"))
+    if len(notes) > 3:  # one line per copy would bury the other diagnostics
+        notes = notes[:2] + [f"... and {len(notes) - 2} more identical final losses within cells (check the table for "
+                             f"copied rows)"]
+    return notes
+
+
+def _band_law(df: pd.DataFrame, keys: list, by_d: bool, band: float, n_boot: int, rng, form: str):
+    """Step Law's estimator: per cell every run within `band` of its best loss, then least squares of log lr on
+    log N (and log D) through all of them; bootstrap over those runs. A constant law stays one value (their mean)."""
+    kept = pd.concat([g[g["loss"] <= g["loss"].min() * (1 + band)] for _, g in df.groupby(keys, dropna=False)
+                      if np.isfinite(g["loss"].min())])
+    rows = kept.to_dict("records")
+    if form == "constant":
+        value = float(np.exp(np.log(kept["lr"]).mean()))
+        draws = [float(np.exp(np.log(kept["lr"].to_numpy()[rng.integers(0, len(kept), len(kept))]).mean()))
+                 for _ in range(n_boot)]
+        return {"lr_star": value}, {"lr_star": _interval(np.array(draws))}, [], "constant"
+    columns = ["N", "D"] if by_d and kept["D"].nunique() > 1 and kept["N"].nunique() > 1 else \
+        ["D"] if by_d and kept["D"].nunique() > 1 else ["N"]
+    names = {"N": "e_N", "D": "e_D"}
+    coef = _ols(rows, columns, "lr")
+    draws = np.array([_ols([rows[i] for i in rng.integers(0, len(rows), len(rows))], columns, "lr")
+                      for _ in range(n_boot)]).reshape(n_boot, len(columns) + 1)
+    params = {"c": float(np.exp(coef[0])), **{names[k]: float(v) for k, v in zip(columns, coef[1:])}}
+    intervals = {"c": [float(np.exp(v)) if v is not None else None for v in _interval(draws[:, 0])],
+                 **{names[k]: _interval(draws[:, i + 1]) for i, k in enumerate(columns)}}
+    samples = [{"c": float(np.exp(d[0])), **{names[k]: float(v) for k, v in zip(columns, d[1:])}} for d in draws]
+    return params, intervals, samples, "step_law" if "D" in columns else "hyper_power_law"
 
 
 COARSE_STEP = 2 ** 0.5  # LR grids coarser than half an octave per step cannot place an optimum to better than a step
