@@ -185,3 +185,21 @@ def test_a_diverged_run_keeps_its_cell_in_an_lr_sweep(tmp_path):
     assert fit["form"] == "constant" and "e_D" not in fit["parameters"]
     assert fit["parameters"]["lr_star"]["value"] == pytest.approx(2 ** -8, rel=0.02)
     assert {c["D"] if "D" in c else budget for c in fit["details"]["optima"]} == {budget}
+
+
+def test_predict_refuses_a_batch_size_law_far_below_the_target():
+    """The batch-size law gets the size gate of the others: fitted on N <= 3.6e7, a 7.7e9 target (214x) is refused;
+    with force the warning is in the prediction (and from there in its Markdown and the launch README)."""
+    import synthetic
+    from windtunnel.predict import NotIdentified
+    sizes = [(n, e, budget * 3, grid) for n, e, budget, grid in synthetic.SIZES[:2]]
+    bs = batch_size_law(batch_size_runs(sizes=sizes), n_boot=50, levels="per-size")
+    big = target_model(shape={"d_model": 4096, "n_layers": 40, "n_heads": 32})
+    ratio = n_params(big) / 36e6
+    with pytest.raises(NotIdentified, match=rf"batch_size law: the target's N = 7.7\de\+09 is {ratio:.0f}x the largest "
+                                            r"fitted size \(3.6e\+07\)"):
+        predict(big, tokens=1e11, target_loss=2.5, batch_size=bs, lr=laws.REFERENCE["minicpm-lr"])
+    pred = predict(big, tokens=1e11, target_loss=2.5, batch_size=bs, lr=laws.REFERENCE["minicpm-lr"], force=True)
+    assert pred.extrapolation["batch_size_size_ratio"] == pytest.approx(ratio, rel=1e-9)
+    assert any(w.startswith("batch_size law: the target's N") for w in pred.warnings)
+    assert "WARNING (--force): batch_size law: the target's N" in pred.to_markdown()

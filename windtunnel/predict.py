@@ -46,7 +46,7 @@ def identification(fits: dict, n: float, loss: float | None) -> tuple[list[str],
             if key in fit.params and fit.params[key] is not None and fit.params[key] <= 0:
                 problems.append(f"{name} law: {key} = {fit.params[key]:.3g} is not positive (a non-physical law)")
         sizes = [o["N"] for o in fit.details.get("optima", []) if o.get("N")] or fit.details.get("sizes", [])
-        if sizes and name in ("lr", "loss"):
+        if sizes and name in ("lr", "loss", "batch_size"):
             reach[f"{name}_size_ratio"] = n / max(sizes)
             if n > SIZE_FACTOR * max(sizes):
                 problems.append(f"{name} law: the target's N = {n:.3g} is {n / max(sizes):.0f}x the largest fitted "
