@@ -232,6 +232,9 @@ def main(argv=None) -> int:
     p.add_argument("--lr-estimator", choices=["parabola", "band"], default="parabola",
                    help="the LR law from each cell's parabola optimum (default), or Step Law's least squares through "
                         "every run within 0.25%% of its cell's best loss")
+    p.add_argument("--profile", choices=["full", "local", "akima"], default="full",
+                   help="an isoFLOP budget's optimum: a parabola through its whole profile (Hoffmann, default), "
+                        "through the best model and 2 neighbours each side, or Akima's interpolation (Porian)")
     p.add_argument("--critical-error", choices=["log", "linear"], default="log",
                    help="the critical batch's error model: steps fitted in log space (default) or in steps")
     p.add_argument("--json", action="store_true")

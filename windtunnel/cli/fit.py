@@ -20,7 +20,8 @@ def cmd_fit(args) -> int:
     from ..fit import fit_laws
     wanted = list(LAW_NAMES.values()) if args.law == "all" else [LAW_NAMES[args.law]]
     results, errors = fit_laws(_tables(args), wanted, form=args.form, n_boot=args.boot, levels=args.levels,
-                               lr_estimator=args.lr_estimator, critical_error=args.critical_error)
+                               lr_estimator=args.lr_estimator, critical_error=args.critical_error,
+                               profile=args.profile)
     doc = {"source": str(args.source), "fits": {k: v.to_json() for k, v in results.items()}, "not_fittable": errors}
     if args.out:
         Path(args.out).write_text(json.dumps(doc, indent=1))
@@ -63,6 +64,9 @@ def _print_details(res) -> None:
             print(f"  {c['param']:>6} {c['N']:>10.3g} {budget:>10} {width:>6} {c['lr_star']:>10.4g}  "
                   f"[{c['interval'][0]:.4g}, {c['interval'][1]:.4g}]".ljust(24) +
                   f" {c['best_lr']:>9.4g} {c['best_loss']:>7.4g}" + ("  edge: left out" if c["edge"] else ""))
+        print(f"  estimator: {details.get('estimator', 'parabola')}" + (
+            " (each cell's optimum from a parabola in log LR; the law through the optima)"
+            if details.get("estimator", "parabola") == "parabola" else " (Step Law's near-optimal runs)"))
         for param, v in (details.get("transfer") or {}).items():
             steps = ", ".join(f"{s:+.2f}" for s in v["shift_in_grid_steps"])
             print(f"  {param}: {v['verdict']} (shift from the smallest size, in grid steps: {steps})")

@@ -21,12 +21,13 @@ from ..laws import LAW_NAMES
 
 
 def fit_laws(tables, laws=None, *, form: str = "chinchilla", n_boot: int = 200, levels: str = "",
-             lr_estimator: str = "parabola", critical_error: str = "log") -> tuple[dict, dict]:
+             lr_estimator: str = "parabola", critical_error: str = "log", profile: str = "full") -> tuple[dict, dict]:
     """Every law in `laws` (names as FitResult.law or as the CLI's; None = all) over a run table (tables.load_runs:
     its .points, one row per held-out eval, and .per_run, one row per finished run): (law -> FitResult,
     law -> why it is not fittable). Each result's diagnostics include the table's notes and quality warnings.
     `levels`: the batch-size law's loss window (fit/batch.py parse_levels: "", "per-size" or "LO:HI");
-    `lr_estimator`: "parabola" or "band" (fit/lr.py); `critical_error`: "log" or "linear" (fit/critical.py)."""
+    `lr_estimator`: "parabola" or "band" (fit/lr.py); `critical_error`: "log" or "linear" (fit/critical.py);
+    `profile`: the isoFLOP profile's optimum, "full", "local" or "akima" (fit/isoflop.py)."""
     names = list(LAW_NAMES.values()) if laws is None or laws == "all" else [laws] if isinstance(laws, str) else laws
     results, errors = {}, {}
     for law in (LAW_NAMES.get(n, n.replace("-", "_")) for n in names):
@@ -34,7 +35,7 @@ def fit_laws(tables, laws=None, *, form: str = "chinchilla", n_boot: int = 200, 
             if law == "batch_size":
                 res = batch_size_law(tables.points, n_boot=n_boot, units=tables.units, levels=levels)
             elif law == "isoflop":
-                res = isoflop_law(tables.per_run, n_boot=n_boot, units=tables.units)
+                res = isoflop_law(tables.per_run, n_boot=n_boot, units=tables.units, profile=profile)
             elif law == "critical_batch":
                 res = critical_batch_law(tables.points, n_boot=n_boot, units=tables.units, error=critical_error)
             elif law == "batch_size_data":

@@ -106,9 +106,9 @@ def lr_optimum(df: pd.DataFrame, *, band: float = 0.0025, n_boot: int = 200, see
     params, intervals, samples, form = _law(mine, by_d, verdicts[main]["moves"], n_boot, rng)
     if estimator == "band":
         params, intervals, samples, form = _band_law(df[df["param"] == main], keys, by_d, band, n_boot, rng, form)
-    diagnostics.append(f"estimator: {estimator} (" + ("each cell's optimum from a parabola in log LR, the law "
-                       "through the optima" if estimator == "parabola" else f"Step Law's: least squares through every "
-                       f"run within {100 * band:g}% of its cell's best loss") + ")")
+    if estimator == "band":  # the default (each cell's parabola) is said by details["estimator"] and the CLI's table
+        diagnostics.append(f"estimator: band (Step Law's: least squares through every run within {100 * band:g}% of "
+                           f"its cell's best loss)")
     loo = {}
     if form != "constant" and estimator == "parabola":
         columns = [k for k, name in (("N", "e_N"), ("D", "e_D")) if name in params]
