@@ -68,6 +68,21 @@ def test_runs_aggregates_seeds_per_configuration_and_by_seed_shows_the_runs(tmp_
     raw = json.loads(cli("runs", str(tmp_path), "--json", "--by-seed", check=True).stdout)
     assert [(r["optim.lr"], r["train.seed"]) for r in raw] == [(0.01, 0), (0.01, 1), (0.01, 2), (0.02, 0), (0.02, 1),
                                                                (0.02, 2)]
+    from windtunnel.sizing import n_params
+    assert raw[-1]["status"] == "interrupted" and raw[-1]["N"] == n_params(compose(["optim.lr=0.02"]).model) > 0
+
+
+def test_runs_fits_120_columns_by_default_and_wide_shows_everything():
+    from pathlib import Path
+    record = Path(__file__).resolve().parents[1] / "sweeps" / "lr_transfer"  # 160 runs, long override lines
+    for extra in ([], ["--by-seed"]):
+        text = cli("runs", str(record), *extra, check=True).stdout.splitlines()
+        assert len(text) == 1 + (160 if extra else 80) and max(map(len, text)) <= 120
+        assert text[0].split()[:4] == ["status", "param", "N", "lr"]
+        # the overrides column shows what differs between runs (every run shares sweep=lr_transfer)
+        assert "sweep=lr_transfer" not in text[1] and "optim.lr=" in text[1]
+    wide = cli("runs", str(record), "--wide", check=True).stdout.splitlines()
+    assert max(map(len, wide)) > 120 and "model.parametrization" in wide[0] and "sweep=lr_transfer" in wide[1]
 
 
 def test_unknown_keys_and_missing_options_are_one_line_errors(tmp_path):

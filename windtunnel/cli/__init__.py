@@ -22,6 +22,43 @@ RESULT_COLUMNS = ["sweep", "name", "status", "model.name", "model.parametrizatio
 CONFIG_COLUMNS = ["sweep", "name", "status", "model.name", "model.parametrization", "N", "optim.lr",
                   "train.batch_size_tokens", "tokens", "n", "seeds", "loss_mean", "loss_std", "overrides"]
 SORT_COLUMNS = ["sweep", "model.parametrization", "N", "train.batch_size_tokens", "optim.lr", "train.seed"]
+# the default table's short headers (--wide: every column under its full name)
+SHORT = {"model.name": "model", "model.parametrization": "param", "optim.lr": "lr", "train.batch_size_tokens": "batch",
+         "train.seed": "seed", "final_eval_loss": "loss", "best_eval_loss": "best", "final_eval_bpb": "bpb",
+         "tokens_per_s": "tok/s", "loss_mean": "loss", "loss_std": "std"}
+WIDTH = 120
+
+
+def narrow(table, width: int = WIDTH) -> str:
+    """The run table as text within `width` columns: short headers, numbers to 4 significant digits, the
+    overrides without the items every row shares (what differs between runs) and cut to the room left, and
+    columns a reader can do without (run_dir, sweep, tok/s, bpb, best, epochs, name) dropped while still too wide."""
+    shown = table.rename(columns=SHORT).copy()
+    if "overrides" in shown and len(shown) > 1:
+        items = [str(o).split(",") if o == o else [] for o in shown["overrides"]]
+        common = set.intersection(*map(set, items)) if items else set()
+        values: dict = {}  # key -> the values it takes: the key that varies most goes first (it survives a cut)
+        for row in items:
+            for item in row:
+                values.setdefault(item.partition("=")[0], set()).add(item)
+        shown["overrides"] = [",".join(sorted((i for i in row if i not in common),
+                                              key=lambda i: -len(values[i.partition("=")[0]]))) for row in items]
+    for column in shown.columns:
+        if shown[column].dtype.kind == "f":
+            shown[column] = shown[column].map(lambda v: "" if v != v else f"{v:.4g}")
+    for optional in ("run_dir", "sweep", "tok/s", "bpb", "best", "epochs", "name"):
+        text = shown.to_string(index=False)
+        if max(map(len, text.splitlines())) <= width or "overrides" not in shown:
+            break
+        rest = shown.drop(columns=["overrides"]).to_string(index=False)
+        room = width - max(map(len, rest.splitlines())) - 2
+        if room >= 24:
+            cut = shown["overrides"].astype(str)
+            shown["overrides"] = cut.where(cut.str.len() <= room, cut.str[:max(room - 3, 1)] + "...")
+            break
+        if optional in shown:
+            shown = shown.drop(columns=[optional])
+    return shown.to_string(index=False)
 
 
 def cmd_train(args) -> int:
@@ -78,7 +115,7 @@ def cmd_runs(args) -> int:
     else:
         import pandas as pd
         with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 250):
-            print(table.to_string(index=False))
+            print(table.to_string(index=False) if args.wide or args.points or args.all_columns else narrow(table))
     return 0
 
 
@@ -200,6 +237,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true", help="print JSON records instead of a table")
     p.add_argument("--points", action="store_true", help="one row per logged point instead of one per run")
     p.add_argument("--all-columns", action="store_true", help="every hyperparameter column")
+    p.add_argument("--wide", action="store_true", help=f"every column under its full name (default: within {WIDTH} "
+                                                         f"characters, short headers)")
     p.add_argument("--by-seed", action="store_true", help="one row per run; by default runs that differ only in "
                                                           "train.seed are one row: the loss's mean, std and n over seeds")
     p.add_argument("--export", metavar="PATH", help="write the runs as a sweep record (every logged point and status, "

@@ -206,7 +206,19 @@ def _run_row(run_dir: Path) -> dict:
     row.update({k: v for k, v in result.items() if k not in ("traceback",)})
     if row["status"] == RunStatus.RUNNING.value and not lock.is_live(run_dir):
         row["status"] = RunStatus.INTERRUPTED.value  # its process died; the next sweep resumes it
+    if not row.get("N"):  # a run that has not finished (or failed early) has no result's N: its model says it
+        row["N"] = _n_of(config["trial"].get("model", {}))
     return row
+
+
+def _n_of(model: dict) -> int | None:
+    from .. import sizing
+    from ..config import ModelConfig
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    try:
+        return sizing.n_params(ModelConfig(**{k: v for k, v in model.items() if k in known}))
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
 
 
 def _rows(root: Path, with_metrics: bool) -> list[dict]:
