@@ -203,3 +203,38 @@ def test_predict_refuses_a_batch_size_law_far_below_the_target():
     assert pred.extrapolation["batch_size_size_ratio"] == pytest.approx(ratio, rel=1e-9)
     assert any(w.startswith("batch_size law: the target's N") for w in pred.warnings)
     assert "WARNING (--force): batch_size law: the target's N" in pred.to_markdown()
+
+
+def test_predict_warns_when_the_target_s_base_width_or_depth_is_not_the_proxies(tmp_path):
+    """Proxies 2 layers deep at base width 256 (run dirs of an LR grid at 3 widths, the optimum at 2^-8): a 40-layer
+    target, or a target at base width 128, is warned about (in the prediction's notes and Markdown); a 2-layer
+    base-256 one is not."""
+    from windtunnel import runs
+    from windtunnel.compose import compose
+    from windtunnel.config import to_dict
+    from windtunnel.fit import fit_laws
+    from windtunnel.tables import load_runs
+    for width in (128, 256, 512):
+        for lr in 2.0 ** np.arange(-11, -4):
+            cfg = compose([f"model.d_model={width}", "model.n_layers=2", "model.dim_model_base=256", f"optim.lr={lr}"])
+            run = tmp_path / f"w{width}-lr{lr:.6f}"
+            run.mkdir()
+            runs.write_json(run / "config.json", {"trial": to_dict(cfg), "sweep": "s"})
+            runs.write_json(run / "result.json", {"status": "completed", "N": n_params(cfg.model), "tokens": 1e6,
+                                                  "final_eval_loss": 3.0 + 0.05 * np.log(lr / 2 ** -8) ** 2})
+    lr = fit_laws(load_runs(tmp_path), ["lr"], n_boot=20)[0]["lr"]
+    assert lr.details["proxy_shape"] == {"dim_model_base": [256], "n_layers": [2]}
+    ref = laws.REFERENCE["minicpm-batch-size"]
+    deep = predict(target_model(shape={"d_model": 2048, "n_layers": 40, "n_heads": 16}), tokens=1e10,
+                   target_loss=2.5, batch_size=ref, lr=lr, force=True)
+    assert [n for n in deep.notes if n.startswith("WARNING: the LR law")] == [
+        "WARNING: the LR law was fitted on proxies of depth 2; the target's is 40: muP transfers the LR across width, "
+        "not depth; MiniCPM keeps the proxies' depth rule (scale_depth / sqrt(n_layers)), so check it with proxies "
+        "of the target's depth"]
+    based = predict(target_model(shape={"d_model": 2048, "n_layers": 2, "n_heads": 16, "dim_model_base": 128}),
+                    tokens=1e10, target_loss=2.5, batch_size=ref, lr=lr, force=True)
+    assert any(n.startswith("WARNING: the LR law was fitted on proxies of muP base width 256; the target's is 128")
+               for n in based.notes) and "muP base width 256" in based.to_markdown()
+    same = predict(target_model(shape={"d_model": 2048, "n_layers": 2, "n_heads": 16}), tokens=1e10, target_loss=2.5,
+                   batch_size=ref, lr=lr, force=True)
+    assert not any(n.startswith("WARNING: the LR law") for n in same.notes)

@@ -113,6 +113,23 @@ def target_model(name: str = "", shape: dict | None = None) -> ModelConfig:
     return sizing.preset(name)
 
 
+def shape_warnings(proxy: dict, target: ModelConfig) -> list[str]:
+    """Where the target's muP base width or depth differs from the proxies' the LR law was fitted on: muP transfers
+    the LR across width at a fixed base width (m = d_model / dim_model_base), not across a changed base or depth."""
+    notes = []
+    for key, label, why in (("dim_model_base", "muP base width",
+                             "the base LR belongs to the base width it was tuned at; set dim_model_base to theirs"),
+                            ("n_layers", "depth", "muP transfers the LR across width, not depth; MiniCPM keeps the "
+                                                  "proxies' depth rule (scale_depth / sqrt(n_layers)), so check it "
+                                                  "with proxies of the target's depth")):
+        values = proxy.get(key) or []
+        mine = getattr(target, key)
+        if values and mine not in values:
+            notes.append(f"WARNING: the LR law was fitted on proxies of {label} {', '.join(map(str, values))}; the "
+                         f"target's is {mine}: {why}")
+    return notes
+
+
 def predict(target: ModelConfig, *, tokens: float = 0, compute: float = 0, target_loss: float = 0,
             batch_size: FitResult | laws.ReferenceLaw | None = None, lr: FitResult | laws.ReferenceLaw | None = None,
             loss: FitResult | None = None, seq_len: int = 4096, seed: int = 0, force: bool = False) -> Prediction:
@@ -188,6 +205,7 @@ def predict(target: ModelConfig, *, tokens: float = 0, compute: float = 0, targe
         main = lr.details.get("parametrization", "")
         notes += [f"LR: {w}" for w in coarse_grid_warnings([c for c in lr.details.get("optima", [])
                                                             if c["param"] == main])]
+        notes += shape_warnings(lr.details.get("proxy_shape") or {}, target)
     m = target.width_mult
     numbers["lr_hidden"] = _number(base_lr / m, None, f"muP: lr / m, m = {target.d_model}/{target.dim_model_base}"
                                    if target.parametrization == "mup" else "SP: one LR")

@@ -25,6 +25,7 @@ class SweepTables:
     notes: list = field(default_factory=list)
     runs: pd.DataFrame = None  # the run table as recorded (statuses, epochs, overfit flags), None for a foreign file
     logged: pd.DataFrame = None  # the finished runs' logged points as recorded (train_loss, eval_loss, lr per step)
+    proxy_shape: dict = field(default_factory=dict)  # the runs' muP base widths and depths (what an LR law transfers from)
 
 
 def parse_columns(text: str) -> dict:
@@ -79,7 +80,9 @@ def load_runs(source, *, columns: str = "", derive=(), where=(), drop_top: int =
         if "run_dir" in raw:  # a running or failed run has no N yet: not a point
             raw = raw[raw["run_dir"].isin(finished["run_dir"])]
         points, _ = fit.canonical(raw, mapping, **options)
-        return SweepTables(points, per_run, units, per_run.attrs.get("notes", []), runs, raw)
+        shape_of = {key.split(".")[1]: sorted({int(v) for v in finished[key].dropna()})
+                    for key in ("model.dim_model_base", "model.n_layers") if key in finished}
+        return SweepTables(points, per_run, units, per_run.attrs.get("notes", []), runs, raw, shape_of)
     if not path.exists():
         raise FileNotFoundError(f"{path} is neither a run directory nor a file")
     table = _shape(pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path), **shape)

@@ -50,6 +50,8 @@ def fit_laws(tables, laws=None, *, form: str = "chinchilla", n_boot: int = 200, 
             errors[law] = str(err)
             continue
         res.diagnostics += list(getattr(tables, "notes", [])) + quality(res)
+        if law == "lr" and getattr(tables, "proxy_shape", None):  # predict compares the target's with these
+            res.details["proxy_shape"] = tables.proxy_shape
         results[law] = res
     return results, errors
 
