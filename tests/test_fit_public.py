@@ -272,6 +272,35 @@ def test_porian_isoflop_tuned_refinedweb():
     assert full["parameters"]["a"]["interval"][0] <= 0.497 <= full["parameters"]["a"]["interval"][1]
 
 
+def test_a_fit_refuses_points_that_pool_configurations_and_names_the_columns(tmp_path):
+    """Two datasets' isoFLOP sweeps in one file, at the same (C, N): pooled they would give one parabola through two
+    profiles; the fit refuses, naming the column and a filter. One dataset (or an LR grid with seeds) fits."""
+    rows = []
+    for dataset, e in (("rw", 1.7), ("owt2", 2.1)):
+        for c in np.geomspace(1e17, 1e20, 5):
+            for n in np.geomspace(1e7, 1e10, 9):
+                d = c / (6 * n)
+                rows.append({"flops": c, "n": n, "dataset": dataset, "run_name": f"{dataset}-{c:.0e}-{n:.0e}",
+                             "loss": e + 400 / n ** 0.34 + 400 / d ** 0.28})
+    pd.DataFrame(rows).to_csv(tmp_path / "iso.csv", index=False)
+    out = cli("fit", str(tmp_path / "iso.csv"), "--law", "isoflop", "--columns", "C=flops,N=n", "--json")
+    refusal = json.loads(out.stdout)["not_fittable"]["isoflop"]
+    assert refusal == ("45 point(s) at one (C, N) pool rows of different configurations: the column(s) dataset differ "
+                       "within them (dataset: ['owt2', 'rw']); fit one configuration at a time, e.g. "
+                       "--where \"dataset == 'owt2'\"")
+    one = cli("fit", str(tmp_path / "iso.csv"), "--law", "isoflop", "--columns", "C=flops,N=n", "--where",
+              "dataset == 'rw'", "--json")
+    assert json.loads(one.stdout)["fits"]["isoflop"]["parameters"]["a"]["value"] == pytest.approx(0.44, abs=0.02)
+
+
+def test_porian_pooled_configurations_are_refused():
+    path = need(DATA / "porian-isoflop" / "porian_isoflop_points.csv")
+    out = cli("fit", str(path), "--law", "isoflop", "--columns", "C=flops,N=n,loss=loss,D=t", "--where",
+              "dataset == 'rw'", "--json")
+    refusal = json.loads(out.stdout)["not_fittable"]["isoflop"]
+    assert "pool rows of different configurations: the column(s) source_file, hparams, warmup, decay" in refusal
+
+
 def test_porian_15_configs_published_exponent_inside_the_interval():
     """Each of Porian et al.'s 15 configurations (their `basic` fits, porian_powerlaw_fits.csv) through their method,
     Akima per budget, with this fitter's two-stage interval: the published exponent inside it in at least 14."""

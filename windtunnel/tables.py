@@ -26,6 +26,10 @@ class SweepTables:
     runs: pd.DataFrame = None  # the run table as recorded (statuses, epochs, overfit flags), None for a foreign file
     logged: pd.DataFrame = None  # the finished runs' logged points as recorded (train_loss, eval_loss, lr per step)
     proxy_shape: dict = field(default_factory=dict)  # the runs' muP base widths and depths (what an LR law transfers from)
+    labels: pd.DataFrame = None  # a foreign file's other columns with few values (dataset, hparams, ...), per_run's rows
+
+
+LABEL_VALUES = 20  # a column with at most this many values labels configurations (dataset, hparams, decay, ...)
 
 
 def parse_columns(text: str) -> dict:
@@ -89,7 +93,10 @@ def load_runs(source, *, columns: str = "", derive=(), where=(), drop_top: int =
     data, units = fit.canonical(table, mapping, **options)
     if "D" not in data and "tokens" in data:
         data["D"] = data["tokens"]
-    return SweepTables(data, data, units, data.attrs.get("notes", []))
+    used = set(mapping.values()) | set(data.columns)
+    labels = table.loc[data.index, [c for c in table.columns if c not in used and 1 < table[c].nunique() <= LABEL_VALUES
+                                    and "seed" not in str(c).lower()]]
+    return SweepTables(data, data, units, data.attrs.get("notes", []), labels=labels)
 
 
 def _check_one_corpus(runs, path) -> None:

@@ -32,6 +32,7 @@ def fit_laws(tables, laws=None, *, form: str = "chinchilla", n_boot: int = 200, 
     results, errors = {}, {}
     for law in (LAW_NAMES.get(n, n.replace("-", "_")) for n in names):
         try:
+            pooled(tables, law)
             if law == "batch_size":
                 res = batch_size_law(tables.points, n_boot=n_boot, units=tables.units, levels=levels)
             elif law == "isoflop":
@@ -54,6 +55,30 @@ def fit_laws(tables, laws=None, *, form: str = "chinchilla", n_boot: int = 200, 
             res.details["proxy_shape"] = tables.proxy_shape
         results[law] = res
     return results, errors
+
+POOL_KEYS = {"isoflop": ("C", "N"), "lr": ("param", "N", "D", "lr", "bs"), "batch_size_data": ("N", "D", "bs", "lr"),
+             "loss": ("N", "D")}
+
+
+def pooled(tables, law: str) -> None:
+    """A refusal where one point of the law (an isoFLOP (C, N), an LR cell's LR, a loss law's (N, D)) pools rows
+    that a foreign file's label columns (dataset, hparams, ...) call different configurations, naming the columns
+    and a filter, as two corpora are refused."""
+    labels = getattr(tables, "labels", None)
+    if labels is None or labels.empty or law not in POOL_KEYS:
+        return
+    keys = [k for k in POOL_KEYS[law] if k in tables.per_run]
+    rows = tables.per_run[keys].join(labels)
+    varying = [c for c in labels.columns if (rows.groupby(keys, dropna=False)[c].nunique() > 1).any()]
+    if varying:
+        groups = rows.groupby(keys, dropna=False)
+        n = int((groups[varying[0]].nunique() > 1).sum())
+        example = str(sorted(map(str, labels[varying[0]].dropna().unique()))[:3])
+        first = sorted(labels[varying[0]].dropna().unique(), key=str)[0]
+        raise NotFittable(f"{n} point(s) at one ({', '.join(keys)}) pool rows of different configurations: the "
+                          f"column(s) {', '.join(varying)} differ within them ({varying[0]}: {example}); fit one "
+                          f"configuration at a time, e.g. --where \"{varying[0]} == {first!r}\"")
+
 
 __all__ = ["fit_laws", "FitResult", "LOSS_FORMS", "NotFittable", "WINDTUNNEL_COLUMNS", "batch_size_data_law", "batch_size_law",
            "canonical", "coarse_grid_warnings", "critical_batch_law", "isoflop_law", "log_grid", "quality",
