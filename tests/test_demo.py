@@ -60,13 +60,23 @@ def test_report_embeds_every_figure(demo):
     html = (out / "report.html").read_text()
     expected = 1 + 2 * ("batch_size" in doc["fits"]) + ("lr" in doc["fits"]) + 1  # curves, batch law x2, LR, target
     assert html.count('<img alt="') == expected == html.count("data:image/png;base64,")
-    assert "Regret table" in html and "| predicted |" in html
+    # the regret table is an HTML table, one row per point with its verdict, not Markdown pipes
+    assert "<h2>Regret table" in html and "| predicted |" not in html
+    for r in doc["regret"]:
+        verdict = r.get("difference", {}).get("verdict", "")
+        assert f"<td>{r['point']}</td>" in html and (not verdict or f"<td>{verdict}</td>" in html)
+    assert f"Demo in {doc['demo_seconds']:.0f} s" in html
 
 
 def test_a_second_call_skips_finished_trials(demo):
     out, _ = demo
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("result.json")}
     assert len(stamps) == 12 + 12 + 10  # 3 widths x 4 batches, 2 widths x 2 parametrizations x 3 LRs, 5 targets x 2 seeds
+    first = json.loads((out / "demo.json").read_text())["demo_seconds"]
     done = cli("-q", "demo", "--tiny", "--out", str(out), "--boot", "50")
     assert done.returncode == 0, done.stderr[-3000:]
     assert {p: p.stat().st_mtime_ns for p in out.rglob("result.json")} == stamps
+    # the headline keeps the demo's real time, and says this call's
+    again = json.loads((out / "demo.json").read_text())
+    assert again["demo_seconds"] == first > again["seconds"]
+    assert re.search(rf"Demo in {first:.0f} s \(this call \d+ s: the runs of an earlier call were kept\)", done.stdout)

@@ -206,6 +206,19 @@ def _target_points(plan: DemoPlan, out: Path, points: dict) -> list[dict]:
     return rows
 
 
+def regret_rows(result: DemoResult) -> list[dict]:
+    """The regret table as rows (what the report renders as an HTML table)."""
+    rows = []
+    for r in result.regret:
+        d = r.get("difference")
+        rows.append({"point": r["point"], "lr": r["lr"], "batch (tokens)": r["batch_size_tokens"],
+                     "seeds": len(r["losses"]), "mean final held-out loss": r["final_eval_loss"],
+                     "minus predicted": "" if d is None else f"{d['mean']:+.4f}",
+                     "95% interval": "" if d is None or not math.isfinite(d["interval"][0]) else
+                     "[{:+.4f}, {:+.4f}]".format(*d["interval"]), "verdict": "" if d is None else d["verdict"]})
+    return rows
+
+
 def regret_table(result: DemoResult) -> str:
     """The regret table: per point the mean final loss over its seeds and, for a neighbour, its paired difference from
     the predicted point with the 95% interval and the verdict (better / worse only where the interval excludes 0)."""
@@ -242,7 +255,14 @@ def summary(plan: DemoPlan, result: DemoResult) -> dict:
 
 
 def write_summary(out: Path, plan: DemoPlan, result: DemoResult) -> dict:
+    """OUT/demo.json. `demo_seconds` is the demo's real time: the longest call that wrote this file (a second call,
+    which trains nothing, takes seconds; it keeps the first call's time and adds its own as `seconds`)."""
     doc = summary(plan, result)
+    try:
+        earlier = json.loads((Path(out) / "demo.json").read_text()).get("demo_seconds", 0.0)
+    except (OSError, ValueError, AttributeError):
+        earlier = 0.0
+    doc["demo_seconds"] = max(float(earlier or 0.0), result.seconds)
     tmp = Path(out) / "demo.json.tmp"
     tmp.write_text(json.dumps(doc, indent=1, default=str))
     tmp.replace(Path(out) / "demo.json")

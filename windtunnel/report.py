@@ -55,10 +55,13 @@ def _fit_section(law: str, res) -> str:
 
 
 def render(tables: SweepTables, fits: dict, errors: dict, *, title: str, prediction: dict = None,
-           extra_figures: dict = None, notes: list = (), figure_fits: dict = None) -> str:
+           extra_figures: dict = None, notes: list = (), figure_fits: dict = None, extra_tables: dict = None) -> str:
     """The report as one HTML string. figure_fits: the fits whose figures are drawn from `tables` (default all
-    of `fits`; a report that shows fits of other tables, as the demo's does, passes their figures as extra)."""
+    of `fits`; a report that shows fits of other tables, as the demo's does, passes their figures as extra).
+    extra_tables: title -> rows (dicts, one key per column) shown as HTML tables after the notes."""
     parts = [f"<h1>{html.escape(title)}</h1>"] + [f"<p>{html.escape(n)}</p>" for n in notes]
+    for name, rows in (extra_tables or {}).items():
+        parts.append(f"<h2>{html.escape(name)}</h2>" + (_table(rows, list(rows[0])) if rows else "<p>none</p>"))
     if tables.runs is not None and len(tables.runs):
         runs = tables.runs.sort_values([c for c in ("N", "train.batch_size_tokens", "optim.lr") if c in tables.runs])
         counts = runs["status"].value_counts().to_dict()
