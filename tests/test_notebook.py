@@ -14,10 +14,23 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "windtunnel.ipynb"
 
 
-def test_the_committed_notebook_has_no_outputs():
+def test_the_committed_notebook_is_executed_and_shows_what_the_library_computes():
+    """Committed with its outputs (a code host shows the figures): every code cell ran, in order, without an error;
+    its 4 figures are there; the numbers it printed are what the library computes from the committed records
+    (batch_size, lr_transfer: its defaults)."""
     doc = json.loads(NOTEBOOK.read_text())
     code = [c for c in doc["cells"] if c["cell_type"] == "code"]
-    assert code and all(not c["outputs"] and c.get("execution_count") is None for c in code)
+    assert [c["execution_count"] for c in code] == list(range(1, len(code) + 1))
+    outputs = [o for c in code for o in c["outputs"]]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 4
+    text = "".join("".join(o["text"]) for o in outputs if o["output_type"] == "stream")
+    fits, _ = fit(load_runs(ROOT / "sweeps" / "batch_size"), ["batch_size"], n_boot=20)
+    assert float(re.search(r"^b = (\S+)", text, re.M).group(1)) == pytest.approx(fits["batch_size"].params["b"], rel=1e-5)
+    lr, _ = fit(load_runs(ROOT / "sweeps" / "lr_transfer"), ["lr"], n_boot=20)
+    printed = float(re.search(r"'lr_star': ([\d.e-]+)", text).group(1))
+    assert printed == pytest.approx(lr["lr"].params["lr_star"], rel=1e-9)
+    assert "optimum transfers across width" in text and "# Prediction for w768" in text
 
 
 # (batch-size record, LR record): the notebook reads each committed pair
