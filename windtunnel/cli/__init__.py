@@ -284,7 +284,7 @@ def main(argv=None) -> int:
                                     "LR U-curves (muP beside SP), WSD branches, the muP coordinate check")
     p.add_argument("source", nargs="?", help="a run directory tree or a record (sweeps/NAME); not for --kind coord")
     p.add_argument("--kind", choices=list(PLOT_KINDS), default="curves")
-    p.add_argument("--out", help="PNG (or PDF, SVG) to write; default RUNS_DIR/KIND.png")
+    p.add_argument("--out", help="PNG (or PDF, SVG) to write; default ./NAME-KIND.png (NAME: the runs folder's name)")
     p.add_argument("--columns", default="", help="as for windtunnel fit")
     p.add_argument("--where", action="append", help="as for windtunnel fit")
     p.add_argument("--boot", type=int, default=200)

@@ -39,7 +39,8 @@ def cmd_plot(args) -> int:
             fig = plot.wsd_curves(tables.logged, fits.get(law))
         else:
             fig = getattr(plot, PLOT_KINDS[args.kind])(fits[law])
-    out = Path(args.out or Path(args.source or ".") / f"{args.kind}.png")
+    # the current folder by default (never into a committed record unless --out says so): NAME-KIND.png
+    out = Path(args.out or f"{Path(args.source).resolve().name + '-' if args.source else ''}{args.kind}.png")
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=args.dpi)
     print(out)
