@@ -301,6 +301,7 @@ def test_porian_pooled_configurations_are_refused():
     assert "pool rows of different configurations: the column(s) source_file, hparams, warmup, decay" in refusal
 
 
+@pytest.mark.slow  # replicated fits: in `make test`, out of `make test-fast`
 def test_porian_15_configs_published_exponent_inside_the_interval():
     """Each of Porian et al.'s 15 configurations (their `basic` fits, porian_powerlaw_fits.csv) through their method,
     Akima per budget, with this fitter's two-stage interval: the published exponent inside it in at least 14."""
@@ -335,6 +336,7 @@ def test_isoflop_recovers_a_synthetic_allocation():
         pytest.approx(1.0, abs=1e-9)
 
 
+@pytest.mark.slow  # replicated fits: in `make test`, out of `make test-fast`
 def test_isoflop_whole_profile_beats_the_local_parabola_on_noisy_asymmetric_profiles():
     """Chinchilla-form profiles (asymmetric in log N), 9 models spaced 2^(1/2) per budget around an optimum the grid
     does not centre (offsets up to 0.7 in log N), 0.3% multiplicative noise, 7 budgets; 20 replicates. The true
@@ -487,6 +489,7 @@ def _cbs_sweep(seed: int, reverse_size: float | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@pytest.mark.slow  # replicated fits: in `make test`, out of `make test-fast`
 def test_critical_batch_in_log_space_recovers_each_size_where_least_squares_in_steps_fails():
     from windtunnel.fit import critical_batch_law
     log_err, linear_err = [], []

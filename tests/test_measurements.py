@@ -197,6 +197,7 @@ def test_the_one_seed_note_is_in_a_fit_on_one_seed_and_not_on_three():
     assert not any("one seed" in d for d in three.diagnostics)
 
 
+@pytest.mark.slow  # 80 bootstrapped fits: in `make test`, out of the daily `make test-fast` loop
 def test_the_fitter_s_seed_bootstrap_covers_where_resampling_seeds_alone_does_not():
     """benchmarks/seed_coverage.py at 40 replicates: synthetic batch-size sweeps (MiniCPM's b = 6.24, 3 seeds per point,
     seed noise 0.15 and a per-configuration deviation of 0.1 in log tokens). The fitter's two-stage bootstrap
