@@ -33,8 +33,15 @@ def test_batch_size_grid_through_the_cli_then_resume(tmp_path):
     out = cli("sweep", *grid, cwd=tmp_path, check=True)  # the same command again: every run is finished, nothing trains
     assert {d: (d / runs.RESULT).stat().st_mtime_ns for d in dirs} == stamps
     assert (out.stdout + out.stderr).count("completed final_eval_loss") == 3  # logged (Hydra's console: stdout)
+    assert "windtunnel sweep: 3 of 3 runs already finished under runs/batch_size_cpu: skipped" in out.stderr
     listed = json.loads(cli("runs", str(root), "--json", cwd=tmp_path, check=True).stdout)
     assert sorted(r["train.batch_size_tokens"] for r in listed) == [512, 1024, 2048]
+
+
+def test_sweep_info_prints_each_line_once(tmp_path):
+    out = cli("sweep", "--info", cwd=tmp_path, check=True)
+    text = out.stdout + out.stderr
+    assert text.count("Installed Hydra Plugins") == 1 and text.count("BashCompletion") == 1 and "[windtunnel]" not in text
 
 
 def test_a_grid_of_many_overrides_gets_run_dir_names_that_fit_and_resume(tmp_path):

@@ -209,6 +209,8 @@ def _set_verbosity(argv: list[str]) -> list[str]:
     logging.getLogger("windtunnel").setLevel(level)
     if not logging.getLogger().handlers:  # Hydra sets up its own in sweep jobs
         logging.basicConfig(format="[windtunnel] %(message)s", stream=sys.stderr)
+        for handler in logging.getLogger().handlers:
+            handler.set_name("windtunnel")  # `windtunnel sweep` takes it off while Hydra's own is on (no line twice)
     return [a for a in argv if a not in VERBOSITY]
 
 

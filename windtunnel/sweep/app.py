@@ -251,13 +251,22 @@ def main(argv: list[str]) -> int:
     if checked.get("run_dirs"):  # for the progress line each job logs
         done = sum(1 for d in checked["run_dirs"] if finished(d))
         os.environ[SWEEP_JOBS], os.environ[SWEEP_START] = str(len(checked["run_dirs"])), f"{time.time()} {done}"
+        if done:  # a resumed sweep: say what it will not train again
+            print(f"windtunnel sweep: {done} of {len(checked['run_dirs'])} runs already finished under "
+                  f"{checked['sweep_dir']}: skipped (delete a run dir to train it again)", file=sys.stderr)
     completing = "-sc" in argv or "--shell-completion" in argv  # the script Hydra writes calls the program by name
     # @hydra.main reads its arguments from sys.argv (it takes no others): set for the call, then put back
     saved, sys.argv = sys.argv, ["windtunnel" if completing else "windtunnel sweep", *argv]
+    root = logging.getLogger()
+    ours = [h for h in root.handlers if h.get_name() == "windtunnel"]  # Hydra configures the root logger itself:
+    for handler in ours:  # with ours on as well, every line of --info (and of the jobs) would print twice
+        root.removeHandler(handler)
     try:
         app()
     finally:
         sys.argv = saved
+        for handler in ours:
+            root.addHandler(handler)
     if not (multirun and checked):
         return 0
     failed = summarize(checked["sweep_dir"], checked.get("run_dirs"))
