@@ -520,3 +520,27 @@ def test_critical_batch_says_where_b_noise_is_not_monotone_in_n():
     note = next(d for d in broken.diagnostics if "not monotone" in d)
     assert note.startswith("B_noise is not monotone in N (the law assumes it grows with N): N=3e+08:")
     assert "1 of 1 reversal(s) beyond the per-point intervals" in note
+
+
+def test_fit_inputs_that_are_not_numbers_are_refused_with_their_rows(tmp_path):
+    """A header-only file is one line; text in a numeric column, or a missing N / LR, is refused naming the rows;
+    a missing loss is kept (a diverged run) and named in the diagnostics, not dropped in silence."""
+    (tmp_path / "empty.csv").write_text("N,D,loss\n")
+    out = cli("fit", str(tmp_path / "empty.csv"), "--law", "loss")
+    assert out.returncode == 2 and out.stderr.strip() == \
+        f"windtunnel fit: error: {tmp_path / 'empty.csv'} holds no rows (only a header: N, D, loss); a fit needs one row per run"
+    rows = pd.DataFrame({"N": [1e6, 2e6, 4e6, 8e6], "lr": [1e-3, 2e-3, 4e-3, 8e-3], "loss": [3.1, 3.0, 3.05, 3.2]})
+    rows.assign(lr=["0.001", "fast", "0.004", "0.008"]).to_csv(tmp_path / "text.csv", index=False)
+    out = cli("fit", str(tmp_path / "text.csv"), "--law", "lr")
+    assert out.returncode == 2 and "the lr column (lr) has 1 value(s) that are not numbers, at row(s) 1 ('fast')" \
+        in out.stderr and "Traceback" not in out.stderr
+    rows.assign(N=[1e6, None, 4e6, 8e6]).to_csv(tmp_path / "hole.csv", index=False)
+    out = cli("fit", str(tmp_path / "hole.csv"), "--law", "lr")
+    assert out.returncode == 2 and "the N column (N) has 1 missing (empty or NaN) value(s), at row(s) 1;" in out.stderr
+    sweep = pd.DataFrame([{"N": 1e6, "lr": lr, "loss": 3.0 + 0.05 * np.log(lr / 4e-3) ** 2} for lr in
+                          4e-3 * 2.0 ** np.arange(-3, 4)])
+    sweep.loc[6, "loss"] = np.nan  # the largest LR diverged
+    sweep.to_csv(tmp_path / "diverged.csv", index=False)
+    doc = json.loads(cli("fit", str(tmp_path / "diverged.csv"), "--law", "lr", "--json").stdout)
+    assert "1 row(s) have no loss (empty or NaN: rows 6): the lr law counts them as diverged, the other laws leave " \
+           "them out" in doc["fits"]["lr"]["diagnostics"]

@@ -89,8 +89,17 @@ def load_runs(source, *, columns: str = "", derive=(), where=(), drop_top: int =
         return SweepTables(points, per_run, units, per_run.attrs.get("notes", []), runs, raw, shape_of)
     if not path.exists():
         raise FileNotFoundError(f"{path} is neither a run directory nor a file")
-    table = _shape(pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path), **shape)
-    data, units = fit.canonical(table, mapping, **options)
+    try:
+        raw = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        raw = pd.DataFrame()
+    if raw.empty:
+        raise fit.NotFittable(f"{path} holds no rows{' (only a header: ' + ', '.join(map(str, raw.columns)) + ')' if len(raw.columns) else ''}; "
+                              f"a fit needs one row per run")
+    table = _shape(raw, **shape)
+    if table.empty:
+        raise fit.NotFittable(f"no row of {path} is left after --where/--drop-top ({len(raw)} rows before)")
+    data, units = fit.canonical(table, mapping, missing_loss=False, **options)
     if "D" not in data and "tokens" in data:
         data["D"] = data["tokens"]
     used = set(mapping.values()) | set(data.columns)

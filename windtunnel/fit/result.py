@@ -67,10 +67,12 @@ def _interval(samples: np.ndarray, level: float = 0.95) -> list:
 # ----------------------------------------------------------------------------- tables
 
 def canonical(df: pd.DataFrame, columns: dict | None = None, *, bs_unit: str = "tokens", seq_len: int = 0,
-              n_kind: str = "non-embedding") -> tuple[pd.DataFrame, dict]:
+              n_kind: str = "non-embedding", missing_loss: bool = True) -> tuple[pd.DataFrame, dict]:
     """Rename a table to canonical columns (run, N, bs, tokens/D, loss, lr, param, width, seed) and convert
     units: `bs_unit="sequences"` multiplies bs by seq_len; an `N_emb` column is subtracted from N when
-    n_kind="total" (making N non-embedding). Returns the table and its units."""
+    n_kind="total" (making N non-embedding). Returns the table and its units. A value that is not a number, or
+    missing where a point needs it (N, bs, lr, C, D), is refused with its rows; a missing loss (a diverged run, a
+    train-only log row) is kept, and named in a note unless missing_loss (a run's log, where it is the rule)."""
     mapping = dict(WINDTUNNEL_COLUMNS)
     for canon in mapping:  # a table that already uses a canonical name (N, D, bs, lr, loss) needs no mapping
         if canon in df.columns and mapping[canon] not in df.columns:
@@ -94,8 +96,22 @@ def canonical(df: pd.DataFrame, columns: dict | None = None, *, bs_unit: str = "
         n_kind = "non-embedding"
     for col in ("N", "bs", "tokens", "D", "loss", "lr", "C"):
         if col in out:
-            out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)  # 6ND overflows int64
+            given = out[col]
+            out[col] = pd.to_numeric(given, errors="coerce").astype(float)  # 6ND overflows int64
+            text = out.index[out[col].isna() & given.notna()]  # "fast", "3.1e", "n/a": not silently missing
+            missing = out.index[out[col].isna() & given.isna()] if col != "loss" else []
+            for bad, what in ((text, "value(s) that are not numbers"), (missing, "missing (empty or NaN) value(s)")):
+                if len(bad):
+                    shown = ", ".join(f"{i} ({given[i]!r})" if isinstance(given[i], str) else str(i) for i in list(bad[:10]))
+                    raise NotFittable(f"the {col} column ({mapping[col]}) has {len(bad)} {what}, at row(s) {shown}"
+                                      f"{' ...' if len(bad) > 10 else ''}; fix those rows or leave them out "
+                                      f"(--where, e.g. --where '{mapping[col]} > 0')")
     notes = []
+    if "loss" in out and not missing_loss and out["loss"].isna().any():  # said, not dropped in silence
+        rows = out.index[out["loss"].isna()]
+        notes.append(f"{len(rows)} row(s) have no loss (empty or NaN: rows {', '.join(map(str, list(rows[:10])))}"
+                     f"{' ...' if len(rows) > 10 else ''}): the lr law counts them as diverged, the other laws leave "
+                     f"them out")
     if "loss" in out:  # a cross-entropy is > 0; NaN is a missing value (e.g. a train-only log row) and is allowed
         bad = out.index[(out["loss"] <= 0) | np.isinf(out["loss"])]
         if len(bad):
