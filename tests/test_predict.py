@@ -238,3 +238,29 @@ def test_predict_warns_when_the_target_s_base_width_or_depth_is_not_the_proxies(
     same = predict(target_model(shape={"d_model": 2048, "n_layers": 2, "n_heads": 16}), tokens=1e10, target_loss=2.5,
                    batch_size=ref, lr=lr, force=True)
     assert not any(n.startswith("WARNING: the LR law") for n in same.notes)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--target-loss", "1e9"], "--target-loss 1e+09 is outside what minicpm-batch-size can say: it was measured at "
+                               "losses 3.3-5.35"),
+    (["--target-loss", "1.0"], "--target-loss 1 is outside what minicpm-batch-size can say"),
+    (["--tokens", "1"], "--tokens 1 is less than one sequence of --seq-len 4096: not a training run"),
+    (["--seq-len", "100000000"], "the predicted batch (3.98e+06 tokens) is less than half a sequence of --seq-len "
+                                 "100000000"),
+    (["--tokens", "inf"], "--tokens inf: must be a finite, positive number"),
+    (["--seq-len", "0"], "--seq-len 0: must be a whole number of tokens >= 1"),
+    (["--shape", "d_model=0"], "--shape d_model=0: must be a positive number"),
+    (["--tokens", "-5"], "--tokens -5.0: must be a finite, positive number"),
+])
+def test_predict_refuses_inputs_that_cannot_be_in_one_line(args, message):
+    given = {"--tokens": "1.1e12", "--target-loss": "2.5", **dict(zip(args[::2], args[1::2]))}
+    out = cli("predict", "--reference", "minicpm", "--target", "2.4B", *[x for kv in given.items() for x in kv])
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and message in out.stderr, out.stderr
+
+
+def test_predict_refuses_a_target_loss_at_or_below_the_loss_law_floor():
+    loss = loss_law(chinchilla_runs(1.82, 482.0, 2085.0, 0.348, 0.366), n_boot=20)
+    with pytest.raises(ConfigError, match=r"--target-loss 1.8 is at or below the loss law's floor E = 1.8\d*: no model "
+                                          r"reaches it"):
+        predict(target_model("w499m"), tokens=1e10, target_loss=1.8, batch_size=laws.REFERENCE["minicpm-batch-size"],
+                lr=laws.REFERENCE["minicpm-lr"], loss=loss, force=True)

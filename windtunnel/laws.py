@@ -101,6 +101,7 @@ class ReferenceLaw:
     units: dict  # what x, y, N, D, C, bs mean (tokens vs sequences, N with or without embeddings)
     source: str
     exponents: dict = field(default_factory=dict)  # hyper_power_law only
+    loss_range: tuple = ()  # the losses a loss-indexed law was measured over (x of a power law in L), when stated
 
     def __call__(self, *args, **inputs):
         if self.form == "power_law":
@@ -121,7 +122,8 @@ _MINICPM_UNITS = {"N": "1e9 non-embedding parameters", "D": "1e9 tokens", "C": "
 REFERENCE: dict[str, ReferenceLaw] = {r.name: r for r in [
     ReferenceLaw("minicpm-batch-size", "power_law", {"a": 1.21e9, "b": 6.24},
                  {"x": "C4 loss, nats/token", "y": "batch size in tokens"},
-                 "MiniCPM (arXiv 2404.06395) section 3.2: bs = 1.21e9 / L^6.24"),
+                 "MiniCPM (arXiv 2404.06395) section 3.2: bs = 1.21e9 / L^6.24",
+                 loss_range=(3.3, 5.35)),  # C4 losses of its three panels (minicpm.md 2.1)
     ReferenceLaw("minicpm-lr", "constant", {"value": 0.01},
                  {"y": "muP base Adam LR (hidden matrices get lr / m, m = d_model / 256)"},
                  "MiniCPM section 3.3 / A.1: lr 0.01 optimal at every width under muP"),

@@ -6,6 +6,7 @@ LRs under muP -> a WSD schedule -> a TrialConfig. Each number carries the law it
 from the fits' bootstrap draws.
 """
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +20,7 @@ WARMUP_FRAC = 0.01  # MiniCPM does not state its warmup; 1% of tokens is the com
 DECAY_FRAC = 0.1  # MiniCPM: a decay of ~10% of tokens is enough (minicpm.md 4.3)
 # How far a prediction may reach past the data its laws were fitted on before it is refused (--force goes on):
 LOSS_FACTOR = 1.25  # a target loss below the lowest fitted loss / 1.25 (or above the highest x 1.25)
+REFERENCE_LOSS_FACTOR = 2.0  # for a published law: MiniCPM itself applied its batch law below the losses it measured
 SIZE_FACTOR = 100.0  # a target N above 100 x the largest proxy's N (MiniCPM went from 0.036B proxies to 2.4B: 67x)
 EXPONENTS = {"batch_size": ("b",), "lr": ("e_N", "e_D"), "loss": ("alpha", "beta"), "batch_size_data": ("b",)}
 
@@ -107,10 +109,43 @@ def target_model(name: str = "", shape: dict | None = None) -> ModelConfig:
     if shape:
         base = sizing.preset(name) if name else ModelConfig(name="target", dim_model_base=256)
         try:
-            return dataclasses.replace(base, **shape)
+            model = dataclasses.replace(base, **shape)
         except TypeError as err:
             raise ConfigError(f"--shape: {err}; use ModelConfig fields such as d_model, n_layers, n_heads") from None
+        for key in ("d_model", "n_layers", "n_heads", "dim_model_base"):
+            value = getattr(model, key)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"--shape {key}={value}: must be a positive number")
+        if model.d_model % model.heads:
+            raise ConfigError(f"--shape d_model={model.d_model} is not divisible by n_heads={model.heads}")
+        return model
     return sizing.preset(name)
+
+
+def _reachable(target_loss: float, loss, batch_size) -> None:
+    """A given target loss no model reaches (at or below a fitted loss law's floor), or one far outside the losses a
+    published batch-size law was measured on: refused (--force does not cover it: the batch would be meaningless)."""
+    if isinstance(loss, FitResult):
+        floor = loss.params.get("E", loss.params.get("L0"))
+        if floor is not None and target_loss <= floor:
+            raise ConfigError(f"--target-loss {target_loss:g} is at or below the loss law's floor "
+                              f"{'E' if 'E' in loss.params else 'L0'} = {floor:.4g}: no model reaches it; give a loss "
+                              f"above the floor (the law predicts the target's own from N and D without --target-loss)")
+    if isinstance(batch_size, laws.ReferenceLaw) and batch_size.loss_range:
+        low, high = batch_size.loss_range
+        if not low / REFERENCE_LOSS_FACTOR <= target_loss <= high * REFERENCE_LOSS_FACTOR:
+            raise ConfigError(f"--target-loss {target_loss:g} is outside what {batch_size.name} can say: it was "
+                              f"measured at losses {low:g}-{high:g} ({batch_size.units.get('x', 'its loss')}); more "
+                              f"than a factor {REFERENCE_LOSS_FACTOR:g} away is beyond it")
+
+
+def _checked_inputs(tokens: float, compute: float, target_loss: float, seq_len) -> None:
+    """One line for each input that cannot describe a training run."""
+    for flag, value in (("--tokens", tokens), ("--compute", compute), ("--target-loss", target_loss)):
+        if value is None or not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{flag} {value}: must be a finite, positive number (0: not given)")
+    if not (isinstance(seq_len, (int, float)) and math.isfinite(seq_len) and seq_len >= 1 and float(seq_len).is_integer()):
+        raise ConfigError(f"--seq-len {seq_len}: must be a whole number of tokens >= 1 (e.g. 4096)")
 
 
 def shape_warnings(proxy: dict, target: ModelConfig) -> list[str]:
@@ -138,11 +173,14 @@ def predict(target: ModelConfig, *, tokens: float = 0, compute: float = 0, targe
     size for the loss it expects to reach). A fitted law that its data do not identify (an exponent's interval
     includes 0, a non-physical constant) or a target too far outside its data raises NotIdentified with every
     reason; force=True goes on and records them as warnings in the prediction."""
+    _checked_inputs(tokens, compute, target_loss, seq_len)
     n = sizing.n_params(target)
     if tokens <= 0 and compute > 0:
         tokens = compute / (6 * n)
     if tokens <= 0:
         raise ConfigError("give the target's token budget (--tokens) or compute budget (--compute)")
+    if tokens < seq_len:
+        raise ConfigError(f"--tokens {tokens:g} is less than one sequence of --seq-len {seq_len}: not a training run")
     numbers, notes = {}, []
     rng = np.random.default_rng(seed)
 
@@ -156,6 +194,8 @@ def predict(target: ModelConfig, *, tokens: float = 0, compute: float = 0, targe
         raise ConfigError("the batch-size law needs the loss the target will reach: give --target-loss or a fitted "
                           "loss law (windtunnel fit ... --law loss)")
 
+    if target_loss > 0:
+        _reachable(target_loss, loss, batch_size)
     problems, reach = identification({"batch_size": batch_size, "lr": lr, "loss": loss}, n, L)
     if problems and not force:
         raise NotIdentified("the prediction is refused: " + "; ".join(problems) + ". Fix the sweep (more sizes, "
@@ -182,6 +222,13 @@ def predict(target: ModelConfig, *, tokens: float = 0, compute: float = 0, targe
     if L_draws is None and isinstance(batch_size, laws.ReferenceLaw):
         notes.append("the reference batch-size law carries no interval; it was fitted on C4 nats/token (MiniCPM)")
     numbers["batch_size_tokens"] = _number(bs_tokens, bs_draws, source)
+    if bs_tokens < seq_len / 2:  # rounding it up to one sequence would hide a batch the law did not predict
+        short = (f"the predicted batch ({bs_tokens:.3g} tokens) is less than half a sequence of --seq-len {seq_len}: "
+                 f"a batch this sequence length cannot hold; check --seq-len and the target loss")
+        if bs_tokens < 1 or not force:
+            raise NotIdentified(short + ("" if bs_tokens < 1 else "; --force rounds it up to one sequence"))
+        problems.append(short)
+        notes.append(f"WARNING (--force): {short}")
     seqs = max(1, round(bs_tokens / seq_len))
     numbers["batch_size_sequences"] = _number(seqs, [max(1, round(x / seq_len)) for x in (bs_draws or [])],
                                               f"batch_size_tokens / seq_len {seq_len}, rounded")
