@@ -211,3 +211,20 @@ def test_a_recorded_trial_of_wrong_types_and_a_law_with_a_null_parameter_are_one
              "--target-loss", "3", check=False)
     assert out.returncode == 2 and "batch_size law: a = None is not a finite number" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_fit_out_under_a_file_size_limit_keeps_the_previous_fits(tmp_path):
+    """`fit --out` writes atomically: under a file-size limit too small for the new fits.json, the previous one is
+    intact and the error is one line naming the file."""
+    from pathlib import Path
+    record = Path(__file__).resolve().parents[1] / "sweeps" / "lr_transfer"
+    out = tmp_path / "fits.json"
+    out.write_text('{"previous": true}')
+    script = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000)); from windtunnel.cli import main; "
+              f"sys.exit(main(['fit', {str(record)!r}, '--law', 'lr', '--boot', '20', '--out', {str(out)!r}]))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == f"windtunnel fit: error: could not write {out}: File too large; " \
+                                                   f"the previous file is unchanged"
+    assert out.read_text() == '{"previous": true}' and sorted(p.name for p in tmp_path.iterdir()) == ["fits.json"]

@@ -11,7 +11,7 @@ from pathlib import Path
 from . import schedule, sizing
 from .compose import compose_record
 from .config import ConfigError, TrialConfig, override, split_batch, to_dict, whole_steps
-from .runs import Run, read_meta
+from .runs import Run, read_meta, write_file
 from .runs.run import META
 
 BYTES_PER_PARAM = sizing.BYTES_PER_PARAM  # the memory model is sizing's (shared with the trainer's check)
@@ -308,7 +308,7 @@ def write_launch(prediction: dict, spec: LaunchSpec, out: Path, trial: TrialConf
              "megatron_args.txt": " \\\n".join(megatron_args(trial, plan["micro"])) + "\n",
              "README.md": render_readme(prediction, trial, spec, plan)}
     for name, text in files.items():
-        (out / name).write_text(text)
+        write_file(out / name, text)
     for name in ("launch.sh", "job.sbatch"):
         (out / name).chmod(0o755)
     return {"trial": trial, "plan": plan, "files": sorted(files), "command": f"bash {shlex.quote(str(out / 'launch.sh'))}"}

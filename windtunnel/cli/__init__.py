@@ -153,8 +153,9 @@ def cmd_predict(args) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "prediction.json").write_text(json.dumps(pred.to_json(), indent=1))
-        (out / "prediction.md").write_text(pred.to_markdown())
+        from ..runs import write_file
+        write_file(out / "prediction.json", json.dumps(pred.to_json(), indent=1))
+        write_file(out / "prediction.md", pred.to_markdown())
     print(json.dumps(pred.to_json(), indent=1) if args.json else pred.to_markdown())
     return 0
 
@@ -371,3 +372,6 @@ def main(argv=None) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"windtunnel {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a write that failed (full disk, file-size limit, read-only folder): one line, no traceback
+        print(f"windtunnel {args.command}: error: {err.strerror or err}", file=sys.stderr)
+        return 1

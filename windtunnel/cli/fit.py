@@ -24,7 +24,8 @@ def cmd_fit(args) -> int:
                                profile=args.profile)
     doc = {"source": str(args.source), "fits": {k: v.to_json() for k, v in results.items()}, "not_fittable": errors}
     if args.out:
-        Path(args.out).write_text(json.dumps(doc, indent=1))
+        from ..runs import write_file
+        write_file(Path(args.out), json.dumps(doc, indent=1))
     if args.json:
         print(json.dumps(doc, indent=1))
     else:

@@ -42,7 +42,11 @@ def cmd_plot(args) -> int:
     # the current folder by default (never into a committed record unless --out says so): NAME-KIND.png
     out = Path(args.out or f"{Path(args.source).resolve().name + '-' if args.source else ''}{args.kind}.png")
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=args.dpi)
+    import io
+    from ..runs import write_file
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=args.dpi, format=out.suffix.lstrip(".") or "png")
+    write_file(out, buffer.getvalue())
     print(out)
     return 0
 

@@ -3,7 +3,7 @@ and the tables read back from many of them (dirs.py), the one-writer lock (lock.
 record (record.py). No torch."""
 from .dirs import (CHECKPOINT, CONFIG, METRICS, RESULT, RunResult, RunStatus, append_metrics, flatten, git_commit,
                    is_finished, load_points, load_results, read_json, read_metrics, read_result, rewrite_metrics,
-                   run_dirs, write_json, write_result)
+                   run_dirs, write_file, write_json, write_result)
 from .lock import RunBusy
 from .record import RECORD, export_record, load_record, record_in
 from .seeds import by_config, config_columns, run_loss
@@ -12,4 +12,4 @@ from .run import Run, differences, has_weights, overfitting, read_meta, weights_
 __all__ = ["CHECKPOINT", "CONFIG", "METRICS", "RESULT", "RECORD", "Run", "RunBusy", "RunResult", "RunStatus",
            "append_metrics", "by_config", "config_columns", "differences", "export_record", "flatten", "git_commit", "has_weights", "is_finished",
            "load_points", "load_record", "load_results", "overfitting", "read_json", "read_meta", "read_metrics",
-           "read_result", "record_in", "rewrite_metrics", "run_dirs", "run_loss", "weights_file", "write_json", "write_result"]
+           "read_result", "record_in", "rewrite_metrics", "run_dirs", "run_loss", "weights_file", "write_file", "write_json", "write_result"]

@@ -100,10 +100,26 @@ def _clean(obj: Any) -> Any:
 
 
 def write_json(path: Path, obj: Any) -> None:
+    write_file(path, json.dumps(_clean(obj), indent=1, default=str))
+
+
+def write_file(path: Path, data) -> Path:
+    """Write a user's file atomically: `data` (str or bytes) goes to a hidden temp file beside `path`, is flushed to
+    disk, then renamed over it. A failed write (a full disk, a file-size limit, a read-only folder) leaves the
+    previous file as it was and raises one line naming the file and the reason."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(_clean(obj), indent=1, default=str))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, f"could not write {path}: {err.strerror or err}; "
+                                 f"{'the previous file is unchanged' if path.exists() else 'nothing was written'}") from None
+    return path
 
 
 def read_json(path: Path) -> Optional[dict]:
