@@ -225,3 +225,33 @@ def test_launch_overrides_set_the_corpus_and_the_readme_says_what_it_trains_on(t
              "--round-batch", cwd=tmp_path, env={"PYTHON": "/nonexistent/python3"})
     assert bad.returncode == 2 and "data='nope' is not an option of the data group" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_launch_scripts_never_reparse_a_path_or_the_interpreter(tmp_path):
+    """An --out folder named with a space, quotes, $(...) and backticks, and an interpreter whose path holds a space:
+    job.sbatch (under stub srun/scontrol) and launch.sh reach the interpreter with the folder's own paths as single
+    arguments, and run nothing else (no file created by the name's commands)."""
+    import subprocess
+    import dataclasses
+    bin_dir, py_dir = tmp_path / "bin", tmp_path / "py dir"
+    bin_dir.mkdir()
+    py_dir.mkdir()
+    calls = tmp_path / "calls.txt"
+    (py_dir / "python3").write_text(f"#!/bin/bash\nprintf '%s\\n' \"$@\" > {calls}\n")
+    (bin_dir / "srun").write_text('#!/bin/bash\nwhile [[ "$1" == --* ]]; do shift; done\nexec "$@"\n')
+    (bin_dir / "scontrol").write_text("#!/bin/bash\necho node0\n")
+    for stub in (py_dir / "python3", bin_dir / "srun", bin_dir / "scontrol"):
+        stub.chmod(0o755)
+    out = tmp_path / "runs" / "a b'q$(touch PWNED1)`touch PWNED2`"
+    write_launch(minicpm_prediction(), dataclasses.replace(SPEC, python=str(py_dir / "python3")), out)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "SLURM_NNODES": "1",
+           "SLURM_JOB_NODELIST": "node0", "SLURM_NODEID": "0"}
+    for script in ("job.sbatch", "launch.sh"):
+        calls.unlink(missing_ok=True)
+        done = subprocess.run(["bash", str(out / script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        argv = calls.read_text().splitlines()
+        assert argv[:2] == ["-m", "torch.distributed.run"] and argv[-7:] == [
+            "-m", "windtunnel.cli", "train", "--config", str(out / "trial.json"), "--out", str(out / "run")]
+    assert not list(tmp_path.rglob("PWNED*"))

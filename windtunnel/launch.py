@@ -136,7 +136,10 @@ NODE_RANK="${{NODE_RANK:-0}}"
 MASTER_ADDR="${{MASTER_ADDR:-127.0.0.1}}"
 MASTER_PORT="${{MASTER_PORT:-{spec.master_port}}}"
 RUN_DIR="${{RUN_DIR:-$HERE/run}}"
-PYTHON="${{WINDTUNNEL_PYTHON:-{shlex.quote(spec.python)}}}"  # torchrun is this interpreter's torch.distributed.run
+# torchrun is this interpreter's torch.distributed.run; the default is a quoted word of its own (a path with spaces
+# or quotes stays one argument), never pasted inside another expansion
+DEFAULT_PYTHON={shlex.quote(spec.python)}
+PYTHON="${{WINDTUNNEL_PYTHON:-$DEFAULT_PYTHON}}"
 exec "$PYTHON" -m torch.distributed.run {rdzv} \\
   -m windtunnel.cli train --config "$HERE/trial.json" --out "$RUN_DIR"
 """
@@ -161,7 +164,10 @@ export NNODES="$SLURM_NNODES"
 export MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
 export MASTER_PORT={spec.master_port}
 export RUN_DIR="${{RUN_DIR:-$HERE/run}}"
-srun --kill-on-bad-exit=1 bash -c 'NODE_RANK="$SLURM_NODEID" bash "'"$HERE"'/launch.sh"'
+# the script's path reaches each task through the environment: never spliced into the command string that
+# bash -c parses (a folder named 'a$(cmd)' would run cmd)
+export WINDTUNNEL_LAUNCH_SH="$HERE/launch.sh"
+srun --kill-on-bad-exit=1 bash -c 'NODE_RANK="$SLURM_NODEID" exec bash "$WINDTUNNEL_LAUNCH_SH"'
 """
 
 

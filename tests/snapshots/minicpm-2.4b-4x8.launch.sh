@@ -11,7 +11,10 @@ NODE_RANK="${NODE_RANK:-0}"
 MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"
 MASTER_PORT="${MASTER_PORT:-29500}"
 RUN_DIR="${RUN_DIR:-$HERE/run}"
-PYTHON="${WINDTUNNEL_PYTHON:-python3}"  # torchrun is this interpreter's torch.distributed.run
+# torchrun is this interpreter's torch.distributed.run; the default is a quoted word of its own (a path with spaces
+# or quotes stays one argument), never pasted inside another expansion
+DEFAULT_PYTHON=python3
+PYTHON="${WINDTUNNEL_PYTHON:-$DEFAULT_PYTHON}"
 exec "$PYTHON" -m torch.distributed.run --nnodes="$NNODES" --node_rank="$NODE_RANK" --nproc_per_node=8 \
   --rdzv_backend=c10d --rdzv_endpoint="$MASTER_ADDR:$MASTER_PORT" --rdzv_id=windtunnel-minicpm-2.4b \
   -m windtunnel.cli train --config "$HERE/trial.json" --out "$RUN_DIR"
