@@ -38,6 +38,31 @@ def test_batch_size_grid_through_the_cli_then_resume(tmp_path):
     assert sorted(r["train.batch_size_tokens"] for r in listed) == [512, 1024, 2048]
 
 
+def test_a_torn_journal_tail_is_repaired_with_a_backup_and_a_bad_middle_line_is_named(tmp_path, capsys):
+    import optuna
+    from windtunnel.config import ConfigError
+    from windtunnel.sweep.study import check_journal, make_storage
+    path = tmp_path / "optuna.journal"
+    study = optuna.create_study(study_name="s", storage=make_storage(str(path)))
+    for x in (1.0, 2.0, 3.0):
+        study.enqueue_trial({"x": x})
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 4)})
+        study.tell(trial, trial.params["x"] ** 2)
+    whole = path.read_bytes()
+    path.write_bytes(whole + b'{"op_code": 4, "worker_id": "ab')  # a worker killed mid-append
+    loaded = optuna.load_study(study_name="s", storage=make_storage(str(path)))
+    assert [t.value for t in loaded.trials] == [1.0, 4.0, 9.0] and path.read_bytes() == whole
+    backups = list(tmp_path.glob("optuna.journal.torn-*"))
+    assert len(backups) == 1 and backups[0].read_bytes() == whole + b'{"op_code": 4, "worker_id": "ab'
+    err = capsys.readouterr().err
+    n_lines = whole.count(b"\n") + 1
+    assert f"{path} line {n_lines} was torn by a crash (31 bytes, cut off)" in err
+    lines = whole.split(b"\n")
+    path.write_bytes(b"\n".join(lines[:2] + [b"garbage"] + lines[2:]))
+    with pytest.raises(ConfigError, match=rf"{path} line 3 is not a journal record \(b'garbage'\)"):
+        check_journal(str(path))
+
+
 def test_sweep_info_prints_each_line_once(tmp_path):
     out = cli("sweep", "--info", cwd=tmp_path, check=True)
     text = out.stdout + out.stderr
@@ -172,6 +197,11 @@ def test_optuna_sweeper_prunes_and_shares_its_study(tmp_path):
     numbers = [t.number for t in load_study(journal, "lr_search_cpu").trials]
     assert sorted(numbers) == list(range(11))
     assert len([d for d in runs.run_dirs(sweep_dir) if "decay_" not in d.name]) == 11
+    # the same command again, same seed: the study continues with new proposals, no replay of its first draws
+    again = cli("sweep", *SEARCH, "hydra.sweeper.n_trials=3", cwd=tmp_path, check=True)
+    assert "has 11 trials; continuing it (sampler seed 0 + 11)" in again.stdout + again.stderr
+    lrs = [t.params["optim.lr"] for t in load_study(journal, "lr_search_cpu").trials]
+    assert len(lrs) == 14 and len({round(lr, 12) for lr in lrs}) == 14
     results = (sweep_dir / "optimization_results.yaml").read_text()
     assert "best_value" in results and "PRUNED" in results
 

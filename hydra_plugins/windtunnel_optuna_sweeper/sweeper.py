@@ -81,17 +81,18 @@ class WindtunnelOptunaSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
         self.sweep_dir = Path(config.hydra.sweep.dir)
 
-    def _sampler(self, space: dict) -> tuple[Any, int]:
-        """The sampler, and how many trials it can propose (a grid is finite)."""
+    def _sampler(self, space: dict, seed: int | None = None) -> tuple[Any, int]:
+        """The sampler, and how many trials it can propose (a grid is finite). seed: instead of the configured one."""
         import optuna
+        seed = self.seed if seed is None else seed
         if self.sampler_name == "tpe":
-            return optuna.samplers.TPESampler(seed=self.seed, **self.sampler_startup), self.n_trials
+            return optuna.samplers.TPESampler(seed=seed, **self.sampler_startup), self.n_trials
         if self.sampler_name == "random":
-            return optuna.samplers.RandomSampler(seed=self.seed), self.n_trials
+            return optuna.samplers.RandomSampler(seed=seed), self.n_trials
         if self.sampler_name == "cmaes":
-            return optuna.samplers.CmaEsSampler(seed=self.seed, **self.sampler_startup), self.n_trials
+            return optuna.samplers.CmaEsSampler(seed=seed, **self.sampler_startup), self.n_trials
         if self.sampler_name == "gp":
-            return optuna.samplers.GPSampler(seed=self.seed, **self.sampler_startup), self.n_trials
+            return optuna.samplers.GPSampler(seed=seed, **self.sampler_startup), self.n_trials
         grid = {}
         for key, dist in space.items():
             if hasattr(dist, "choices"):
@@ -101,7 +102,7 @@ class WindtunnelOptunaSweeper(Sweeper):
                 grid[key] = [dist.low + i * dist.step for i in range(n + 1)]
             else:
                 raise SearchSpaceError(f"{key}: the grid sampler needs choice(...) or range(...), not an interval")
-        return optuna.samplers.GridSampler(grid, seed=self.seed), min(self.n_trials, math.prod(map(len, grid.values())))
+        return optuna.samplers.GridSampler(grid, seed=seed), min(self.n_trials, math.prod(map(len, grid.values())))
 
     def _pruner(self):
         import optuna
@@ -132,6 +133,10 @@ class WindtunnelOptunaSweeper(Sweeper):
         study = optuna.create_study(study_name=study_name, storage=make_storage(storage_spec, self.heartbeat),
                                     sampler=sampler, pruner=self._pruner(), direction=self.direction,
                                     load_if_exists=True)
+        if study.trials and self.seed is not None:  # continuing a study: the same seed would replay its first draws
+            study.sampler = self._sampler(space, seed=self.seed + len(study.trials))[0]
+            log.info(f"windtunnel_optuna: study {study_name!r} has {len(study.trials)} trials; continuing it (sampler "
+                     f"seed {self.seed} + {len(study.trials)})")
         prune = {"none": "none", "divergence": "divergence"}.get(self.pruner_name, "decayed")
         tuning = [f"tuning.storage='{storage_spec}'", f"tuning.study_name='{study_name}'", f"tuning.prune={prune}",
                   f"tuning.max_loss_ratio={self.max_loss_ratio}", f"tuning.heartbeat_s={self.heartbeat}"]

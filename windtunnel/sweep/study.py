@@ -1,11 +1,15 @@
 """The Optuna side of a sweep, shared by the windtunnel_optuna sweeper plugin and the jobs it launches:
 storages from one string, and the job's pruning callback. Public Optuna APIs only."""
+import json
 import math
+import os
 import random
 import re
+import shutil
+import sys
 import time
 
-from ..config import TuningConfig
+from ..config import ConfigError, TuningConfig
 
 
 def make_storage(spec: str, heartbeat_s: int = 0):
@@ -25,8 +29,52 @@ def make_storage(spec: str, heartbeat_s: int = 0):
                 if attempt == 4:
                     raise
                 time.sleep(0.5 + random.random())
-    from optuna.storages.journal import JournalFileBackend
-    return optuna.storages.JournalStorage(JournalFileBackend(spec))
+    from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+    lock = JournalFileSymlinkLock(spec)
+    if os.path.exists(spec):
+        lock.acquire()  # Optuna's own lock: no worker appends while the log is read (a torn tail is a real one)
+        try:
+            check_journal(spec)
+        finally:
+            lock.release()
+    return optuna.storages.JournalStorage(JournalFileBackend(spec, lock_obj=lock))
+
+
+def check_journal(path: str) -> None:
+    """A journal whose last line was cut by a crash (no newline, not JSON) is repaired as a database recovers its
+    log: a backup of the file is kept beside it and the torn tail is cut off (the operation it began never
+    happened), with one line on stderr. A bad line anywhere else is refused with the file and the line: the
+    study's history after it cannot be trusted."""
+    with open(path, "rb") as f:
+        data = f.read()
+    lines = data.split(b"\n")
+    torn = lines[-1]  # the bytes after the last newline: empty in a whole log
+    for number, line in enumerate(lines[:-1], start=1):
+        try:
+            json.loads(line)
+        except ValueError:
+            raise ConfigError(f"{path} line {number} is not a journal record ({line[:60]!r}): the study's log is "
+                              f"damaged mid-file; restore it from a backup, or delete the line (and the trials "
+                              f"after it) by hand") from None
+    if torn.strip():
+        try:
+            json.loads(torn)
+            complete = True  # a last record whose newline was lost: keep it, add the newline
+        except ValueError:
+            complete = False
+        backup = f"{path}.torn-{int(time.time())}"
+        shutil.copyfile(path, backup)
+        with open(path, "r+b") as f:
+            if complete:
+                f.seek(0, os.SEEK_END)
+                f.write(b"\n")
+            else:
+                f.truncate(len(data) - len(torn))
+            f.flush()
+            os.fsync(f.fileno())
+        print(f"windtunnel: {path} line {len(lines)} was " + ("missing its newline (added)" if complete else
+              f"torn by a crash ({len(torn)} bytes, cut off)") + f"; the file as it was is kept at {backup}",
+              file=sys.stderr)
 
 
 def fail_interrupted(study, sweep_dir) -> list[int]:
