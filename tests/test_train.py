@@ -1,5 +1,6 @@
 """One logged trial: the loss falls, tokens add up, resume is exact, divergence is recorded, skips work."""
 import json
+import os
 import math
 import warnings
 
@@ -113,6 +114,66 @@ def test_a_checkpoint_that_lost_its_weights_restarts_the_run_and_keeps_its_first
         [m["eval_loss"] for m in full if "eval_loss" in m], rel=1e-6)
     kept = [json.loads(line) for line in runs.Run(out).restarted.read_text().splitlines()]
     assert kept == first and 0 < kept[-1]["step"] < 60
+
+
+def _killed(out, at: int = 3):
+    def kill(report):
+        if report.step >= eval_steps(60, 2048, 12)[at]:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        run_trial(tiny_trial(), out, callback=kill)
+    return runs.read_meta(out / runs.CHECKPOINT)["step"]
+
+
+def test_a_save_interrupted_between_its_renames_resumes_from_the_complete_copy(tmp_path, finished):
+    """A crash after `checkpoint -> .checkpoint.old` and before `.checkpoint.tmp -> checkpoint`: no checkpoint, two
+    complete ones beside it. The next call resumes from the newer (the same curve as an uninterrupted run), not
+    from step 0."""
+    out = tmp_path / "torn_save"
+    step = _killed(out)
+    ckpt = out / runs.CHECKPOINT
+    import shutil
+    shutil.copytree(ckpt, out / f".{runs.CHECKPOINT}.old")
+    (out / f".{runs.CHECKPOINT}.old" / "meta.json").write_text(
+        (ckpt / "meta.json").read_text().replace(f'"step": {step}', '"step": 1'))  # the older one
+    os.rename(ckpt, out / f".{runs.CHECKPOINT}.tmp")
+    resumed_at = []
+    result = run_trial(tiny_trial(), out, callback=lambda report: resumed_at.append(report.step))
+    assert result.status == "completed" and resumed_at[0] > step  # started after the checkpoint's step
+    full = runs.read_metrics(finished[0])
+    assert [m["eval_loss"] for m in runs.read_metrics(out) if "eval_loss" in m] == pytest.approx(
+        [m["eval_loss"] for m in full if "eval_loss" in m], rel=1e-6)
+
+
+def test_a_truncated_checkpoint_restarts_the_run_naming_the_file(tmp_path, finished, caplog):
+    out = tmp_path / "truncated"
+    _killed(out)
+    state = out / runs.CHECKPOINT / "state.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # a full disk cut the save
+    with caplog.at_level("WARNING", logger="windtunnel"):
+        result = run_trial(tiny_trial(), out)
+    assert result.status == "completed" and result.steps == 60
+    assert f"checkpoint file {state} is unreadable (truncated or corrupt" in caplog.text
+    assert "training" in caplog.text and "from the start" in caplog.text
+    assert len(list(out.glob(f".{runs.CHECKPOINT}.unreadable-*"))) == 1 and runs.Run(out).restarted.exists()
+    full = runs.read_metrics(finished[0])
+    assert [m["eval_loss"] for m in runs.read_metrics(out) if "eval_loss" in m] == pytest.approx(
+        [m["eval_loss"] for m in full if "eval_loss" in m], rel=1e-6)
+
+
+def test_a_torn_metrics_line_is_named_and_the_run_resumes(tmp_path, finished):
+    """A kill tears the last metrics line; the resumed run never glues a row onto the fragment, and a torn line left
+    mid-file (by an older writer) is named with its file and line and skipped."""
+    out = tmp_path / "torn_metrics"
+    _killed(out)
+    metrics = out / runs.METRICS
+    metrics.write_text(metrics.read_text() + '{"step": 99, "train_lo')  # torn by the kill
+    result = run_trial(tiny_trial(), out)
+    assert result.status == "completed"
+    assert all(json.loads(line) for line in metrics.read_text().splitlines())  # every line a row
+    metrics.write_text('{"step": 1}\n{"step": 2, "tr\n{"step": 3}\n')
+    with pytest.warns(UserWarning, match=rf"{metrics} line 2 is not a JSON row \(torn by a kill"):
+        assert [r["step"] for r in runs.read_metrics(out)] == [1, 3]
 
 
 def test_a_run_recorded_before_a_config_field_existed_is_still_skipped_and_a_set_field_is_refused(tmp_path, finished):

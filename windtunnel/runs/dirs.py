@@ -136,15 +136,24 @@ def read_metrics(run_dir: Path) -> list[dict]:
     for i, line in enumerate(lines):
         try:
             rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i < len(lines) - 1:  # only the last line may be torn by a kill
-                raise
+        except json.JSONDecodeError:  # a kill tears the last line; a resume that appended after it buried it
+            if i < len(lines) - 1:
+                warnings.warn(f"{path} line {i + 1} is not a JSON row (torn by a kill: {line[:60]!r}); skipped",
+                              stacklevel=2)
     return rows
 
 
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1)
+
+
 def append_metrics(run_dir: Path, row: dict) -> None:
-    with open(Path(run_dir) / METRICS, "a") as f:
-        f.write(json.dumps(_clean(row)) + "\n")  # one write per line: a kill tears at most the last one
+    path = Path(run_dir) / METRICS
+    torn = path.exists() and path.stat().st_size and _last_byte(path) != b"\n"
+    with open(path, "a") as f:  # after a torn last line, a newline first: never a row glued onto a fragment
+        f.write(("\n" if torn else "") + json.dumps(_clean(row)) + "\n")  # one write: a kill tears at most the last
         f.flush()
     lock.beat(run_dir)
 

@@ -19,7 +19,9 @@ No torch here.
 import dataclasses
 import json
 import logging
+import os
 import shutil
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -30,6 +32,10 @@ from .dirs import (CHECKPOINT, CONFIG, METRICS, RunResult, RunStatus, append_met
                    read_result, rewrite_metrics, write_json, write_result)
 
 CHECKPOINTS, FINAL, RESTARTED, META = "checkpoints", "final", "metrics.restarted.jsonl", "meta.json"
+
+
+class UnreadableCheckpoint(ConfigError):
+    """A checkpoint's weights file cannot be read (truncated by a full disk or a kill, or corrupt)."""
 log = logging.getLogger("windtunnel")
 
 
@@ -162,6 +168,8 @@ class Run:
         """Where training starts: this run's own checkpoint, else train.init_from (a decay branch), else None (a
         fresh start). A checkpoint that lost its weights (a run dir copied back without *.pt) is trained again from
         the start, its earlier curve kept in RUN/metrics.restarted.jsonl (moved there when `write`: the writer)."""
+        if write:
+            self.recover_checkpoint()
         if (self.checkpoint / META).exists():
             if has_weights(self.checkpoint):
                 return self.checkpoint
@@ -172,6 +180,36 @@ class Run:
             if (self.path / METRICS).exists():
                 rewrite_metrics(self.path, self.metrics(), name=RESTARTED)  # atomic, like every write
         return Path(self.trial.train.init_from) if self.trial.train.init_from else None
+
+    def recover_checkpoint(self) -> Optional[Path]:
+        """A save renames the checkpoint to .checkpoint.old, then its complete new copy .checkpoint.tmp into place; a
+        crash between the two renames leaves no checkpoint but two complete ones beside it. The newer (.tmp: its
+        meta.json is written last, so it is there only when the save finished) or else the older becomes the
+        checkpoint again, with a warning; without this the run would restart from step 0 and the next save would
+        delete both."""
+        if (self.checkpoint / META).exists():
+            return None
+        for candidate in (self.path / f".{CHECKPOINT}.tmp", self.path / f".{CHECKPOINT}.old"):
+            if (candidate / META).exists() and has_weights(candidate):
+                if self.checkpoint.exists():
+                    shutil.rmtree(self.checkpoint)
+                os.rename(candidate, self.checkpoint)
+                logging.getLogger("windtunnel").warning("%s: a save was interrupted between its renames; resuming from "
+                                                        "%s (step %s)", self.path, candidate.name,
+                                                        read_meta(self.checkpoint).get("step"))
+                return self.checkpoint
+        return None
+
+    def set_aside(self, reason: str) -> Path:
+        """Move an unreadable checkpoint out of the way (kept, renamed) and keep the earlier curve in
+        RUN/metrics.restarted.jsonl: the run then trains from the start."""
+        aside = self.path / f".{CHECKPOINT}.unreadable-{int(time.time())}"
+        os.rename(self.checkpoint, aside)
+        logging.getLogger("windtunnel").warning("%s; training %s from the start (the checkpoint kept as %s)", reason,
+                                                self.path, aside.name)
+        if (self.path / METRICS).exists():
+            rewrite_metrics(self.path, self.metrics(), name=RESTARTED)
+        return aside
 
     # ------------------------------------------------------------------------- writing
 

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as torch_dist
 
 from ..config import ConfigError
-from ..runs import has_weights, read_meta, weights_file
+from ..runs import UnreadableCheckpoint, has_weights, read_meta, weights_file
 from ..runs.run import META
 from .core import resolve_device
 
@@ -133,7 +133,11 @@ class Dist:
                 dcp.load(state, checkpoint_id=str(path))
                 set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
             else:
-                state = torch.load(path / "state.pt", map_location=self.device, weights_only=True)  # no pickled code runs
+                try:
+                    state = torch.load(path / "state.pt", map_location=self.device, weights_only=True)  # no code runs
+                except (RuntimeError, EOFError, OSError) as err:  # a truncated or corrupt file, not a wrong shape
+                    raise UnreadableCheckpoint(f"checkpoint file {path / 'state.pt'} is unreadable (truncated or "
+                                               f"corrupt: {str(err).splitlines()[0][:160]})") from None
                 model.load_state_dict(state["model"])
                 opt.load_state_dict(state["optim"])
         except pickle.UnpicklingError as err:

@@ -192,7 +192,17 @@ class Trainer:
         if bad:
             raise ConfigError(f"checkpoint {path} is from a different model shape ({'; '.join(bad)}); "
                               f"start from a checkpoint of model={cfg.model.name}")
-        self.engine.load(path)
+        try:
+            self.engine.load(path)
+        except runs.UnreadableCheckpoint as err:
+            if path != run.checkpoint:  # another run's checkpoint (train.init_from): its owner must see to it
+                raise
+            if self.dist.is_main:  # this run's own: kept aside, and the run trains again from the start
+                run.set_aside(str(err))
+                for r in self.runs:
+                    r.keep_metrics([])
+            self.dist.barrier()
+            return 0, [None] * self.k, 0.0
         step = meta["step"]
         if self.dist.is_main:
             source = run.metrics() if path == run.checkpoint else Run(meta.get("run_dir", "")).metrics()
