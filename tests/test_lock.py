@@ -72,3 +72,68 @@ def test_a_lock_from_another_host_is_stale_only_after_its_heartbeat_stops(tmp_pa
     assert lock.holder(tmp_path)["pid"] == os.getpid() and lock.is_live(tmp_path)
     lock.release(tmp_path)
     assert not (tmp_path / lock.LOCK).exists()
+
+
+def test_an_empty_lock_is_busy_while_fresh_and_stale_after_its_grace(tmp_path):
+    """A writer that died between creating the lock and filling it in: a clear RunBusy while it may still be
+    writing, taken over after the grace period (and the run reads as not live)."""
+    import os
+    import time
+    from windtunnel.runs import lock
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / lock.LOCK).write_text("")
+    with pytest.raises(lock.RunBusy, match=r"its lock .*\.lock is empty \(\d+ s old; a process is taking it"):
+        lock.acquire(run)
+    old = time.time() - lock.EMPTY_GRACE_S - 5
+    os.utime(run / lock.LOCK, (old, old))
+    assert not lock.is_live(run)
+    lock.acquire(run)
+    assert lock.holder(run)["pid"] == os.getpid()
+    lock.release(run)
+
+
+def test_a_lock_naming_a_reused_pid_is_stale(tmp_path):
+    """After a restart the lock's pid may belong to another live process: the start time (or boot id) it recorded
+    does not match, so the lock is stale and the run is taken over (it was skipped forever)."""
+    import json
+    import os
+    import socket
+    from windtunnel.runs import lock
+    run = tmp_path / "run"
+    run.mkdir()
+    other = os.getppid()  # alive, and not the writer
+    (run / lock.LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": other, "started": 0,
+                                              "boot_id": lock._boot_id(), "process_start": "1"}))
+    assert lock._process_start(other) not in ("", "1")
+    assert not lock.is_live(run)
+    (run / lock.LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": other, "boot_id": "before-restart"}))
+    assert not lock.is_live(run)
+    (run / lock.LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": other, "boot_id": lock._boot_id(),
+                                              "process_start": lock._process_start(other)}))
+    assert lock.is_live(run)  # the true holder, alive
+
+
+def test_the_heartbeat_keeps_a_rarely_logging_run_live_for_another_host(tmp_path, monkeypatch):
+    """The holder's thread touches the lock every stale/10 s whether or not the run logs: seen from another host
+    (only the heartbeat tells there), the lock stays live past the stale age; released, it is not refreshed."""
+    import os
+    import time
+    from windtunnel.runs import lock
+    monkeypatch.setenv("WINDTUNNEL_LOCK_STALE_S", "1")
+    run = tmp_path / "run"
+    run.mkdir()
+    lock.acquire(run)
+    real = lock.socket.gethostname()
+    try:
+        monkeypatch.setattr(lock.socket, "gethostname", lambda: "another-host")
+        time.sleep(2.5)  # 2.5 stale ages without a metrics row
+        assert lock.is_live(run) and time.time() - (run / lock.LOCK).stat().st_mtime < 0.5
+    finally:
+        monkeypatch.setattr(lock.socket, "gethostname", lambda: real)
+    lock.release(run)
+    (run / lock.LOCK).write_text('{"host": "another-host", "pid": 1}')
+    old = time.time() - 5
+    os.utime(run / lock.LOCK, (old, old))
+    time.sleep(0.3)
+    assert time.time() - (run / lock.LOCK).stat().st_mtime > 4  # no longer beaten by us
