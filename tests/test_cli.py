@@ -228,3 +228,17 @@ def test_fit_out_under_a_file_size_limit_keeps_the_previous_fits(tmp_path):
     assert done.stderr.strip().splitlines()[-1] == f"windtunnel fit: error: could not write {out}: File too large; " \
                                                    f"the previous file is unchanged"
     assert out.read_text() == '{"previous": true}' and sorted(p.name for p in tmp_path.iterdir()) == ["fits.json"]
+
+
+def test_a_missing_data_folder_and_a_dangling_out_symlink_are_one_line(tmp_path):
+    out = cli("sweep", "-m", "data=text_dir", "data.path=/nonexistent", "model=tiny32", "train.total_tokens=16384",
+              cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "windtunnel sweep: error: data.path='/nonexistent' is not a folder of text files; give an existing folder "
+        "(data.path=/path/to/texts), or another data source (data=stdlib_bpe)"]
+    (tmp_path / "dangle").symlink_to(tmp_path / "nowhere" / "dir")
+    out = cli("train", "model=tiny32", "train.total_tokens=16384", "data.max_bytes=2000000", "--out",
+              str(tmp_path / "dangle"), cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.strip().splitlines()[-1] == (
+        f"windtunnel train: error: {tmp_path / 'dangle'} is a symlink to {tmp_path / 'nowhere' / 'dir'}, which does "
+        f"not exist: create that folder, or give another run directory")

@@ -216,7 +216,14 @@ class Run:
     def acquire(self) -> None:
         """Make the directory and take its lock before anything is written there (RunBusy when a live process
         holds it)."""
-        self.path.mkdir(parents=True, exist_ok=True)
+        if self.path.is_symlink() and not self.path.exists():
+            raise ConfigError(f"{self.path} is a symlink to {os.readlink(self.path)}, which does not exist: create "
+                              f"that folder, or give another run directory")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"cannot create the run directory {self.path}: {err.strerror or err}; give a "
+                              f"writable folder (--out, hydra.sweep.dir)") from None
         lock.acquire(self.path)
 
     def release(self) -> None:
