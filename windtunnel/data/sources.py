@@ -44,8 +44,8 @@ def files(cfg: DataConfig) -> list[tuple[str, Path]]:
     if cfg.source == "text_dir":
         root = Path(cfg.path).expanduser()
         if not root.is_dir():
-            raise ConfigError(f"data.path={cfg.path!r} is not a folder of text files; give an existing folder "
-                              f"(data.path=/path/to/texts), or another data source (data=stdlib_bpe)")
+            raise FileNotFoundError(f"data.path={cfg.path!r} is not a folder of text files; give an existing folder "
+                                    f"(data.path=/path/to/texts), or another data source (data=stdlib_bpe)")
         found = [(p.relative_to(root).as_posix(), p) for p in sorted(root.rglob("*"))
                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)]
         text, skipped = [], []

@@ -175,7 +175,10 @@ def _check_budgets(trials: list) -> None:
     for job, trial in trials:
         key = json.dumps(asdict(trial.data), sort_keys=True)
         if key not in corpora:
-            corpora[key] = data.prepare(trial.data)
+            try:
+                corpora[key] = data.prepare(trial.data)
+            except FileNotFoundError as err:  # a data.path that is not there: one line, before any job starts
+                raise ConfigError(str(err)) from None
         try:
             data.check_budget(trial, corpora[key])
         except ConfigError as err:
