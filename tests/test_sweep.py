@@ -173,7 +173,7 @@ SEARCH = ["-m", "sweep=lr_search_cpu", "hydra.sweeper.n_trials=8", "train.total_
 @pytest.mark.slow
 def test_optuna_sweeper_prunes_and_shares_its_study(tmp_path):
     import optuna
-    cli("sweep", *SEARCH, cwd=tmp_path, check=True)
+    first = cli("sweep", *SEARCH, cwd=tmp_path, check=True)
     sweep_dir = tmp_path / "runs" / "lr_search_cpu"
     journal = str(sweep_dir / "optuna.journal")
     study = load_study(journal, "lr_search_cpu")
@@ -184,6 +184,10 @@ def test_optuna_sweeper_prunes_and_shares_its_study(tmp_path):
     states = [t.state for t in study.trials]
     assert len(states) == 8
     assert states.count(optuna.trial.TrialState.PRUNED) >= 1, states
+    # a pruned trial is said as pruned, not as Hydra's "Error executing job"
+    printed = first.stdout + first.stderr
+    assert "Error executing job" not in printed
+    assert len(re.findall(r"trial \d+: pruned", printed)) == states.count(optuna.trial.TrialState.PRUNED)
     assert states.count(optuna.trial.TrialState.COMPLETE) >= 3, states
     # every trial's value is its run's post-decay loss (the last decay branch's final held-out loss)
     table = runs.load_results(sweep_dir)

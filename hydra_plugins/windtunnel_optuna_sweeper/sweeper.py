@@ -1,4 +1,6 @@
 """The sweeper: ask Optuna for a batch of trials, launch them, tell Optuna their values."""
+import contextlib
+import io
 import logging
 import math
 import warnings
@@ -165,9 +167,13 @@ class WindtunnelOptunaSweeper(Sweeper):
     def _tell(study, trial, ret) -> None:
         import optuna
         try:
-            value = ret.return_value  # a job that raised re-raises here (Hydra's public JobReturn API)
+            # a job that raised re-raises here (Hydra's public JobReturn API), after Hydra writes "Error executing
+            # job" to stderr: for a pruned trial that line is wrong, and for a failed one ours below says it
+            with contextlib.redirect_stderr(io.StringIO()):
+                value = ret.return_value
         except optuna.TrialPruned:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            log.info(f"trial {trial.number}: pruned")
             return
         except Exception as err:  # noqa: BLE001 -- a failed job is a FAIL trial; the study goes on
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
