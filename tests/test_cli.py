@@ -242,3 +242,19 @@ def test_a_missing_data_folder_and_a_dangling_out_symlink_are_one_line(tmp_path)
     assert out.returncode == 2 and out.stderr.strip().splitlines()[-1] == (
         f"windtunnel train: error: {tmp_path / 'dangle'} is a symlink to {tmp_path / 'nowhere' / 'dir'}, which does "
         f"not exist: create that folder, or give another run directory")
+
+
+def test_ctrl_c_ends_with_one_line_and_the_command_that_resumes(monkeypatch):
+    import windtunnel.cli as cli_module
+    from windtunnel.sweep import app
+
+    def interrupted(*_):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(app, "main", interrupted)
+    out = cli("sweep", "-m", "model=tiny32,tiny64", "optim.lr=0.01")
+    assert out.returncode == 130 and out.stderr.strip().splitlines() == [
+        "windtunnel sweep: interrupted. Finished runs are kept and unfinished ones resume from their last checkpoint: "
+        "run the same command again (windtunnel sweep -m model=tiny32,tiny64 optim.lr=0.01)"]
+    monkeypatch.setattr(cli_module, "cmd_train", interrupted)
+    out = cli("train", "model=tiny32", "--out", "/tmp/x y")
+    assert out.returncode == 130 and out.stderr.strip().endswith("(windtunnel train model=tiny32 --out '/tmp/x y')")

@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -215,6 +216,14 @@ def _set_verbosity(argv: list[str]) -> list[str]:
     return [a for a in argv if a not in VERBOSITY]
 
 
+def _interrupted(argv: list) -> int:
+    """Ctrl-C: one line and how to go on, not a traceback (exit 130, as a shell reports SIGINT)."""
+    again = " ".join(shlex.quote(a) for a in ["windtunnel", *argv])
+    print(f"\nwindtunnel {argv[0] if argv else ''}: interrupted. Finished runs are kept and unfinished ones resume "
+          f"from their last checkpoint: run the same command again ({again})", file=sys.stderr)
+    return 130
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="windtunnel", description=__doc__)
     parser.add_argument("--version", action="version", version=f"windtunnel {__version__}")
@@ -364,6 +373,8 @@ def main(argv=None) -> int:
         except ConfigError as err:
             print(f"windtunnel sweep: error: {err}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            return _interrupted(argv)
     sub.add_parser("sweep", help="Hydra multirun sweeps: windtunnel sweep -m sweep=batch_size_cpu (see conf/); "
                                  "windtunnel sweep --help for Hydra's help")
     args = parser.parse_args(argv)
@@ -372,6 +383,8 @@ def main(argv=None) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"windtunnel {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return _interrupted(argv)
     except OSError as err:  # a write that failed (full disk, file-size limit, read-only folder): one line, no traceback
         print(f"windtunnel {args.command}: error: {err.strerror or err}", file=sys.stderr)
         return 1
