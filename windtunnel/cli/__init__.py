@@ -22,6 +22,8 @@ RESULT_COLUMNS = ["sweep", "name", "status", "model.name", "model.parametrizatio
                   "best_eval_loss", "final_eval_bpb", "tokens_per_s", "overrides", "run_dir"]
 CONFIG_COLUMNS = ["sweep", "name", "status", "model.name", "model.parametrization", "N", "optim.lr",
                   "train.batch_size_tokens", "tokens", "n", "seeds", "loss_mean", "loss_std", "overrides"]
+POINT_COLUMNS = ["status", "model.parametrization", "N", "optim.lr", "train.batch_size_tokens", "train.seed", "step",
+                 "tokens", "lr", "train_loss", "eval_loss", "eval_se", "overrides"]
 SORT_COLUMNS = ["sweep", "model.parametrization", "N", "train.batch_size_tokens", "optim.lr", "train.seed"]
 # the default table's short headers (--wide: every column under its full name)
 SHORT = {"model.name": "model", "model.parametrization": "param", "optim.lr": "lr", "train.batch_size_tokens": "batch",
@@ -34,7 +36,7 @@ def narrow(table, width: int = WIDTH) -> str:
     """The run table as text within `width` columns: short headers, numbers to 4 significant digits, the
     overrides without the items every row shares (what differs between runs) and cut to the room left, and
     columns a reader can do without (run_dir, sweep, tok/s, bpb, best, epochs, name) dropped while still too wide."""
-    shown = table.rename(columns=SHORT).copy()
+    shown = table.rename(columns={k: v for k, v in SHORT.items() if v not in table.columns}).copy()
     if "overrides" in shown and len(shown) > 1:
         items = [str(o).split(",") if o == o else [] for o in shown["overrides"]]
         common = set.intersection(*map(set, items)) if items else set()
@@ -110,13 +112,19 @@ def cmd_runs(args) -> int:
         table = by_config(table)
     if not args.points and not args.all_columns:
         table = table[[c for c in (CONFIG_COLUMNS if seeds else RESULT_COLUMNS) if c in table.columns]]
-    if args.json:
-        records = table.astype(object).where(table.notna(), None).to_dict(orient="records")
-        print(json.dumps(records, indent=1, default=str))  # full float precision, NaN as null
-    else:
-        import pandas as pd
-        with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 250):
-            print(table.to_string(index=False) if args.wide or args.points or args.all_columns else narrow(table))
+    if args.json:  # every column, full float precision, NaN as null; streamed a chunk at a time (110k points)
+        print("[")
+        for start in range(0, len(table), 5000):
+            chunk = table.iloc[start:start + 5000]
+            rows = chunk.astype(object).where(chunk.notna(), None).to_dict(orient="records")
+            print(",\n".join(json.dumps(r, default=str) for r in rows) + ("," if start + 5000 < len(table) else ""))
+        print("]")
+        return 0
+    import pandas as pd
+    if args.points and not (args.all_columns or args.wide):  # the curves: what varies along a run, and which run
+        table = table[[c for c in POINT_COLUMNS if c in table.columns]]
+    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 250):
+        print(table.to_string(index=False) if args.wide or args.all_columns else narrow(table))
     return 0
 
 

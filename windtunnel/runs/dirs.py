@@ -269,6 +269,27 @@ def load_results(root: Path) -> pd.DataFrame:
 
 
 def load_points(root: Path) -> pd.DataFrame:
-    """One row per logged point of every run under root, with the run's hyperparameters, N and status."""
+    """One row per logged point of every run under root, with the run's hyperparameters, N and status. The runs'
+    hyperparameters are a table of one row per run, taken once per point by index (a dict per point held every
+    hyperparameter again: 1,000 runs of 110 points took 2.6 GB and 67 s)."""
+    import numpy as np
     import pandas as pd
-    return pd.DataFrame(_rows(root, with_metrics=True))
+    runs, points, owner = [], [], []
+    for run_dir in run_dirs(root):
+        try:
+            row = _run_row(run_dir)
+            metrics = read_metrics(run_dir)
+        except (ValueError, OSError, json.JSONDecodeError) as err:
+            warnings.warn(f"skipping corrupt run directory {run_dir}: {err}", stacklevel=2)
+            continue
+        owner += [len(runs)] * len(metrics)
+        points += metrics
+        runs.append(row)
+    if not points:
+        return pd.DataFrame()
+    per_run = pd.DataFrame(runs)
+    logged = pd.DataFrame(points)
+    shared = per_run.drop(columns=[c for c in per_run.columns if c in logged.columns]).take(np.asarray(owner))
+    # the columns in the order {**run, **point} gives: the run's keys first (a logged value wins), then the points'
+    table = pd.concat([shared.reset_index(drop=True), logged], axis=1)
+    return table[list(per_run.columns) + [c for c in logged.columns if c not in per_run.columns]]
