@@ -156,3 +156,17 @@ def test_load_points_holds_110k_points_in_little_memory_and_time(tmp_path):
     took = time.time() - start
     assert table.shape[0] == 110_000 and took < 10
     assert table.memory_usage(deep=False).sum() < 300e6
+
+
+def test_run_dirs_follow_a_symlinked_sweep_folder_once_and_survive_a_loop(tmp_path):
+    from windtunnel.runs import load_results, run_dirs
+    elsewhere = tmp_path / "scratch" / "sweep_a"
+    _tree(elsewhere, 3, 2)
+    root = tmp_path / "runs"
+    _tree(root / "sweep_b", 2, 2)
+    (root / "sweep_a").symlink_to(elsewhere, target_is_directory=True)  # a sweep kept on another disk
+    (root / "sweep_b" / "loop").symlink_to(root, target_is_directory=True)  # points back up the tree
+    found = run_dirs(root)
+    assert [p.relative_to(root).as_posix() for p in found] == [
+        "sweep_a/r0", "sweep_a/r1", "sweep_a/r2", "sweep_b/r0", "sweep_b/r1"]
+    assert len(load_results(root)) == 5

@@ -213,11 +213,22 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 
 def run_dirs(root: Path) -> list[Path]:
-    """Every directory under root (root included) that holds a config.json, in sorted order."""
+    """Every directory under root (root included) that holds a config.json, in sorted order. Symlinked folders
+    are followed (a sweep folder linked into a runs tree is part of it), each real folder once (a link that points
+    back up the tree is not walked again)."""
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"runs directory {root} does not exist")
-    return sorted(p.parent for p in root.rglob(CONFIG))
+    found, seen = [], set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a loop, or a second link to a folder already walked
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        if CONFIG in names:
+            found.append(Path(folder))
+    return sorted(found)
 
 
 def _run_row(run_dir: Path) -> dict:
