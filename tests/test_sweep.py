@@ -208,7 +208,7 @@ def test_optuna_sweeper_prunes_and_shares_its_study(tmp_path):
     assert len([d for d in runs.run_dirs(sweep_dir) if "decay_" not in d.name]) == 11
     # the same command again, same seed: the study continues with new proposals, no replay of its first draws
     again = cli("sweep", *SEARCH, "hydra.sweeper.n_trials=3", cwd=tmp_path, check=True)
-    assert "has 11 trials; continuing it (sampler seed 0 + 11)" in again.stdout + again.stderr
+    assert "has 11 trials; continuing it (sampler seed from seed 0 and those 11 trials:" in again.stdout + again.stderr
     lrs = [t.params["optim.lr"] for t in load_study(journal, "lr_search_cpu").trials]
     assert len(lrs) == 14 and len({round(lr, 12) for lr in lrs}) == 14
     results = (sweep_dir / "optimization_results.yaml").read_text()

@@ -136,9 +136,13 @@ class WindtunnelOptunaSweeper(Sweeper):
                                     sampler=sampler, pruner=self._pruner(), direction=self.direction,
                                     load_if_exists=True)
         if study.trials and self.seed is not None:  # continuing a study: the same seed would replay its first draws
-            study.sampler = self._sampler(space, seed=self.seed + len(study.trials))[0]
+            # a seed drawn from (seed, trials so far): two workers joining one study never share one (a sum could:
+            # seed 0 after 1 trial = seed 1 after none)
+            import numpy as np
+            derived = int(np.random.SeedSequence([self.seed, len(study.trials)]).generate_state(1)[0])
+            study.sampler = self._sampler(space, seed=derived)[0]
             log.info(f"windtunnel_optuna: study {study_name!r} has {len(study.trials)} trials; continuing it (sampler "
-                     f"seed {self.seed} + {len(study.trials)})")
+                     f"seed from seed {self.seed} and those {len(study.trials)} trials: {derived})")
         prune = {"none": "none", "divergence": "divergence"}.get(self.pruner_name, "decayed")
         tuning = [f"tuning.storage='{storage_spec}'", f"tuning.study_name='{study_name}'", f"tuning.prune={prune}",
                   f"tuning.max_loss_ratio={self.max_loss_ratio}", f"tuning.heartbeat_s={self.heartbeat}"]
