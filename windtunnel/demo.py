@@ -220,16 +220,13 @@ def regret_rows(result: DemoResult) -> list[dict]:
 
 
 def regret_table(result: DemoResult) -> str:
-    """The regret table: per point the mean final loss over its seeds and, for a neighbour, its paired difference from
-    the predicted point with the 95% interval and the verdict (better / worse only where the interval excludes 0)."""
+    """The regret table as Markdown (what the demo prints): regret_rows, one line per point."""
     lines = ["| point | lr | batch (tokens) | seeds | mean final held-out loss | minus predicted [95% interval] | "
              "verdict |", "|---|---|---|---|---|---|---|"]
-    for r in result.regret:
-        d = r.get("difference")
-        shown = "" if d is None else f"{d['mean']:+.4f}" + (
-            " [{:+.4f}, {:+.4f}]".format(*d["interval"]) if math.isfinite(d["interval"][0]) else "")
-        lines.append(f"| {r['point']} | {r['lr']:.4g} | {r['batch_size_tokens']} | {len(r['losses'])} | "
-                     f"{r['final_eval_loss']:.4f} | {shown} | {'' if d is None else d['verdict']} |")
+    for r in regret_rows(result):
+        shown = " ".join(x for x in (r["minus predicted"], r["95% interval"]) if x)
+        lines.append(f"| {r['point']} | {r['lr']:.4g} | {r['batch (tokens)']} | {r['seeds']} | "
+                     f"{r['mean final held-out loss']:.4f} | {shown} | {r['verdict']} |")
     return "\n".join(lines)
 
 

@@ -49,19 +49,28 @@ def narrow(table, width: int = WIDTH) -> str:
     for column in shown.columns:
         if shown[column].dtype.kind == "f":
             shown[column] = shown[column].map(lambda v: "" if v != v else f"{v:.4g}")
+    widths = {c: max(len(str(c)), int(shown[c].astype(str).str.len().max() or 0)) for c in shown.columns}
+
+    def line(columns) -> int:  # about what to_string(index=False) takes: each column its widest cell, 1 apart
+        return sum(widths[c] for c in columns) + len(columns) - 1
     for optional in ("run_dir", "sweep", "tok/s", "bpb", "best", "epochs", "name"):
-        text = shown.to_string(index=False)
-        if max(map(len, text.splitlines())) <= width or "overrides" not in shown:
+        if line(shown.columns) <= width or "overrides" not in shown:
             break
-        rest = shown.drop(columns=["overrides"]).to_string(index=False)
-        room = width - max(map(len, rest.splitlines())) - 2
+        room = width - line([c for c in shown.columns if c != "overrides"]) - 2
         if room >= 24:
             cut = shown["overrides"].astype(str)
             shown["overrides"] = cut.where(cut.str.len() <= room, cut.str[:max(room - 3, 1)] + "...")
             break
         if optional in shown:
             shown = shown.drop(columns=[optional])
-    return shown.to_string(index=False)
+    text = shown.to_string(index=False)
+    excess = max(map(len, text.splitlines())) - width  # the estimate above can miss by a character or two
+    if excess > 0 and "overrides" in shown:
+        cut = shown["overrides"].astype(str)
+        keep = max(int(cut.str.len().max()) - excess - 3, 1)
+        shown["overrides"] = cut.where(cut.str.len() <= keep + 3, cut.str[:keep] + "...")
+        text = shown.to_string(index=False)
+    return text
 
 
 def cmd_train(args) -> int:

@@ -20,6 +20,8 @@ import site
 import sysconfig
 from pathlib import Path
 
+from .text import is_text
+
 PYTHON = (".py", ".pyi")
 C_CPP = (".c", ".h", ".cc", ".cpp", ".cxx", ".hpp", ".hh", ".hxx", ".cu", ".cuh", ".inl")
 DOCS = (".md", ".rst", ".txt", ".html", ".htm", ".js")
@@ -129,7 +131,7 @@ def files(cache: Path) -> list[tuple[str, Path]]:
                 dropped.add(key)
             seen.add(digest)
         kept = {key for key, path, size, _ in listing if key not in dropped and
-                (len(by_size[size]) > 1 or _utf8_head(path))}
+                (len(by_size[size]) > 1 or _is_text(path))}
         cache.mkdir(parents=True, exist_ok=True)
         tmp = kept_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(sorted(kept)))
@@ -147,11 +149,8 @@ def _utf8(text: bytes) -> bool:
         return False
 
 
-def _utf8_head(path: Path, head: int = 8192) -> bool:
-    """UTF-8 in the first `head` bytes (a character cut by the head's end allowed)."""
+def _is_text(path: Path) -> bool:
     try:
-        with open(path, "rb") as f:
-            chunk = f.read(head)
+        return is_text(path)
     except OSError:
         return False
-    return any(_utf8(chunk[:len(chunk) - cut]) for cut in range(4 if len(chunk) == head else 1))

@@ -195,15 +195,7 @@ def _band_law(df: pd.DataFrame, keys: list, by_d: bool, band: float, n_boot: int
         return {"lr_star": value}, {"lr_star": _interval(np.array(draws))}, [], "constant"
     columns = ["N", "D"] if by_d and kept["D"].nunique() > 1 and kept["N"].nunique() > 1 else \
         ["D"] if by_d and kept["D"].nunique() > 1 else ["N"]
-    names = {"N": "e_N", "D": "e_D"}
-    coef = _ols(rows, columns, "lr")
-    draws = np.array([_ols([rows[i] for i in rng.integers(0, len(rows), len(rows))], columns, "lr")
-                      for _ in range(n_boot)]).reshape(n_boot, len(columns) + 1)
-    params = {"c": float(np.exp(coef[0])), **{names[k]: float(v) for k, v in zip(columns, coef[1:])}}
-    intervals = {"c": [float(np.exp(v)) if v is not None else None for v in _interval(draws[:, 0])],
-                 **{names[k]: _interval(draws[:, i + 1]) for i, k in enumerate(columns)}}
-    samples = [{"c": float(np.exp(d[0])), **{names[k]: float(v) for k, v in zip(columns, d[1:])}} for d in draws]
-    return params, intervals, samples, "step_law" if "D" in columns else "hyper_power_law"
+    return _power_law_fit(rows, columns, "lr", n_boot, rng)
 
 
 COARSE_STEP = 2 ** 0.5  # LR grids coarser than half an octave per step cannot place an optimum to better than a step
@@ -260,9 +252,15 @@ def _law(cells: list[dict], by_d: bool, moves: bool, n_boot: int, rng):
         value = float(np.exp(logs.mean()))
         return {"lr_star": value}, {"lr_star": [min(float(np.exp(min(lows))), value),
                                                 max(float(np.exp(max(highs))), value)]}, [], "constant"
+    return _power_law_fit(cells, columns, "lr_star", n_boot, rng)
+
+
+def _power_law_fit(rows: list[dict], columns: list[str], target: str, n_boot: int, rng):
+    """log target = log c + e_N log N (+ e_D log D) by least squares over `rows`, bootstrapped over them:
+    (params, intervals, samples, form)."""
     names = {"N": "e_N", "D": "e_D"}
-    coef = _ols(cells, columns)
-    draws = np.array([_ols([cells[i] for i in rng.integers(0, len(cells), len(cells))], columns)
+    coef = _ols(rows, columns, target)
+    draws = np.array([_ols([rows[i] for i in rng.integers(0, len(rows), len(rows))], columns, target)
                       for _ in range(n_boot)]).reshape(n_boot, len(columns) + 1)  # (n_boot, 1 + exponents)
     params = {"c": float(np.exp(coef[0])), **{names[k]: float(v) for k, v in zip(columns, coef[1:])}}
     intervals = {"c": [float(np.exp(v)) if v is not None else None for v in _interval(draws[:, 0])],

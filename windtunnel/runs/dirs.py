@@ -257,26 +257,16 @@ def _n_of(model: dict) -> int | None:
         return None
 
 
-def _rows(root: Path, with_metrics: bool) -> list[dict]:
-    rows = []
-    for run_dir in run_dirs(root):
-        try:
-            row = _run_row(run_dir)
-            metrics = read_metrics(run_dir) if with_metrics else None
-        except (ValueError, OSError, json.JSONDecodeError) as err:
-            warnings.warn(f"skipping corrupt run directory {run_dir}: {err}", stacklevel=3)
-            continue
-        if with_metrics:
-            rows += [{**row, **m} for m in metrics]
-        else:
-            rows.append(row)
-    return rows
-
-
 def load_results(root: Path) -> pd.DataFrame:
     """One row per run under root: its hyperparameters (dotted columns), N, status and final results."""
     import pandas as pd
-    return pd.DataFrame(_rows(root, with_metrics=False))
+    rows = []
+    for run_dir in run_dirs(root):
+        try:
+            rows.append(_run_row(run_dir))
+        except (ValueError, OSError, json.JSONDecodeError) as err:
+            warnings.warn(f"skipping corrupt run directory {run_dir}: {err}", stacklevel=2)
+    return pd.DataFrame(rows)
 
 
 def load_points(root: Path) -> pd.DataFrame:
