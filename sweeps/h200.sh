@@ -4,16 +4,12 @@
 #   bash sweeps/h200.sh demo                      windtunnel demo --device cuda into gpu_runs/demo
 #   WT_NAME=wsd_vs_cosine_lr0.004 bash sweeps/h200.sh wsd_vs_cosine optim.lr=0.004   a variant, in its own folder
 # Runs go to gpu_runs/SWEEP, or gpu_runs/$WT_NAME (git-ignored; carried to the machine and back, so a later call resumes: finished
-# trials are skipped). WT_BUDGET_S (default 480) stops the sweep in time to copy what finished back.
+# trials are skipped). WT_BUDGET_S (default 480; the device tool stops a call at 600 s) stops the sweep in time to copy what finished back.
 set -uo pipefail
 SWEEP=$1; shift
 NAME=${WT_NAME:-$SWEEP}
-REPO=$PWD
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-rm -rf /tmp/src && mkdir -p /tmp/src && cp -r windtunnel hydra_plugins /tmp/src/ && rm -rf /tmp/src/windtunnel/conf
-cp -r conf /tmp/src/windtunnel/conf  # the wheel's layout
-export PYTHONPATH=/tmp/site:/tmp/src PYTHONUNBUFFERED=1 WINDTUNNEL_CACHE=/tmp/wtc
-python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee "$OUT/device.txt"
+source sweeps/gpu_env.sh  # the wheels (.gpu/, carried), the package, the environment; REPO
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True  # big packs: less fragmentation between shapes
 mkdir -p "$REPO/gpu_runs"
 cd /tmp
 start=$(date +%s)

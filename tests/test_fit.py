@@ -36,14 +36,14 @@ def test_tokens_to_reach_interpolates_a_power_curve():
     assert np.isnan(tokens_to_reach(tokens, loss, 1.9)) and np.isnan(tokens_to_reach(tokens, loss, 2.6))
 
 
-def lr_sweep(noise=0.003, seed=0):
+def lr_sweep(noise=0.003, seed=0, step=1.0, seeds=3, sp_exponent=1.0):
     rng = np.random.default_rng(seed)
     rows = []
     for param in ("mup", "sp"):
         for width in (128, 256, 512, 1024):
-            star = 0.01 if param == "mup" else 0.01 * 128 / width  # SP: the optimum moves as 1/width
-            for lr in 2.0 ** np.arange(-12, -2):
-                for s in range(3):
+            star = 0.01 if param == "mup" else 0.01 * (128 / width) ** sp_exponent  # SP: the optimum moves as 1/width
+            for lr in 2.0 ** np.arange(-12, -2 + step / 2, step):
+                for s in range(seeds):
                     loss = 3.0 + 0.05 * np.log(lr / star) ** 2 + noise * rng.standard_normal()
                     rows.append(dict(param=param, N=48 * width ** 2, width=width, lr=lr, seed=s,
                                      loss=np.nan if lr > 16 * star else loss))
@@ -57,11 +57,35 @@ def test_lr_optimum_and_transfer_verdict():
     assert low <= 0.01 <= high and result.params["lr_star"] == pytest.approx(0.01, rel=0.05)
     verdict = result.details["transfer"]
     assert verdict["mup"]["moves"] is False and max(map(abs, verdict["mup"]["shift_in_grid_steps"])) < 0.5
-    assert verdict["sp"]["moves"] is True
+    # a 2x grid places an optimum to half an octave, the tolerance itself: it cannot pass muP, only fail SP
+    assert verdict["mup"]["verdict"] == "inconclusive" and verdict["mup"]["resolution_octaves"] == 0.5
+    assert verdict["sp"]["moves"] is True and verdict["sp"]["verdict"] == "optimum moves with width"
     assert verdict["sp"]["shift_in_grid_steps"] == pytest.approx([0, -1, -2, -3], abs=0.2)  # one step per doubling
+    assert verdict["sp"]["drift_octaves"] == pytest.approx(-3, abs=0.1)  # 1/width over 8x width: 3 octaves
+    low, high = verdict["sp"]["drift_interval"]
+    assert low <= verdict["sp"]["drift_octaves"] <= high and high - low < 0.3
     for g in result.details["optima"]:
         want = 0.01 if g["param"] == "mup" else 0.01 * 128 / g["width"]
         assert g["lr_star"] == pytest.approx(want, rel=0.05) and g["band"][0] <= want <= g["band"][1] * 2
+
+
+def test_transfer_verdict_passes_mup_and_fails_a_small_sp_drift_on_a_fine_grid():
+    """On a 2^(1/2) grid with 3 seeds: muP (no drift) transfers, and an SP drift of 1 octave over 8x width (about what
+    the 8-layer record shows over 4x) moves; with one seed on a 2x grid an SP drift of 0.67 octaves (the negative
+    control of sweeps/prediction_check/lr, which passed under the old one-grid-step rule) is inconclusive."""
+    fine = lr_optimum(lr_sweep(step=0.5, sp_exponent=1 / 3)).details["transfer"]
+    assert fine["mup"]["verdict"] == "optimum transfers across width" and abs(fine["mup"]["drift_octaves"]) < 0.1
+    assert fine["mup"]["resolution_octaves"] == pytest.approx(0.25)
+    assert fine["sp"]["verdict"] == "optimum moves with width"
+    assert fine["sp"]["drift_octaves"] == pytest.approx(-1.0, abs=0.1)
+    # the transfer regret: width 1024 at width 128's best grid LR (0.0110; SP's own optimum there is 0.0050:
+    # 0.05 x ln(0.0110 / 0.0050)^2 - 0.05 x ln(0.0055 / 0.0050)^2 = 0.031 nats); muP's best grid LR is the same
+    sp, mup = fine["sp"]["regret"], fine["mup"]["regret"]
+    assert sp["lr"] == pytest.approx(2 ** -6.5) and sp["value"] == pytest.approx(0.031, abs=0.008) and sp["interval"][0] > 0
+    assert mup["value"] < 0.005 and mup["interval"][0] <= mup["value"] <= mup["interval"][1]
+    coarse = lr_optimum(lr_sweep(seeds=1, sp_exponent=0.67 / 3)).details["transfer"]
+    assert coarse["sp"]["verdict"] == "inconclusive" and not coarse["sp"]["seeds_resampled"]
+    assert coarse["sp"]["drift_interval"][0] == coarse["sp"]["drift_interval"][1]
 
 
 def test_lr_power_law_when_the_optimum_moves():

@@ -30,7 +30,8 @@ def test_the_committed_notebook_is_executed_and_shows_what_the_library_computes(
     lr, _ = fit(load_runs(ROOT / "sweeps" / "lr_transfer"), ["lr"], n_boot=20)
     printed = float(re.search(r"'lr_star': ([\d.e-]+)", text).group(1))
     assert printed == pytest.approx(lr["lr"].params["lr_star"], rel=1e-9)
-    assert "optimum transfers across width" in text and "# Prediction for w768" in text
+    verdicts = {p: v["verdict"] for p, v in lr["lr"].details["transfer"].items()}
+    assert f"{lr['lr'].form} {lr['lr'].params} {verdicts}" in text and "# Prediction for w768" in text
 
 
 # (batch-size record, LR record): the notebook reads each committed pair
@@ -54,11 +55,14 @@ def test_notebook_executes_and_prints_the_librarys_exponent(monkeypatch, record,
     assert printed == pytest.approx(want.params["b"], rel=1e-5)
     figures = sum(1 for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {}))
     assert figures == 4  # loss curves, iso-loss curves, batch-size law, LR U-curves
-    assert "optimum transfers across width" in text and "Prediction for w768" in text
+    lr = fit(load_runs(ROOT / "sweeps" / lr_record), ["lr"], n_boot=50)[0]["lr"]
+    verdicts = {p: v["verdict"] for p, v in lr.details["transfer"].items()}
+    assert str(verdicts) in text and "Prediction for w768" in text
 
 
 # every committed record's run table, as the notebook (and fit, report) load it: runs and statuses per its README
 RECORD_RUNS = {"batch_size": {"completed": 18}, "lr_transfer": {"completed": 159, "diverged": 1},
+               "lr_transfer_8l": {"completed": 198, "interrupted": 33},
                "prediction_check/batch_size": {"completed": 12}, "prediction_check/lr": {"completed": 24},
                "prediction_check/target": {"completed": 5}, "wsd_vs_cosine": {"completed": 4},
                "wsd_vs_cosine/lr0.004": {"completed": 4}, "wsd_data_model": {"completed": 24},

@@ -98,3 +98,48 @@ def test_packing_needs_a_grid_sweeper(tmp_path):
     assert out.returncode != 0
     assert "train.pack=2 packs the points of a grid" in out.stderr and "use train.pack=1" in out.stderr
     assert not (tmp_path / "runs").exists() or not runs.run_dirs(tmp_path / "runs")  # nothing trained
+
+
+def test_memory_check_counts_the_allocators_cached_memory_as_free(monkeypatch):
+    """A sweep process trains pack after pack: the first pack's memory stays reserved by torch's caching allocator
+    (on the H200, 72 of 139 GiB), and cudaMemGetInfo reports only the rest as free. That memory is free to the next
+    trial (the first call of sweeps/lr_transfer_8l refused its second pack: "needs 75.8 GiB, 69.3 GiB free")."""
+    import torch
+    from windtunnel.train.core import check_memory
+    GiB = 2 ** 30
+    cfgs = [tiny_trial()] * 4  # a pack of 4 tiny64 trials: a few MiB
+    state = {"free": 0, "reserved": 100 * GiB, "allocated": 0}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (state["free"], 140 * GiB))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: state["reserved"])
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: state["allocated"])
+    check_memory(cfgs, 256, torch.device("cuda"))  # none free to the driver, 100 GiB cached and unused: it fits
+    state.update(free=0, allocated=100 * GiB)  # the same cache, now held by live tensors
+    with pytest.raises(ConfigError, match="GiB free"):
+        check_memory(cfgs, 256, torch.device("cuda"))
+
+
+def test_memory_check_on_a_cpu_takes_the_smallest_of_host_cgroup_and_rlimit(tmp_path, monkeypatch):
+    """Inside a container or a SLURM allocation the host's MemAvailable overstates what the process may use: the
+    cgroup's limit minus its usage, and ulimit -v minus the process's size, bound it too; the refusal names the bound."""
+    import resource
+    import torch
+    from windtunnel.train.core import check_memory, host_memory_free
+    GiB = 2 ** 30
+    meminfo, status = tmp_path / "meminfo", tmp_path / "status"
+    meminfo.write_text(f"MemTotal: {64 * GiB // 1024} kB\nMemAvailable: {48 * GiB // 1024} kB\n")
+    status.write_text(f"Name: python\nVmSize: {3 * GiB // 1024} kB\n")
+    cgroup = tmp_path / "cgroup"
+    cgroup.mkdir()
+    assert host_memory_free(str(meminfo), str(cgroup), str(status)) == (48 * GiB, "the host has")
+    (cgroup / "memory.max").write_text("max\n")
+    (cgroup / "memory.current").write_text(f"{GiB}\n")
+    assert host_memory_free(str(meminfo), str(cgroup), str(status))[0] == 48 * GiB  # "max": no limit
+    (cgroup / "memory.max").write_text(f"{4 * GiB}\n")
+    assert host_memory_free(str(meminfo), str(cgroup), str(status)) == (
+        3 * GiB, f"the cgroup's limit ({cgroup}/memory.max) leaves")
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (5 * GiB // 2, resource.RLIM_INFINITY))
+    assert host_memory_free(str(meminfo), str(cgroup), str(status)) == (0, "the address-space limit (ulimit -v) leaves")
+    # the check itself: a tiny pack against a cgroup with nothing left is refused, naming the cgroup
+    monkeypatch.setattr("windtunnel.train.core.host_memory_free", lambda: (0, "the cgroup's limit (X) leaves"))
+    with pytest.raises(ConfigError, match=r"the cgroup's limit \(X\) leaves 0.0 GiB free"):
+        check_memory([tiny_trial()], 256, torch.device("cpu"))

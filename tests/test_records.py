@@ -41,6 +41,7 @@ def test_fit_of_the_committed_runs_reproduces_the_committed_fits(record, tmp_pat
             assert fresh["parameters"][name]["interval"] == pytest.approx(p["interval"], rel=rel), name
         # to the last bits a BLAS or numpy release may move (1e-14 here), not to the bit
         assert _approx(fresh["details"].get("optima")) == want["details"].get("optima")
+        assert _approx(fresh["details"].get("transfer")) == want["details"].get("transfer")  # the muTransfer verdict
 
 
 def _shape(diagnostic: str) -> str:
@@ -67,14 +68,46 @@ def _approx(value):
 
 
 def test_the_lr_transfer_record_shows_mup_transfer_and_sp_drift():
-    """What the record's README says, read from its fits: muP's optimum moves < 1 grid step over 8x width, SP's
-    more than 1; every cell's optimum lies inside its interval and inside the LR grid."""
+    """What the record's README says, read from its fits: muP's optimum drifts -0.33 octaves over 8x width, which
+    its 2x grid (resolution half an octave) cannot call a transfer (inconclusive); SP's drifts -1.32 [-1.42, -1.22],
+    beyond the tolerance even with the grid's resolution: it moves. Every cell's optimum lies inside its interval
+    and inside the LR grid."""
     fits = json.loads((SWEEPS / "lr_transfer" / "fits.json").read_text())["fits"]["lr"]
     transfer = fits["details"]["transfer"]
     assert max(abs(s) for s in transfer["mup"]["shift_in_grid_steps"]) < 1 and not transfer["mup"]["moves"]
+    assert transfer["mup"]["verdict"] == "inconclusive" and transfer["mup"]["drift_octaves"] == pytest.approx(-0.33, abs=0.005)
     assert transfer["sp"]["moves"] and transfer["sp"]["shift_in_grid_steps"][-1] < -1
+    assert transfer["sp"]["drift_octaves"] == pytest.approx(-1.32, abs=0.005)
+    assert transfer["sp"]["drift_interval"] == pytest.approx([-1.42, -1.22], abs=0.005)
+    readme = (SWEEPS / "lr_transfer" / "README.md").read_text()
+    assert "-0.33 octaves" in readme and "-1.32 octaves" in readme
     for cell in fits["details"]["optima"]:
         assert cell["interval"][0] <= cell["lr_star"] <= cell["interval"][1] and not cell["edge"]
+
+
+def test_the_8_layer_transfer_record_fails_sp_and_quotes_its_numbers():
+    """sweeps/lr_transfer_8l (3 of 4 widths so far): SP's optimum moves (-0.99 octaves [-1.08, -0.84], and width
+    512 at width 128's best grid LR loses 0.51 nats), muP's drift is inconclusive with zero regret on the grid; the
+    README quotes the fits and the per-width means and sds of its runs table."""
+    import pandas as pd
+    here = SWEEPS / "lr_transfer_8l"
+    transfer = json.loads((here / "fits.json").read_text())["fits"]["lr"]["details"]["transfer"]
+    sp, mup = transfer["sp"], transfer["mup"]
+    assert sp["verdict"] == "optimum moves with width" and mup["verdict"] == "inconclusive"
+    assert sp["drift_octaves"] == pytest.approx(-0.99, abs=0.005) and sp["drift_interval"] == pytest.approx([-1.08, -0.84], abs=0.005)
+    assert mup["drift_octaves"] == pytest.approx(-0.71, abs=0.005) and mup["drift_interval"] == pytest.approx([-0.98, -0.26], abs=0.005)
+    assert sp["regret"]["value"] == pytest.approx(0.51, abs=0.005) and sp["regret"]["interval"][0] > 0.05
+    assert mup["regret"]["value"] == 0 and mup["regret"]["lr"] == pytest.approx(2 ** -7.5)
+    readme = (here / "README.md").read_text()
+    for text in ("-0.99 octaves", "[-1.08, -0.84]", "+0.51 nats", "-0.71 octaves", "+0.000 nats"):
+        assert text in readme, text
+    runs = pd.read_csv(here / "runs.csv.gz").drop_duplicates("run_dir")
+    runs = runs[runs["status"] == "completed"]
+    stats = runs.groupby(["model.parametrization", "model.d_model", "optim.lr"])["final_eval_loss"].agg(["mean", "std"])
+    for param, width in (("mup", 128), ("mup", 512), ("sp", 128), ("sp", 512)):
+        best = stats.loc[(param, width)]["mean"].idxmin()
+        mean, sd = stats.loc[(param, width, best)]
+        assert f"{mean:.3f} ({sd:.3f})" in readme, (param, width)
 
 
 def test_the_batch_size_record_shows_the_optimum_growing_as_the_loss_falls():

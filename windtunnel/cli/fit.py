@@ -55,6 +55,7 @@ def cmd_fit(args) -> int:
 def _print_details(res) -> None:
     """The tables behind a law: the LR optimum of every cell with its interval and the transfer verdict per
     parametrization; the optimal batch size of every (size, loss level); the isoFLOP optima per budget."""
+    from ..fit.transfer import verdict_line
     details = res.details if isinstance(res.details, dict) else {}
     rows = details.get("optima") or []
     if res.law == "lr" and rows:
@@ -69,8 +70,7 @@ def _print_details(res) -> None:
             " (each cell's optimum from a parabola in log LR; the law through the optima)"
             if details.get("estimator", "parabola") == "parabola" else " (Step Law's near-optimal runs)"))
         for param, v in (details.get("transfer") or {}).items():
-            steps = ", ".join(f"{s:+.2f}" for s in v["shift_in_grid_steps"])
-            print(f"  {param}: {v['verdict']} (shift from the smallest size, in grid steps: {steps})")
+            print(f"  {verdict_line(param, v)}")
     elif res.law == "batch_size" and rows:
         print(f"  {'N':>10} {'loss':>7} {'bs_opt':>10} {'runs':>5} {'censored':>8}  flag")
         for r in rows:

@@ -12,6 +12,7 @@ import pandas as pd
 
 from .. import laws
 from .blas import one_blas_thread
+from .transfer import transfer_verdicts
 from .result import FitResult, NotFittable, _interval, _need, leave_one_out, loo_warnings, seed_note
 
 
@@ -51,7 +52,8 @@ def lr_optimum(df: pd.DataFrame, *, band: float = 0.0025, n_boot: int = 200, see
     lr* = c N^e_N D^e_D where the token budget varies across cells (Step Law's form), lr* = c N^e_N where the
     optimum moves with size, else one constant base LR (what muP promises). Intervals: bootstrap over seeds
     within a cell (or the near-optimal band, every LR within `band` of the best loss, without seeds), and
-    over cells for the law. The muTransfer verdict: how many grid steps the optimum moves across widths.
+    over cells for the law. The muTransfer verdict (transfer.py): the optimum's drift across widths, in octaves,
+    with its seed interval and the grid's resolution, against a tolerance.
     estimator: "parabola" (each cell's optimum from a parabola in log LR, then the law through the optima) or "band"
     (Step Law's: the law by least squares through every run within `band` of its cell's best loss)."""
     if estimator not in ("parabola", "band"):
@@ -68,7 +70,7 @@ def lr_optimum(df: pd.DataFrame, *, band: float = 0.0025, n_boot: int = 200, see
     other = [c for c in ("bs",) if c in df and df[c].nunique() > 1]
     rng = np.random.default_rng(seed)
     diagnostics = _not_swept(df, keys, other) + _copied_losses(df, keys, other)
-    cells, seed_counts = [], []
+    cells, seed_counts, draws, curves = [], [], [], []
     for key, g in df.groupby(keys, dropna=False):
         per = g.groupby(["lr", *other])["loss"].apply(list)  # seeds of each (lr, bs)
         mean = per.apply(np.mean)
@@ -84,6 +86,8 @@ def lr_optimum(df: pd.DataFrame, *, band: float = 0.0025, n_boot: int = 200, see
         boots = [_optimum(lr, np.array([np.mean(rng.choice(s, len(s))) for s in seeds]))[0]
                  for _ in range(n_boot)] if max(len(s) for s in seeds) > 1 else []
         low, high = (np.exp(_interval(np.log(boots))) if boots else (near.min(), near.max()))
+        draws.append(boots)
+        curves.append((lr, seeds))
         cells.append({"param": key[0], "N": float(key[1]), **({"D": float(key[2])} if by_d else {}), "width": float(g["width"].iloc[0]) if "width" in g
                       else None, "lr_star": star, "interval": [float(min(low, star)), float(max(high, star))],
                       "band": [float(near.min()), float(near.max())], "best_lr": info["best_x"],
@@ -97,7 +101,8 @@ def lr_optimum(df: pd.DataFrame, *, band: float = 0.0025, n_boot: int = 200, see
                    f"of the law, extend the grid" for c in cells if c["edge"]]
     diagnostics += coarse_grid_warnings(cells)
     diagnostics += seed_note(np.repeat(np.arange(len(seed_counts)), seed_counts), "LR point")
-    verdicts = _transfer(cells)
+    # its own stream: the regret's bootstrap leaves the law's draws (and every committed interval) as they were
+    verdicts = transfer_verdicts(cells, draws, curves, rng=np.random.default_rng([seed, 1]))
     main = "mup" if "mup" in verdicts else sorted(verdicts)[0]
     mine = sorted((c for c in cells if c["param"] == main and not c["edge"]), key=lambda c: (c["N"], c.get("D", 0)))
     if not mine:
@@ -217,24 +222,6 @@ def coarse_grid_warnings(cells: list[dict]) -> list[str]:
                        f"than below, so it is known only to about half a step (a factor {step ** 0.5:.2g} either way), "
                        f"not to its interval (seed noise only); refine with steps of 2^(1/4) around the best LR")
     return out
-
-
-def _transfer(cells: list[dict]) -> dict:
-    """Per parametrization: the optimum's shift across sizes in grid steps, at the most common token budget."""
-    verdicts = {}
-    for param in sorted({c["param"] for c in cells}):
-        mine = [c for c in cells if c["param"] == param]
-        if "D" in mine[0]:
-            common = pd.Series([c["D"] for c in mine]).mode()[0]
-            mine = [c for c in mine if c["D"] == common]
-        mine.sort(key=lambda c: c["N"])
-        logs = np.log([c["lr_star"] for c in mine])
-        shift = (logs - logs[0]) / np.log(mine[0]["grid_step"])
-        moves = bool(len(mine) > 1 and np.max(np.abs(shift)) > 1.0)
-        verdicts[param] = {"sizes": [c["N"] for c in mine], "shift_in_grid_steps": shift.tolist(), "moves": moves,
-                           "verdict": ("optimum moves with width" if moves else "optimum transfers across width")
-                           if len(mine) > 1 else "one size only"}
-    return verdicts
 
 
 def _ols(cells: list[dict], columns: list[str], target: str = "lr_star") -> np.ndarray:

@@ -1,4 +1,5 @@
 """Small pieces the trainer shares: eval reports for callbacks, devices, eval schedules, autocast."""
+import gc
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -76,10 +77,47 @@ def eval_steps(total_steps: int, batch_tokens: int, n_points: int, decay_start: 
     return sorted(steps)
 
 
+def _read_int(path: str) -> int | None:
+    """The integer in a one-line /proc or /sys file (None: missing, unreadable, or "max", i.e. no limit)."""
+    try:
+        text = open(path).read().split()[0]
+    except (OSError, IndexError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def host_memory_free(meminfo: str = "/proc/meminfo", cgroup: str = "/sys/fs/cgroup",
+                     status: str = "/proc/self/status") -> tuple[int | None, str]:
+    """(bytes this process may still allocate, where that bound comes from): the smallest of the host's available
+    memory, the cgroup's limit minus its usage (v2 memory.max, or v1 memory.limit_in_bytes; a container or a SLURM
+    job's allocation) and the address-space rlimit minus the process's size (ulimit -v). (None, "") when none is known."""
+    import resource
+    bounds = []
+    try:
+        avail = next(int(line.split()[1]) * 1024 for line in open(meminfo) if line.startswith("MemAvailable"))
+        bounds.append((avail, "the host has"))
+    except (OSError, StopIteration, ValueError):
+        pass
+    for limit, usage in (("memory.max", "memory.current"), ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
+        cap, used = _read_int(f"{cgroup}/{limit}"), _read_int(f"{cgroup}/{usage}")
+        if cap is not None and used is not None and cap < 2 ** 60:  # v1 writes "no limit" as a huge number
+            bounds.append((max(cap - used, 0), f"the cgroup's limit ({cgroup}/{limit}) leaves"))
+            break
+    soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    if soft != resource.RLIM_INFINITY:
+        try:
+            size = next(int(line.split()[1]) * 1024 for line in open(status) if line.startswith("VmSize"))
+        except (OSError, StopIteration, ValueError):
+            size = 0
+        bounds.append((max(soft - size, 0), "the address-space limit (ulimit -v) leaves"))
+    return min(bounds) if bounds else (None, "")
+
+
 def check_memory(cfgs: list, vocab_size: int, device: torch.device, world: int = 1, sharded: bool = False) -> None:
     """Refuse a trial whose model states and activations cannot fit, before anything is allocated: sizing's
     memory model (the one `windtunnel launch` sizes micro-batches with) for each of a pack's K trials, states
-    over the ranks under FSDP2, one micro-batch of activations, against the device's free memory."""
+    over the ranks under FSDP2, one micro-batch of activations, against the device's free memory (on a CPU, the
+    smallest of the host's, the cgroup's and the rlimit's: host_memory_free)."""
     cfg = cfgs[0]
     m, t = cfg.model, cfg.train
     params = sizing.total_params(m, m.vocab_size or vocab_size)
@@ -87,17 +125,20 @@ def check_memory(cfgs: list, vocab_size: int, device: torch.device, world: int =
     acts = cfg.micro_batch * t.seq_len * sizing.activation_bytes_per_token(m, m.vocab_size or vocab_size)
     need = len(cfgs) * (states + acts)
     if device.type == "cuda":
-        free = torch.cuda.mem_get_info(device)[0]
+        # memory this process's caching allocator holds but no tensor uses (a previous trial of the same sweep
+        # process: its pack's 70 GB stay reserved) is free to this trial
+        gc.collect()
+        free = torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        where = "cuda has"
     else:
-        try:
-            free = next(int(line.split()[1]) * 1024 for line in open("/proc/meminfo") if line.startswith("MemAvailable"))
-        except (OSError, StopIteration):
+        free, where = host_memory_free()
+        if free is None:
             return
     if need > 0.9 * free:
         raise ConfigError(f"trial {cfg.name!r} needs about {need / 2**30:.1f} GiB ({params:,} parameters x "
                           f"{sizing.BYTES_PER_PARAM} bytes for weights, gradients and AdamW, plus {acts / 2**30:.2f} GiB of "
                           f"activations for a micro-batch of {cfg.micro_batch} x {t.seq_len} tokens"
-                          f"{f', x {len(cfgs)} packed trials' if len(cfgs) > 1 else ''}); {device.type} has "
+                          f"{f', x {len(cfgs)} packed trials' if len(cfgs) > 1 else ''}); {where} "
                           f"{free / 2**30:.1f} GiB free. Use a smaller model or train.micro_batch_size, or a device with "
                           f"more memory")
 
