@@ -2,6 +2,7 @@
 branches, packs), overfitting flagged and left out of fits, and a streaming, parallel, bounded-memory prepare
 that equals the one-document-at-a-time build token for token."""
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -179,16 +180,19 @@ def test_an_unfinished_run_on_a_changed_corpus_is_refused(small_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_gpu_sweeps_fit_one_epoch_of_stdlib_site():
-    """Every GPU experiment in conf/sweep/ fits the GPU machine's stdlib+site corpus (BPE 8192) once."""
+def test_gpu_sweeps_fit_one_epoch_of_their_corpus():
+    """Every GPU experiment in conf/sweep/ fits its corpus on the GPU machine (stdlib+site or installed code, BPE
+    8192) once: their train tokens as measured on the H200."""
     from test_conf import SWEEPS, compose_job
     from windtunnel.compose import to_job
+    measured = json.loads((Path(__file__).resolve().parents[1] / "sweeps" / "corpus" / "corpus_h200.json").read_text())
+    assert GPU_TOKENS["installed_code"] == measured["installed_code_bpe"]["train_tokens"]
     checked = 0
     for name in SWEEPS:
         base = compose_job([f"sweep={name}"], hydra_node=True)
         if base.train.device != "cuda":
             continue
-        assert base.data.source == "stdlib+site" and base.data.tokenizer == "bpe" and base.data.bpe_vocab_size == 8192
+        assert base.data.source in GPU_TOKENS and base.data.tokenizer == "bpe" and base.data.bpe_vocab_size == 8192
         from windtunnel.sweep.grid import expand
         params = [f"{k}={v}" for k, v in (base.hydra.sweeper.params or {}).items()]
         searched = [p for p in params if "interval(" in p]  # a search space: Optuna samples it, per trial
@@ -198,10 +202,12 @@ def test_gpu_sweeps_fit_one_epoch_of_stdlib_site():
         shapes = {tuple(o for o in job if not o.startswith(("optim.", "train.seed="))): job for job in jobs}
         for job in shapes.values():
             trial = to_job(compose_job(job)).trial()
-            assert sizing.tokens_trained(trial) <= STDLIB_SITE_GPU_TOKENS, (name, job)
+            assert sizing.tokens_trained(trial) <= GPU_TOKENS[base.data.source], (name, job)
         checked += len(jobs)
     assert checked >= 20
 
 
 # train tokens of data=stdlib_site_bpe on the GPU machine (torch 2.11 image), benchmarks/results/prepare_h200.json
 STDLIB_SITE_GPU_TOKENS = 111_375_447
+# data=installed_code_bpe on the same machine: sweeps/corpus/corpus_h200.json (installed_code_bpe.train_tokens)
+GPU_TOKENS = {"stdlib+site": STDLIB_SITE_GPU_TOKENS, "installed_code": 195_523_507}

@@ -117,6 +117,11 @@ def test_decay_from_a_stable_checkpoint_with_mixed_data(tmp_path):
     trial = decay_trial(ckpt, 10 * 2048, [f"0.5:text_dir:{tmp_path / 'hq'}"])
     assert trial.train.total_tokens == 50 * 2048 and trial.schedule.decay_tokens == 10 * 2048
     assert trial.data.mixture == [f"0.5:text_dir:{tmp_path / 'hq'}"]
+    # a decay that would change the model's shape is one line at launch time, not an error inside torchrun
+    wrong = cli("launch", "--decay-from", str(ckpt), "--decay-tokens", str(10 * 2048), "--out", "wrong", "--device",
+                "cpu", "--gpu-memory-gb", "4", "model.d_model=96", cwd=tmp_path)
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr, wrong.stderr[-2000:]
+    assert "model.d_model=96 (the checkpoint's: 64)" in wrong.stderr and not (tmp_path / "wrong").exists()
     out = cli("launch", "--decay-from", str(ckpt), "--decay-tokens", str(10 * 2048), "--data-mixture",
              f"0.5:text_dir:{tmp_path / 'hq'}", "--out", "decay", "--device", "cpu", "--gpu-memory-gb", "4", "--run",
              cwd=tmp_path, env={"PYTHON": "/nonexistent/python3", "MASTER_PORT": free_port()})

@@ -378,3 +378,25 @@ def test_the_samplers_random_start_up_is_a_setting():
         sweeper("random", 3)
     with pytest.raises(SearchSpaceError, match="sampler_startup_trials=0"):
         sweeper("tpe", 0)
+
+
+def test_a_python_tag_in_a_users_config_dir_is_one_line_and_runs_nothing(tmp_path):
+    """A `!!python/object/apply` tag in a file under --config-dir (or hydra.searchpath): Hydra's loader refuses it with
+    a 30-line traceback; windtunnel names the file and line in one line, before Hydra reads it, and nothing runs.
+    A plain file beside it in another folder passes the same check."""
+    from windtunnel.sweep.app import _check_user_yaml
+    mark = tmp_path / "ran"
+    evil = tmp_path / "evil"
+    (evil / "sweep").mkdir(parents=True)
+    (evil / "sweep" / "x.yaml").write_text(f'# @package _global_\noptim:\n  lr: !!python/object/apply:os.system ["touch {mark}"]\n')
+    for args in (["--config-dir", str(evil), "sweep=x", "--info"], ["-m", f"hydra.searchpath=[file://{evil}]", "sweep=x"]):
+        done = cli("sweep", *args, cwd=tmp_path)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.strip().splitlines() == [done.stderr.strip()]  # one line
+        assert f"{evil / 'sweep' / 'x.yaml'}:3:" in done.stderr and "remove the tag" in done.stderr
+    assert not mark.exists()
+    good = tmp_path / "good"
+    (good / "sweep").mkdir(parents=True)
+    (good / "sweep" / "y.yaml").write_text("# @package _global_\noptim:\n  lr: 3e-3\ntrain:\n  seq_len: ${train.seq_len}\n")
+    _check_user_yaml(["--config-dir", str(good)])
+    _check_user_yaml([f"--config-dir={good}", "hydra.searchpath=[pkg://windtunnel.conf]"])

@@ -323,6 +323,8 @@ def _one_of(value: str, allowed: tuple, where: str) -> None:
     _need(value in allowed, f"{where}={value!r} is unknown; use one of {', '.join(allowed)}")
 
 
+# the model fields a checkpoint's tensors are shaped by: a run resumed or decayed from it must keep them
+SHAPE_KEYS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "fixed_head_dim", "d_ff", "ffn_mult", "vocab_size")
 PACKABLE = ("optim.lr", "train.seed")  # what may differ between the trials of one packed job
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import schedule, sizing
 from .compose import compose_record
-from .config import ConfigError, TrialConfig, override, split_batch, to_dict, whole_steps
+from .config import SHAPE_KEYS, ConfigError, TrialConfig, override, split_batch, to_dict, whole_steps
 from .runs import Run, read_meta, write_file
 from .runs.run import META
 
@@ -299,7 +299,12 @@ def write_launch(prediction: dict, spec: LaunchSpec, out: Path, trial: TrialConf
     if trial is None:
         trial, plan = full_scale_trial(prediction, spec, overrides)
     else:
-        trial = compose_record(trial, list(overrides)) if overrides else trial
+        before, trial = trial, compose_record(trial, list(overrides)) if overrides else trial
+        changed = [f"model.{k}={getattr(trial.model, k)} (the checkpoint's: {getattr(before.model, k)})"
+                   for k in SHAPE_KEYS if getattr(trial.model, k) != getattr(before.model, k)]
+        if before.train.init_from and changed:  # found here, not inside torchrun on the cluster
+            raise ConfigError(f"--decay-from {before.train.init_from}: the overrides change the model's shape "
+                              f"({'; '.join(changed)}); a decay continues the checkpoint's weights: drop those overrides")
         plan = memory_plan(trial, spec)
         micro, accum = _split(trial, spec, plan)
         trial = compose_record(trial, [override("train.micro_batch_size", micro), override("train.device", spec.device),

@@ -222,12 +222,46 @@ def print_help() -> None:
     print(HELP.format(groups=lines, config=OmegaConf.to_yaml(compose.compose_config([]))))
 
 
+def _user_config_dirs(argv: list[str]) -> list[Path]:
+    """The folders a user adds to Hydra's search path: --config-dir DIR (-cd DIR, --config-dir=DIR) and
+    hydra.searchpath=[file://DIR,...] (pkg:// entries are packages, checked by their authors)."""
+    dirs = []
+    for i, a in enumerate(argv):
+        if a in ("--config-dir", "-cd") and i + 1 < len(argv):
+            dirs.append(argv[i + 1])
+        elif a.startswith("--config-dir="):
+            dirs.append(a.split("=", 1)[1])
+        elif a.lstrip("+").startswith("hydra.searchpath="):
+            dirs += [e.strip()[len("file://"):] for e in a.split("=", 1)[1].strip("[]").split(",")
+                     if e.strip().startswith("file://")]
+    return [Path(d).expanduser() for d in dirs]
+
+
+def _check_user_yaml(argv: list[str]) -> None:
+    """Every YAML file under a user's config folders parses as plain YAML, before Hydra reads it: a file Hydra's
+    loader cannot read (a `!!python/...` tag, which it refuses rather than runs; a syntax error) is one line that
+    names the file and line, not Hydra's 30-line traceback."""
+    import yaml
+    for folder in _user_config_dirs(argv):
+        for path in sorted(folder.rglob("*.yaml")) if folder.is_dir() else []:
+            try:
+                yaml.safe_load(path.read_text(errors="replace"))
+            except yaml.YAMLError as err:
+                mark = getattr(err, "problem_mark", None)
+                where = f"{path}:{mark.line + 1}" if mark else str(path)
+                problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+                fix = ("configs hold plain values; Python tags (!!python/...) are not allowed: remove the tag"
+                       if "python" in str(err) else "fix the YAML there")
+                raise ConfigError(f"{where}: {problem.strip()}; {fix}") from None
+
+
 def main(argv: list[str]) -> int:
     """Entry for `windtunnel sweep ARGS`: check every grid job first, then hand ARGS to Hydra. A search
     space (interval) on the command line selects the Optuna sweeper, which is what it needs."""
     if "--help" in argv or "-h" in argv:
         print_help()
         return 0
+    _check_user_yaml(argv)
     multirun = "-m" in argv or "--multirun" in argv
     shown = [a for a in argv if a.split("=")[0] in ("--cfg", "-c", "--info", "-i")]
     if multirun and shown:  # Hydra would raise a bare ValueError here

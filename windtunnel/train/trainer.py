@@ -17,7 +17,7 @@ from typing import Callable, Optional
 import torch
 
 from .. import __version__, runs, schedule, sizing
-from ..config import ConfigError, ModelConfig, TrialConfig, to_dict
+from ..config import SHAPE_KEYS, ConfigError, ModelConfig, TrialConfig, to_dict
 from ..data import Corpus, epochs, held_out, prepare_mixture
 from ..runs import Run
 from .core import EvalCallback, EvalReport, cpu_threads, device_name, diverged_message, eval_steps, is_diverged
@@ -28,7 +28,6 @@ from .trackers import Trackers
 
 # (the stable run's config, branch step, its checkpoint, multiple of N, branch run dir) -> the branch's RunResult
 BranchRunner = Callable[[TrialConfig, int, Path, float, Path], runs.RunResult]
-SHAPE_KEYS = ("d_model", "n_layers", "n_heads", "n_kv_heads", "fixed_head_dim", "d_ff", "ffn_mult", "vocab_size")
 
 
 class Trainer:
