@@ -6,6 +6,7 @@ import re
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -400,3 +401,15 @@ def test_a_python_tag_in_a_users_config_dir_is_one_line_and_runs_nothing(tmp_pat
     (good / "sweep" / "y.yaml").write_text("# @package _global_\noptim:\n  lr: 3e-3\ntrain:\n  seq_len: ${train.seq_len}\n")
     _check_user_yaml(["--config-dir", str(good)])
     _check_user_yaml([f"--config-dir={good}", "hydra.searchpath=[pkg://windtunnel.conf]"])
+
+
+def test_a_sweep_dir_that_cannot_be_written_is_one_line_before_any_job(tmp_path):
+    """A read-only run root (here: under a file, and under /proc, which refuse even root) was a traceback from inside
+    Hydra's launcher; the preflight names hydra.sweep.dir and the fix, and no job starts."""
+    (tmp_path / "a_file").write_text("")
+    for where in (tmp_path / "a_file" / "sweep", Path("/proc") / f"wt-{os.getpid()}"):
+        done = cli("sweep", "-m", "model=tiny32", "train.total_tokens=16384", f"hydra.sweep.dir={where}", cwd=tmp_path)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        assert done.stderr.strip() == done.stderr.strip().splitlines()[0]
+        assert f"hydra.sweep.dir={where}: cannot write there" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]

@@ -158,9 +158,24 @@ def preflight(overrides: list[str], checked: Optional[dict] = None) -> int:
             except ConfigError as err:
                 raise ConfigError(f"sweep job [{' '.join(job)}]: {err}") from None
     _check_budgets(trials)
+    _check_writable(Path(str(base.hydra.sweep.dir)))  # last: a refused sweep leaves no folder behind
     if checked is not None:
         checked["run_dirs"] = [checked["sweep_dir"] / name for name in by_dir] if is_grid else None
     return len(jobs)
+
+
+def _check_writable(sweep_dir: Path) -> None:
+    """The sweep's folder exists (made here, as Hydra would) and takes a file, before any job: a read-only run root,
+    or a path under a file, is one line here instead of a traceback from inside Hydra's launcher."""
+    import tempfile
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=sweep_dir, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise ConfigError(f"hydra.sweep.dir={sweep_dir}: cannot write there ({err.strerror or err}); give a writable "
+                          f"folder with hydra.sweep.dir=DIR (runs go to runs/SWEEP_NAME under the working directory "
+                          f"by default)") from None
 
 
 def _check_budgets(trials: list) -> None:
