@@ -12,8 +12,8 @@ import pandas as pd
 
 from .. import laws
 from .blas import one_blas_thread
-from .transfer import transfer_verdicts
 from .result import FitResult, NotFittable, _interval, _need, leave_one_out, loo_warnings, seed_note
+from .transfer import transfer_verdicts
 
 
 def log_grid(values, rtol: float = 0.02) -> np.ndarray:

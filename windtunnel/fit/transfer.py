@@ -10,10 +10,10 @@ the interval is compared with the tolerance. So
   - "optimum moves with width": it lies entirely outside (SP's drift, the negative control, must land here);
   - "inconclusive": it straddles the tolerance (a coarse grid, one seed, or a small drift): more seeds, a finer
     grid, or a wider span of widths decide it.
-Beside it, what a user pays: the transfer regret, the widest model's loss at the narrowest one's best grid LR minus
-its own best (mean over seeds), with a seed-bootstrap interval, on the grid itself (no parabola).
 A 2x grid (half-step resolution 0.5 octaves) can therefore pass nothing: sweeps/prediction_check/lr's SP drift of
 0.67 steps read as "transfers" under the earlier rule (at most one grid step, no seeds, no resolution).
+Beside the verdict, what a user pays: the transfer regret, the widest model's loss at the narrowest one's best grid
+LR minus its own best (mean over seeds), with a seed-bootstrap interval, on the grid itself (no parabola).
 """
 import numpy as np
 import pandas as pd
@@ -35,16 +35,17 @@ def transfer_regret(narrow: tuple, wide: tuple, rng, n_boot: int = 200) -> dict:
     """The widest model's loss at the narrowest one's best grid LR minus its own best. Each curve: (lr (n,) sorted,
     per-LR lists of seed losses). The LR is the narrow curve's best grid point, matched on the wide grid to 2%;
     the interval resamples the seeds of every LR of both curves (percentile bootstrap)."""
-    def regret(lr_n, loss_n, lr_w, loss_w):
-        at = np.flatnonzero(np.isclose(lr_w, lr_n[int(np.argmin(loss_n))], rtol=0.02))
-        return float(loss_w[at[0]] - loss_w.min()) if len(at) else float("nan")
     (lr_n, seeds_n), (lr_w, seeds_w) = narrow, wide
-    mean = lambda seeds: np.array([np.mean(s) for s in seeds])  # noqa: E731
-    value = regret(lr_n, mean(seeds_n), lr_w, mean(seeds_w))
-    out = {"lr": float(lr_n[int(np.argmin(mean(seeds_n)))]), "value": value, "interval": [value, value]}
+
+    def regret(loss_n, loss_w) -> tuple[float, float]:  # (the narrow curve's best LR, the wide curve's regret there)
+        best = lr_n[int(np.argmin(loss_n))]
+        at = np.flatnonzero(np.isclose(lr_w, best, rtol=0.02))
+        return float(best), float(loss_w[at[0]] - loss_w.min()) if len(at) else float("nan")
+    lr, value = regret([np.mean(s) for s in seeds_n], np.array([np.mean(s) for s in seeds_w]))
+    out = {"lr": lr, "value": value, "interval": [value, value]}
     if max(len(s) for s in seeds_n + seeds_w) > 1 and np.isfinite(value):
         pick = lambda seeds: np.array([np.mean(rng.choice(s, len(s))) for s in seeds])  # noqa: E731
-        boot = [regret(lr_n, pick(seeds_n), lr_w, pick(seeds_w)) for _ in range(n_boot)]
+        boot = [regret(pick(seeds_n), pick(seeds_w))[1] for _ in range(n_boot)]
         out["interval"] = [float(v) for v in np.nanpercentile(boot, [2.5, 97.5])]
     return out
 

@@ -32,11 +32,11 @@ from .dirs import (CHECKPOINT, CONFIG, METRICS, RunResult, RunStatus, append_met
                    read_result, rewrite_metrics, write_json, write_result)
 
 CHECKPOINTS, FINAL, RESTARTED, META = "checkpoints", "final", "metrics.restarted.jsonl", "meta.json"
+log = logging.getLogger("windtunnel")
 
 
 class UnreadableCheckpoint(ConfigError):
     """A checkpoint's weights file cannot be read (truncated by a full disk or a kill, or corrupt)."""
-log = logging.getLogger("windtunnel")
 
 
 class Run:
@@ -175,7 +175,7 @@ class Run:
                 return self.checkpoint
             if not write:
                 return Path(self.trial.train.init_from) if self.trial.train.init_from else None
-            logging.getLogger("windtunnel").warning("%s: checkpoint without weights; training from the start (its "
+            log.warning("%s: checkpoint without weights; training from the start (its "
                                                     "earlier points kept in %s)", self.path, RESTARTED)
             if (self.path / METRICS).exists():
                 rewrite_metrics(self.path, self.metrics(), name=RESTARTED)  # atomic, like every write
@@ -194,7 +194,7 @@ class Run:
                 if self.checkpoint.exists():
                     shutil.rmtree(self.checkpoint)
                 os.rename(candidate, self.checkpoint)
-                logging.getLogger("windtunnel").warning("%s: a save was interrupted between its renames; resuming from "
+                log.warning("%s: a save was interrupted between its renames; resuming from "
                                                         "%s (step %s)", self.path, candidate.name,
                                                         read_meta(self.checkpoint).get("step"))
                 return self.checkpoint
@@ -205,7 +205,7 @@ class Run:
         RUN/metrics.restarted.jsonl: the run then trains from the start."""
         aside = self.path / f".{CHECKPOINT}.unreadable-{int(time.time())}"
         os.rename(self.checkpoint, aside)
-        logging.getLogger("windtunnel").warning("%s; training %s from the start (the checkpoint kept as %s)", reason,
+        log.warning("%s; training %s from the start (the checkpoint kept as %s)", reason,
                                                 self.path, aside.name)
         if (self.path / METRICS).exists():
             rewrite_metrics(self.path, self.metrics(), name=RESTARTED)

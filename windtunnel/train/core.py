@@ -86,18 +86,22 @@ def _read_int(path: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def _proc_kib(path: str, key: str) -> int | None:
+    """Bytes of a "Key:  N kB" line of a /proc file (meminfo, PID/status); None when missing or unreadable."""
+    try:
+        return next(int(line.split()[1]) * 1024 for line in open(path) if line.startswith(key + ":"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+
+
 def host_memory_free(meminfo: str = "/proc/meminfo", cgroup: str = "/sys/fs/cgroup",
                      status: str = "/proc/self/status") -> tuple[int | None, str]:
     """(bytes this process may still allocate, where that bound comes from): the smallest of the host's available
     memory, the cgroup's limit minus its usage (v2 memory.max, or v1 memory.limit_in_bytes; a container or a SLURM
     job's allocation) and the address-space rlimit minus the process's size (ulimit -v). (None, "") when none is known."""
     import resource
-    bounds = []
-    try:
-        avail = next(int(line.split()[1]) * 1024 for line in open(meminfo) if line.startswith("MemAvailable"))
-        bounds.append((avail, "the host has"))
-    except (OSError, StopIteration, ValueError):
-        pass
+    avail = _proc_kib(meminfo, "MemAvailable")
+    bounds = [] if avail is None else [(avail, "the host has")]
     for limit, usage in (("memory.max", "memory.current"), ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes")):
         cap, used = _read_int(f"{cgroup}/{limit}"), _read_int(f"{cgroup}/{usage}")
         if cap is not None and used is not None and cap < 2 ** 60:  # v1 writes "no limit" as a huge number
@@ -105,11 +109,7 @@ def host_memory_free(meminfo: str = "/proc/meminfo", cgroup: str = "/sys/fs/cgro
             break
     soft = resource.getrlimit(resource.RLIMIT_AS)[0]
     if soft != resource.RLIM_INFINITY:
-        try:
-            size = next(int(line.split()[1]) * 1024 for line in open(status) if line.startswith("VmSize"))
-        except (OSError, StopIteration, ValueError):
-            size = 0
-        bounds.append((max(soft - size, 0), "the address-space limit (ulimit -v) leaves"))
+        bounds.append((max(soft - (_proc_kib(status, "VmSize") or 0), 0), "the address-space limit (ulimit -v) leaves"))
     return min(bounds) if bounds else (None, "")
 
 
