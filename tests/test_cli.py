@@ -120,6 +120,25 @@ def test_version_module_entry_and_tab_completion():
     assert out.stdout.strip().endswith("complete -o nospace -o default -F hydra_bash_completion windtunnel")
 
 
+@pytest.mark.parametrize("line, expected", [
+    ("windtunnel ", {"train", "resolution", "runs", "fit", "plot", "report", "demo", "predict", "launch", "sweep",
+                     "--help", "--version", "--quiet", "--verbose"}),
+    ("windtunnel f", {"fit"}),
+    ("windtunnel -q fit runs/x --la", {"--law"}),
+    ("windtunnel fit runs/x --law ", {"all", "batch-size", "batch-size-data", "lr", "loss", "isoflop", "critical-batch"}),
+    ("windtunnel plot --kind batch-size-", {"batch-size-law"}),
+    ("windtunnel predict --reference ", {"none", "minicpm"}),
+    ("windtunnel sweep --mu", {"--multirun"}),
+    ("windtunnel train model=tiny12", {"model=tiny128"}),  # the overrides of train and resolution are Hydra's
+    ("windtunnel resolution optim.l", {"optim.lr="}),
+    ("windtunnel -v sweep -m model=tiny3", {"model=tiny32", "model=tiny384"}),
+    ("windtunnel runs ", set()),  # a path: nothing printed leaves the shell's file completion
+])
+def test_tab_completion_of_every_subcommand_its_options_and_choices(line, expected):
+    out = cli("-sc", "query=bash", env={"COMP_LINE": line + " --ignored-after-the-cursor", "COMP_POINT": str(len(line))})
+    assert out.returncode == 0 and set(out.stdout.split()) == expected, out.stdout + out.stderr
+
+
 def test_a_launcher_whose_extra_is_missing_names_the_pip_install(monkeypatch):
     """Without hydra-submitit-launcher (the cluster extra) Hydra cannot find launcher=slurm's submitit_slurm."""
     from windtunnel import compose

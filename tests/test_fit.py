@@ -9,6 +9,7 @@ import pytest
 
 from conftest import cli
 from synthetic import A_BS, B_BS, batch_size_runs
+from windtunnel import fit
 from windtunnel.fit import FitResult, NotFittable, batch_size_law, canonical, loss_law, lr_optimum, tokens_to_reach
 
 EPOCH = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "epoch-chinchilla" / "svg_extracted_data.csv"
@@ -324,3 +325,75 @@ def test_lr_band_estimator_recovers_the_law_and_says_which_ran():
         assert res.form == "step_law" and res.details["estimator"] == name
         assert res.params["e_N"] == pytest.approx(-0.3, abs=0.01) and res.params["e_D"] == pytest.approx(0.2, abs=0.01)
         assert any(d.startswith("estimator: band (") for d in res.diagnostics) == (name == "band")
+
+
+def _step_law_cells(seeds: int, noise: float, rng) -> pd.DataFrame:
+    """Step Law's cells with a known answer: at each D the loss is a parabola in log bs around bs* = 0.5 D^0.4 (the
+    best of 3 LRs, the others 0.05 worse), each (N, D, bs, lr) at `seeds` seeds with Gaussian seed noise."""
+    rows = []
+    for d in (1e8, 4e8, 1.6e9, 6.4e9):
+        star = 0.5 * d ** 0.4
+        for bs in star * 2.0 ** np.arange(-3, 4):
+            for k, lr in enumerate((1e-3, 2e-3, 4e-3)):
+                for s in range(seeds):
+                    rows.append({"N": 1e8, "D": d, "bs": bs, "lr": lr, "seed": s,
+                                 "loss": 3.0 + 0.02 * np.log(bs / star) ** 2 + 0.05 * (k != 1) + noise * rng.normal()})
+    return pd.DataFrame(rows)
+
+
+def test_the_batch_size_data_law_averages_seeds_and_resamples_them():
+    """bs* = c D^b with 4 seeds per point: the fit uses each point's mean over seeds (the same law as a fit of the
+    seed means themselves), finds the known b = 0.4, and its interval holds the seed noise that a fit of the means
+    cannot see; one seed per point says so in its diagnostics."""
+    data = _step_law_cells(4, 0.01, np.random.default_rng(3))
+    res = fit.batch_size_data_law(data, n_boot=300)
+    means = data.groupby(["N", "D", "bs", "lr"], as_index=False)["loss"].mean()
+    flat = fit.batch_size_data_law(means, n_boot=300)
+    assert res.params["b"] == pytest.approx(flat.params["b"], rel=1e-12)  # the point estimate: the seed means'
+    assert res.params["b"] == pytest.approx(0.4, abs=0.03)
+    low, high = res.intervals["b"]
+    assert low < 0.4 < high
+    width, flat_width = high - low, flat.intervals["b"][1] - flat.intervals["b"][0]
+    assert width > 1.5 * flat_width, (res.intervals, flat.intervals)  # seed noise in the interval
+    assert not any("one seed per" in d for d in res.diagnostics)
+    assert any("one seed per (N, D, batch, LR) point" in d for d in flat.diagnostics)
+
+
+def test_a_wsd_decay_is_left_out_of_the_batch_size_law_and_found_from_the_logged_lr():
+    """WSD runs reach their lowest losses in the decay, at the same fraction of every run whatever its batch: read as
+    levels, they pull every size's optima towards the batch that happens to end first. The synthetic sweep (MiniCPM's
+    law) with a decay appended to each run (a further 15% loss drop over its last eval): the fit without the decay
+    rows (flagged `decay`, as tables.decay_rows flags a logged WSD run) recovers b; with them read as levels it
+    does not."""
+    from windtunnel.tables import decay_rows
+    runs = batch_size_runs(seed=0)
+    ends = runs.groupby("run").tail(1).copy()
+    ends["tokens"] *= 1.11
+    ends["loss"] *= 0.85
+    runs["decay"], ends["decay"] = False, True
+    decayed = pd.concat([runs, ends], ignore_index=True)
+    clean = batch_size_law(decayed, n_boot=100)
+    assert clean.params["b"] == pytest.approx(batch_size_law(runs, n_boot=100).params["b"], rel=1e-9)
+    assert clean.intervals["b"][0] <= B_BS <= clean.intervals["b"][1]
+    assert any("read off the stable phase (18 held-out evals in 18 runs' decays left out)" in d for d in clean.diagnostics)
+    naive = batch_size_law(decayed.drop(columns="decay"), n_boot=100)
+    assert abs(naive.params["b"] - B_BS) > 3 * abs(clean.params["b"] - B_BS)
+    # the flags, from a logged run's LR: warmup, a plateau at the peak, then a decay (WSD); a cosine run has none
+    logged = pd.DataFrame({"run_dir": ["w"] * 8 + ["c"] * 8, "step": list(range(8)) * 2,
+                           "lr": [0.5, 1, 1, 1, 1, 1, 0.4, 0.1] + [0.5, 1, 0.97, 0.9, 0.8, 0.6, 0.4, 0.2]})
+    assert decay_rows(logged).tolist() == [False] * 6 + [True, True] + [False] * 8
+
+
+def test_a_batch_size_law_refuses_points_that_pool_two_learning_rates(tmp_path):
+    """Two LRs at every (N, batch) are two batch-size laws (sweeps/batch_size_8l ran 0.0039 and 0.01): read as seeds of
+    one point they would average two different optima. Refused, naming the column and a filter that fits one."""
+    runs = batch_size_runs(seed=0)
+    both = pd.concat([runs.assign(lr=0.01), runs.assign(lr=0.004, run=runs["run"] + "-lr0.004")], ignore_index=True)
+    path = tmp_path / "two_lrs.csv"
+    both.to_csv(path, index=False)
+    out = cli("fit", str(path), "--law", "batch-size")
+    assert out.returncode == 1 and ("18 (N, batch) point(s) pool runs of different lr values (0.004, 0.01): each is "
+                                    "its own batch-size law; fit one at a time, e.g. --where \"lr == 0.004\"") in out.stdout + out.stderr
+    one = cli("fit", str(path), "--law", "batch-size", "--where", "lr == 0.01", "--json")
+    assert one.returncode == 0 and json.loads(one.stdout)["fits"]["batch_size"]["parameters"]["b"]["value"] == pytest.approx(
+        batch_size_law(runs, n_boot=200).params["b"], rel=1e-9)

@@ -62,7 +62,8 @@ def test_notebook_executes_and_prints_the_librarys_exponent(monkeypatch, record,
 
 # every committed record's run table, as the notebook (and fit, report) load it: runs and statuses per its README
 RECORD_RUNS = {"batch_size": {"completed": 18}, "lr_transfer": {"completed": 159, "diverged": 1},
-               "lr_transfer_8l": {"completed": 198, "interrupted": 33},
+               "lr_transfer_8l": {"completed": 264},
+               "batch_size_8l/lr0.0039": {"completed": 25}, "batch_size_8l/lr0.01": {"completed": 25},
                "prediction_check/batch_size": {"completed": 12}, "prediction_check/lr": {"completed": 24},
                "prediction_check/target": {"completed": 5}, "wsd_vs_cosine": {"completed": 4},
                "wsd_vs_cosine/lr0.004": {"completed": 4}, "wsd_data_model": {"completed": 24},

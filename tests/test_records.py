@@ -1,5 +1,6 @@
 """Each committed wind-tunnel record (sweeps/<name>/) reproduces its committed fits from its committed runs."""
 import json
+import math
 import pathlib
 import re
 
@@ -86,28 +87,57 @@ def test_the_lr_transfer_record_shows_mup_transfer_and_sp_drift():
 
 
 def test_the_8_layer_transfer_record_fails_sp_and_quotes_its_numbers():
-    """sweeps/lr_transfer_8l (3 of 4 widths so far): SP's optimum moves (-0.99 octaves [-1.08, -0.84], and width
-    512 at width 128's best grid LR loses 0.51 nats), muP's drift is inconclusive with zero regret on the grid; the
-    README quotes the fits and the per-width means and sds of its runs table."""
+    """sweeps/lr_transfer_8l (widths 64-512, 264 runs): SP's optimum moves (-1.71 octaves [-1.78, -1.63]; width 512
+    at width 64's best grid LR loses 0.72 nats); muP's moves too (-1.05 [-1.18, -0.76]), all of it below the base
+    width, with zero regret from width 128's best grid LR; the README quotes the fits and the per-width means and sds
+    of its runs table."""
     import pandas as pd
     here = SWEEPS / "lr_transfer_8l"
-    transfer = json.loads((here / "fits.json").read_text())["fits"]["lr"]["details"]["transfer"]
+    lr = json.loads((here / "fits.json").read_text())["fits"]["lr"]["details"]
+    transfer = lr["transfer"]
     sp, mup = transfer["sp"], transfer["mup"]
-    assert sp["verdict"] == "optimum moves with width" and mup["verdict"] == "inconclusive"
-    assert sp["drift_octaves"] == pytest.approx(-0.99, abs=0.005) and sp["drift_interval"] == pytest.approx([-1.08, -0.84], abs=0.005)
-    assert mup["drift_octaves"] == pytest.approx(-0.71, abs=0.005) and mup["drift_interval"] == pytest.approx([-0.98, -0.26], abs=0.005)
-    assert sp["regret"]["value"] == pytest.approx(0.51, abs=0.005) and sp["regret"]["interval"][0] > 0.05
-    assert mup["regret"]["value"] == 0 and mup["regret"]["lr"] == pytest.approx(2 ** -7.5)
+    assert sp["verdict"] == mup["verdict"] == "optimum moves with width" and sp["span"] == [64, 512]
+    assert sp["drift_octaves"] == pytest.approx(-1.71, abs=0.005) and sp["drift_interval"] == pytest.approx([-1.78, -1.63], abs=0.005)
+    assert mup["drift_octaves"] == pytest.approx(-1.05, abs=0.005) and mup["drift_interval"] == pytest.approx([-1.18, -0.76], abs=0.005)
+    assert sp["regret"]["value"] == pytest.approx(0.72, abs=0.005) and sp["regret"]["interval"][0] > 0.5
+    assert mup["regret"]["value"] == pytest.approx(0.82, abs=0.005) and mup["regret"]["lr"] == pytest.approx(2 ** -6.5)
+    star = {(c["param"], c["width"]): c["lr_star"] for c in lr["optima"]}
+    octaves = [math.log2(star[("mup", 2 * w)] / star[("mup", w)]) for w in (64, 128, 256)]
+    assert octaves == pytest.approx([-0.18, -0.83, 0.12], abs=0.005)  # muP's drift: below the base width (256)
     readme = (here / "README.md").read_text()
-    for text in ("-0.99 octaves", "[-1.08, -0.84]", "+0.51 nats", "-0.71 octaves", "+0.000 nats"):
+    for text in ("-1.71 octaves", "[-1.78, -1.63]", "+0.72 nats", "-1.05 octaves", "+0.82 nats", "+0.000 nats",
+                 "**+0.12** (256 to 512)"):
         assert text in readme, text
     runs = pd.read_csv(here / "runs.csv.gz").drop_duplicates("run_dir")
     runs = runs[runs["status"] == "completed"]
     stats = runs.groupby(["model.parametrization", "model.d_model", "optim.lr"])["final_eval_loss"].agg(["mean", "std"])
-    for param, width in (("mup", 128), ("mup", 512), ("sp", 128), ("sp", 512)):
+    for param, width in (("mup", 64), ("mup", 128), ("mup", 512), ("sp", 64), ("sp", 128), ("sp", 512)):
         best = stats.loc[(param, width)]["mean"].idxmin()
         mean, sd = stats.loc[(param, width, best)]
         assert f"{mean:.3f} ({sd:.3f})" in readme, (param, width)
+
+
+def test_the_8_layer_batch_size_record_reads_the_stable_phase_and_finds_b_independent_of_the_lr():
+    """sweeps/batch_size_8l (widths 128 and 256 so far, 2-3 seeds, WSD): each LR is its own record (a fit refuses the
+    two pooled); levels come from the stable phase; b = 4.11 [3.00, 9.68] at the muP LR and 6.42 [4.72, 10.94] at
+    0.01: the intervals overlap, the optimum at equal loss is 2-3x larger at 0.01, and the README quotes them."""
+    here = SWEEPS / "batch_size_8l"
+    fits = {lr: json.loads((here / lr / "fits.json").read_text())["fits"]["batch_size"] for lr in ("lr0.0039", "lr0.01")}
+    b = {lr: (f["parameters"]["b"]["value"], f["parameters"]["b"]["interval"]) for lr, f in fits.items()}
+    assert b["lr0.0039"][0] == pytest.approx(4.11, abs=0.005) and b["lr0.0039"][1] == pytest.approx([3.00, 9.68], abs=0.005)
+    assert b["lr0.01"][0] == pytest.approx(6.42, abs=0.005) and b["lr0.01"][1] == pytest.approx([4.72, 10.94], abs=0.005)
+    assert max(b["lr0.0039"][1][0], b["lr0.01"][1][0]) < min(b["lr0.0039"][1][1], b["lr0.01"][1][1])  # overlap
+    for f in fits.values():
+        assert any("read off the stable phase (25 held-out evals in 25 runs' decays left out)" in d for d in f["diagnostics"])
+        assert f["details"]["optima"] and {r["N"] for r in f["details"]["optima"]} == {1509504.0, 6033664.0}
+    def optimum(lr, n, level):  # the per-level optimum nearest the level
+        return min((r for r in fits[lr]["details"]["optima"] if r["N"] == n and r["bs_opt"]),
+                   key=lambda r: abs(r["loss"] - level))["bs_opt"]
+    for n in (1509504.0, 6033664.0):  # at L ~ 4.84, 0.01's optimum is 2-3.3x the muP LR's
+        assert 2.0 < optimum("lr0.01", n, 4.85) / optimum("lr0.0039", n, 4.83) < 3.3
+    readme = (here / "README.md").read_text()
+    for text in ("**b = 4.11 [3.00, 9.68]**", "**b = 6.42 [4.72, 10.94]**", "b = 2.06 [0.23, 6.65]", "overlap over [4.72, 9.68]"):
+        assert text in readme, text
 
 
 def test_the_batch_size_record_shows_the_optimum_growing_as_the_loss_falls():

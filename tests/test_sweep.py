@@ -136,6 +136,8 @@ def test_a_sweep_with_failed_jobs_exits_nonzero_after_its_summary(tmp_path):
     logs = sorted((tmp_path / "runs").glob("*/*/app.log"))  # Hydra's per-job logs fill
     assert len(logs) == 4 and all("windtunnel" in p.read_text() for p in logs)
     assert len(runs.run_dirs(tmp_path / "runs" / "ok")) == 2  # the duplicate point trained once
+    more = cli("sweep", "-m", *TINY, "optim.lr=0.03", "sweep_name=ok", cwd=tmp_path, check=True)  # a 2nd grid, same dir
+    assert "sweep: 1/1 runs done" in more.stdout, more.stdout[-1500:]  # its own run, not the folder's 3 of 1
 
 
 def test_two_trials_that_would_share_a_run_dir_are_refused_before_training(tmp_path):
@@ -216,11 +218,13 @@ def test_optuna_sweeper_prunes_and_shares_its_study(tmp_path):
     assert "best_value" in results and "PRUNED" in results
 
 
-def _concurrent_workers(tmp_path, storage, n_workers=2, n_trials=2):
+def _concurrent_workers(tmp_path, storage, n_workers=2, n_trials=2, spec=None, env=None):
+    """n_workers sweeps sharing one study in `storage`; the sweeps are given `spec` (default: the storage itself;
+    env:NAME with env={NAME: storage} keeps a URL out of the command line). Returns the workers' (stdout, stderr)."""
     args = [sys.executable, "-m", "windtunnel.cli", "sweep", "-m", "sweep=lr_search_cpu", "train.branch_at_n=[1.0]",
             "train.total_tokens=65536", "train.eval_tokens=2048", "train.final_eval_tokens=0",
-            f"hydra.sweeper.n_trials={n_trials}", "hydra.sweeper.pruner=none", f"hydra.sweeper.storage='{storage}'",
-            "hydra.sweeper.study_name=shared"]
+            f"hydra.sweeper.n_trials={n_trials}", "hydra.sweeper.pruner=none",
+            f"hydra.sweeper.storage='{spec or storage}'", "hydra.sweeper.study_name=shared"]
     import optuna
     from windtunnel.sweep.study import make_storage
     # the study exists before the workers start (as `optuna create-study` would make it), so that their
@@ -228,7 +232,8 @@ def _concurrent_workers(tmp_path, storage, n_workers=2, n_trials=2):
     optuna.create_study(study_name="shared", storage=make_storage(storage), load_if_exists=True)
     # each worker its own sampler seed: workers with one seed would propose the same points
     procs = [subprocess.Popen([*args, f"hydra.sweep.dir=w{i}", f"hydra.sweeper.seed={i}"], cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(n_workers)]
+                              stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+             for i in range(n_workers)]
     outs = [p.communicate(timeout=600) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
     study = load_study(storage, "shared")
@@ -236,6 +241,7 @@ def _concurrent_workers(tmp_path, storage, n_workers=2, n_trials=2):
     assert numbers == list(range(n_workers * n_trials)), (numbers, [o[1][-1500:] for o in outs])
     assert len({t.params["optim.lr"] for t in study.trials}) == n_workers * n_trials
     assert all(t.value is not None for t in study.trials)
+    return outs
 
 
 @pytest.mark.slow
@@ -253,15 +259,53 @@ def _postgres_url() -> str:
     return url
 
 
+def _leaks(root, outs, secret: str) -> list:
+    """Where `secret` shows: the workers' console output, or any file under root (pickles included)."""
+    console = [f"worker {i} {stream}" for i, out in enumerate(outs) for stream, text in zip(("stdout", "stderr"), out)
+               if secret in text]
+    return console + [p for p in root.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
 def test_two_workers_share_a_postgres_study(tmp_path):
     import sqlalchemy
     url = _postgres_url()
     with sqlalchemy.create_engine(url).begin() as conn:  # a fresh schema for this test
         conn.execute(sqlalchemy.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public;"))
-    _concurrent_workers(tmp_path, url)
+    outs = _concurrent_workers(tmp_path, url, spec="env:WT_TEST_STORAGE", env={"WT_TEST_STORAGE": url})
     secret = url.split("://", 1)[1].split("@", 1)[0]  # user:password
-    leaks = [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
-    assert not leaks, leaks  # config.json, .hydra/*.yaml, multirun.yaml: the password is shown as ***
+    assert not _leaks(tmp_path, outs, secret)  # the sweeps and jobs carry env:WT_TEST_STORAGE, never the URL
+
+
+def test_a_storage_password_written_out_is_refused_before_anything_runs(tmp_path):
+    out = cli("sweep", "-m", *TINY, "optim.lr=tag(log,interval(1e-3,1e-1))", "hydra.sweeper.n_trials=1",
+              "hydra.sweeper.storage=postgresql://alice:s3cret@db.example/wt", cwd=tmp_path, check=False)
+    assert out.returncode == 2 and "s3cret" not in out.stdout + out.stderr
+    assert ("hydra.sweeper.storage holds a password (postgresql://alice:***@db.example/wt)" in out.stderr
+            and "hydra.sweeper.storage=env:WT_STORAGE" in out.stderr), out.stderr[-800:]
+    assert not (tmp_path / "runs").exists()
+    out = cli("sweep", "-m", *TINY, "optim.lr=tag(log,interval(1e-3,1e-1))", "hydra.sweeper.storage=env:WT_NOT_SET",
+              cwd=tmp_path, check=False, env={"WT_NOT_SET": ""})
+    assert out.returncode == 2 and "the environment variable WT_NOT_SET is not set" in out.stderr, out.stderr[-800:]
+
+
+@pytest.mark.slow
+def test_a_storage_named_by_env_reaches_no_console_line_and_no_file_pickles_included(tmp_path):
+    """submitit pickles each job's launcher config and overrides: with env:NAME they hold the name alone. An SQLite
+    URL stands in for a server's (its path carries the 'secret'); the PostgreSQL test above does the same with a
+    real password."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    db = tmp_path / "db"
+    db.mkdir()
+    url = f"sqlite:///{db}/Xs3cretX.db"
+    out = cli("sweep", "-m", *TINY, "optim.lr=tag(log,interval(1e-3,1e-1))", "hydra.sweeper.n_trials=2",
+              "hydra.sweeper.storage=env:WT_TEST_STORAGE", "launcher=submitit_local", cwd=tmp_path, check=True,
+              env={"WT_TEST_STORAGE": url})
+    root = tmp_path / "runs" / "adhoc"
+    assert list(root.rglob("*.pkl")) and len(runs.load_results(root)) == 2  # the pickles exist; the trials ran
+    import optuna
+    assert len(optuna.load_study(study_name="adhoc", storage=url).trials) == 2
+    leaks = _leaks(root, [(out.stdout, out.stderr)], "Xs3cretX")
+    assert not leaks, leaks
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ values are properties.
 import dataclasses
 import importlib
 import math
+import os
 import re
 import sys
 import types
@@ -213,7 +214,8 @@ class TrialConfig:
 @dataclass
 class TuningConfig:
     """How a sweep job talks to an Optuna study (set per job by the windtunnel_optuna sweeper)."""
-    storage: str = ""  # Optuna storage: a journal file path or an SQLAlchemy URL
+    storage: str = ""  # Optuna storage: a journal file path, an SQLAlchemy URL, or env:NAME (the URL held in the
+    #                    environment variable NAME: how a password stays out of every console line and file)
     study_name: str = ""  # the study this job's trial belongs to
     trial_number: int = -1  # the Optuna trial this job runs; -1 = not an Optuna job
     heartbeat_s: int = 0  # record the trial's heartbeat this often (RDB storages; set by the sweeper)
@@ -348,6 +350,32 @@ def redact(text: str) -> str:
     """A storage URL's password hidden: postgresql://user:secret@host/db -> postgresql://user:***@host/db.
     Every file windtunnel writes that can hold an Optuna storage URL goes through this."""
     return _SECRET.sub(r"\1***\3", text)
+
+
+def storage_url(spec: str) -> str:
+    """An Optuna storage spec as a storage opens it: `env:NAME` is the URL held in the environment variable NAME, read
+    only here, when the storage is opened; configs, job overrides, Hydra's records and a launcher's pickles carry
+    the name alone. Anything else is the URL (or journal path) itself."""
+    if not spec.startswith("env:"):
+        return spec
+    name = spec[len("env:"):]
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or not os.environ.get(name):
+        raise ConfigError(f"storage {spec!r}: the environment variable {name or '(no name)'} is not set in this process; "
+                          f"export it where the sweep and its jobs run (export {name or 'WT_STORAGE'}="
+                          f"'postgresql://user:password@host/db'), or give the storage's URL or journal path itself")
+    return os.environ[name]
+
+
+def check_storage(field_name: str, spec: str) -> None:
+    """A storage spec with a password written out is refused: Hydra prints every job's overrides on the console and
+    keeps them in .hydra/*.yaml and a launcher's pickles, where no redaction reaches. The URL goes into an
+    environment variable and the spec names it (storage_url)."""
+    if redact(spec) != spec:
+        raise ConfigError(f"{field_name} holds a password ({redact(spec)}): Hydra would print it with every job and "
+                          f"store it in .hydra/*.yaml and the launcher's pickles. Put the URL in an environment "
+                          f"variable and name it: export WT_STORAGE='{redact(spec)}' (with the password), then "
+                          f"{field_name}=env:WT_STORAGE")
+    storage_url(spec)
 
 
 def safe_name(text: str) -> bool:

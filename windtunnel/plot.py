@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from . import laws
 from .fit import FitResult, log_grid
@@ -22,6 +22,17 @@ PARAM_TITLES = {"mup": "muP", "sp": "SP", "any": "all runs"}
 def _figure(n_panels: int, width: float = 5.0, height: float = 4.0):
     fig = Figure(figsize=(width * n_panels, height), layout="constrained")
     return fig, [fig.add_subplot(1, n_panels, i + 1) for i in range(n_panels)]
+
+
+def _plain_log_ticks(axis, low: float, high: float) -> None:
+    """A log axis spanning under 1.5 decades: matplotlib labels its minor ticks as 4.25x10^0, 5.25x10^0 ... and they
+    collide; a few plain numbers instead (5 of them at most, at round values)."""
+    if not (0 < low < high) or math.log10(high / low) >= 1.5:
+        return
+    ticks = [t for t in MaxNLocator(5).tick_values(low, high) if low <= t <= high and t > 0]
+    axis.set_ticks(ticks)
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _labels(runs) -> dict:
@@ -105,7 +116,7 @@ def batch_size_law(fit: FitResult, reference: bool = True) -> Figure:
     """MiniCPM Fig. 5: the optimal batch size against the loss level (log-log), the fitted bs = a / L^b with
     its bootstrap band, and MiniCPM's 1.21e9 / L^6.24 (another corpus and tokenizer: compare slopes)."""
     rows = [r for r in fit.details["optima"] if r.get("bs_opt") and not r.get("flag")]
-    fig, (ax,) = _figure(1, 6, 4.5)
+    fig, (ax,) = _figure(1, 6, 5.5)
     for k, n in enumerate(sorted({r["N"] for r in rows})):
         mine = [r for r in rows if r["N"] == n]
         ax.plot([r["loss"] for r in mine], [r["bs_opt"] for r in mine], "o", color=f"C{k}",
@@ -133,7 +144,10 @@ def batch_size_law(fit: FitResult, reference: bool = True) -> Figure:
                           f"{ref['a']:.3g} / L^{ref['b']} is {abs(decades):.1f} decades {'above' if decades > 0 else 'below'})")
     ax.set(xscale="log", yscale="log", xlabel="loss level L (nats/token)", ylabel="optimal batch size (tokens)",
            title="optimal batch size vs loss")
-    ax.legend(fontsize=7)
+    _plain_log_ticks(ax.xaxis, loss.min(), loss.max())
+    shown = [r["bs_opt"] for r in rows]
+    _plain_log_ticks(ax.yaxis, *ax.get_ylim()) if max(shown) / min(shown) < 30 else None
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13))  # below the axes: never over the points
     return fig
 
 

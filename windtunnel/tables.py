@@ -84,6 +84,7 @@ def load_runs(source, *, columns: str = "", derive=(), where=(), drop_top: int =
         if "run_dir" in raw:  # a running or failed run has no N yet: not a point
             raw = raw[raw["run_dir"].isin(finished["run_dir"])]
         points, _ = fit.canonical(raw, mapping, **options)
+        points["decay"] = decay_rows(raw).reindex(points.index, fill_value=False).to_numpy()
         shape_of = {key.split(".")[1]: sorted({int(v) for v in finished[key].dropna()})
                     for key in ("model.dim_model_base", "model.n_layers") if key in finished}
         return SweepTables(points, per_run, units, per_run.attrs.get("notes", []), runs, raw, shape_of)
@@ -129,6 +130,25 @@ def _check_one_eval_set(runs, path) -> None:
         raise ConfigError(f"the runs under {path} were measured on different held-out sets ({', '.join(names[:4])}: "
                           f"train.eval_set:tokens); fit one set's runs (--where \"`train.eval_set` == 'sample'\"), or "
                           f"re-run the others with the same train.eval_set, train.eval_tokens and train.final_eval_tokens")
+
+
+def decay_rows(raw: pd.DataFrame) -> pd.Series:
+    """Per logged row of a run table: True in a WSD decay, after a stable phase at the peak LR (the batch-size laws
+    read their levels off the stable phase). A run has a stable phase when its logged LR sits at its peak on 3 or more
+    rows spanning at least half its steps: WSD's; a cosine run leaves its peak at once and is never flagged."""
+    import pandas as pd
+    flags = pd.Series(False, index=raw.index)
+    if not {"run_dir", "lr", "step"} <= set(raw.columns):
+        return flags
+    lr, step = pd.to_numeric(raw["lr"], errors="coerce"), pd.to_numeric(raw["step"], errors="coerce")
+    for _, rows in raw.groupby("run_dir").groups.items():
+        peak = lr[rows].max()
+        if not peak > 0:
+            continue
+        at_peak = step[rows][lr[rows] >= peak * (1 - 1e-6)]
+        if len(at_peak) >= 3 and at_peak.max() - at_peak.min() >= 0.5 * step[rows].max():
+            flags[rows] = (step[rows] > at_peak.max()).to_numpy()
+    return flags
 
 
 def _shape(table, *, derive=(), where=(), drop_top: int = 0, drop_by: str = "loss", aliases=None):

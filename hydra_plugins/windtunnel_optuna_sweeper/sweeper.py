@@ -14,7 +14,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from windtunnel.config import redact
+from windtunnel.config import check_storage, redact
 from windtunnel.sweep.study import fail_interrupted, make_storage
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,8 @@ class WindtunnelOptunaSweeper(Sweeper):
             raise SearchSpaceError(f"hydra.sweeper.sampler_startup_trials={sampler_startup_trials}: a count >= 1, for "
                                    f"the samplers that start with random trials ({', '.join(STARTUP_SAMPLERS)}; "
                                    f"this sweep's is {sampler})")
+        if storage:  # also checked by `windtunnel sweep`'s preflight; here for Hydra apps that use this sweeper directly
+            check_storage("hydra.sweeper.storage", storage)
         self.sampler_name, self.seed, self.direction = sampler, seed, direction
         self.sampler_startup = {} if sampler_startup_trials is None else {"n_startup_trials": sampler_startup_trials}
         self.study_name, self.storage_spec = study_name, storage

@@ -3,7 +3,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from .. import __version__
 from ..config import ConfigError
 from ..laws import LAW_NAMES
 from ..tables import parse_columns
+from . import complete
 from .fit import cmd_fit
 from .show import PLOT_KINDS, cmd_demo, cmd_plot, cmd_report
 
@@ -379,10 +379,15 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     argv = _set_verbosity(argv)
     if argv[:1] in (["-sc"], ["--shell-completion"]):  # Hydra's completion script asks `windtunnel -sc query=bash`
-        line = os.environ.get("COMP_LINE")
-        if line:  # the words after `windtunnel sweep` are Hydra overrides; `sweep` itself is not one
-            os.environ["COMP_LINE"] = re.sub(r"^(\s*\S+)\s+sweep\b", r"\1", line)
-        argv = ["sweep", *argv]
+        hydra_options = sub.add_parser("sweep")  # its options, for completion (`windtunnel sweep` itself is Hydra's)
+        for option in ("--multirun", "--info"):
+            hydra_options.add_argument(option, action="store_true")
+        hydra_options.add_argument("--cfg", choices=["job", "hydra", "all"])
+        words = complete.answer(parser, argv[1:])
+        if words is not None:
+            print("\n".join(words))
+            return 0
+        argv = ["sweep", *argv]  # install scripts, and the overrides of sweep / train / resolution: Hydra's
     if argv[:1] == ["sweep"]:  # Hydra parses its own arguments (full override grammar)
         from ..sweep import app
         try:

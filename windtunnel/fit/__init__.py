@@ -33,6 +33,7 @@ def fit_laws(tables, laws=None, *, form: str = "chinchilla", n_boot: int = 200, 
     for law in (LAW_NAMES.get(n, n.replace("-", "_")) for n in names):
         try:
             pooled(tables, law)
+            mixed(tables, law)
             if law == "batch_size":
                 res = batch_size_law(tables.points, n_boot=n_boot, units=tables.units, levels=levels)
             elif law == "isoflop":
@@ -58,6 +59,33 @@ def fit_laws(tables, laws=None, *, form: str = "chinchilla", n_boot: int = 200, 
 
 POOL_KEYS = {"isoflop": ("C", "N"), "lr": ("param", "N", "D", "lr", "bs"), "batch_size_data": ("N", "D", "bs", "lr"),
              "loss": ("N", "D")}
+
+
+# the batch-size laws read each (N, batch) as one configuration (its runs as seeds): runs there that differ in these
+# columns are different experiments (two LRs give two laws: sweeps/batch_size_8l)
+MIXED_KEYS = {"batch_size": (("N", "bs"), ("lr", "param")), "critical_batch": (("N", "bs"), ("lr", "param"))}
+
+
+def mixed(tables, law: str) -> None:
+    """A refusal where one point of a batch-size law pools runs of several LRs (or parametrizations), naming the
+    column (as the user's table names it), its values and the filter that fits one of them."""
+    per_run, recorded = tables.per_run, getattr(tables, "runs", None)  # recorded: the run table as written
+    if law not in MIXED_KEYS or per_run is None or per_run.empty:
+        return
+    keys, columns = MIXED_KEYS[law]
+    if not all(k in per_run for k in keys):
+        return
+    for column in (c for c in columns if c in per_run):
+        counts = per_run.groupby(list(keys), dropna=False)[column].nunique()
+        if (counts > 1).any():
+            values = sorted(per_run[column].dropna().unique(), key=str)
+            shown = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in values[:4])
+            first = f"{values[0]:.6g}" if isinstance(values[0], float) else repr(values[0])
+            name = WINDTUNNEL_COLUMNS.get(column, column)  # a windtunnel run table's own name (optim.lr), else lr
+            name = f"`{name}`" if recorded is not None and name in recorded else column
+            raise NotFittable(f"{int((counts > 1).sum())} (N, batch) point(s) pool runs of different {column} values "
+                              f"({shown}{' ...' if len(values) > 4 else ''}): each is its own batch-size law; fit one "
+                              f"at a time, e.g. --where \"{name} == {first}\"")
 
 
 def pooled(tables, law: str) -> None:

@@ -259,34 +259,54 @@ def _power_law_fit(rows: list[dict], columns: list[str], target: str, n_boot: in
 @one_blas_thread
 def batch_size_data_law(df: pd.DataFrame, *, n_boot: int = 200, seed: int = 0, rtol: float = 0.02,
                         units: dict | None = None) -> FitResult:
-    """Step Law's batch-size law bs* = c D^b (canonical columns N, D, bs, lr, loss): per (N, D) cell the loss
-    at each batch size is that of its best LR; the optimum is the minimum of a parabola in log bs; edge optima
-    are left out; then OLS of log bs* on log D, bootstrap over cells."""
+    """Step Law's batch-size law bs* = c D^b (canonical columns N, D, bs, lr, loss; optional seed): per (N, D) cell
+    the loss at each batch size is that of its best LR (each (bs, lr)'s mean over seeds); the optimum is the minimum
+    of a parabola in log bs; edge optima are left out; then OLS of log bs* on log D. Bootstrap: the cells are
+    resampled and, where a (bs, lr) has several seeds, its seeds too (each draw's optima found again), so the
+    interval holds seed noise as well as the scatter between cells."""
     _need(df, ("N", "D", "bs", "loss"), "batch-size-data")
     df = df.copy()
     df["loss"] = df["loss"].where(np.isfinite(df["loss"]), np.inf).fillna(np.inf)
     df["bs"] = log_grid(df["bs"], rtol)
-    cells = []
+    df["lr"] = df["lr"] if "lr" in df else 0.0
+    cells, seeds, seed_counts = [], [], []
     for (n, d), g in df.groupby(["N", "D"]):
-        table = g.groupby("bs")["loss"].min()
-        if len(table) < 3:
+        per = g.groupby(["bs", "lr"])["loss"].apply(list)  # (bs, lr) -> its seeds' losses
+        if per.index.get_level_values(0).nunique() < 3:
             continue
-        star, info = _optimum(table.index.to_numpy(float), table.to_numpy(float))
+        star, info = _bs_optimum(per, np.mean)
         cells.append({"N": float(n), "D": float(d), "bs_star": star, "best_bs": info["best_x"], "edge": info["edge"]})
-    interior = [c for c in cells if not c["edge"]]
+        seeds.append(per)
+        seed_counts += [len(v) for v in per]
+    keep = [i for i, c in enumerate(cells) if not c["edge"]]
+    interior = [cells[i] for i in keep]
     if len({c["D"] for c in interior}) < 3:
         raise NotFittable(f"bs* = c D^b needs interior batch-size optima at 3 or more token budgets D; this data has "
                           f"{len({c['D'] for c in interior})} ({len(cells)} cells with >= 3 batch sizes, "
                           f"{len(cells) - len(interior)} at the grid edge)")
     rng = np.random.default_rng(seed)
     coef = _ols(interior, ["D"], "bs_star")
-    draws = np.array([_ols([interior[i] for i in rng.integers(0, len(interior), len(interior))], ["D"], "bs_star")
-                      for _ in range(n_boot)])
+    several = max(seed_counts) > 1
+    draws = []
+    for _ in range(n_boot):
+        picks = rng.integers(0, len(interior), len(interior))
+        # each picked cell's optimum found again from its seeds resampled (one seed per point: the optimum as is)
+        draws.append(_ols([{**interior[i], "bs_star": _bs_optimum(seeds[keep[i]], lambda s: np.mean(rng.choice(
+            s, len(s))))[0]} if several else interior[i] for i in picks], ["D"], "bs_star"))
+    draws = np.array(draws)
     diagnostics = [f"{len(cells) - len(interior)} cell(s) with the optimum at the edge of the batch grid left out"] \
         if len(interior) < len(cells) else []
+    diagnostics += seed_note(np.repeat(np.arange(len(seed_counts)), seed_counts), "(N, D, batch, LR) point")
     return FitResult(law="batch_size_data", form="power_law_D", params={"c": float(np.exp(coef[0])), "b": float(coef[1])},
                      intervals={"c": [float(np.exp(v)) if v is not None else None for v in _interval(draws[:, 0])],
                                 "b": _interval(draws[:, 1])},
                      units={"bs": "batch size in tokens", "D": "tokens", **(units or {})}, n_points=len(interior),
                      diagnostics=diagnostics, details={"optima": cells},
                      samples=[{"c": float(np.exp(a)), "b": float(b)} for a, b in draws])
+
+
+def _bs_optimum(per: pd.Series, average) -> tuple[float, dict]:
+    """The batch-size optimum of one (N, D) cell: per batch size the best LR's average over its seeds (`average`: the
+    mean, or the mean of a resample), then the parabola's minimum in log bs. per: (bs, lr) -> list of seed losses."""
+    loss = per.apply(average).groupby(level=0).min()
+    return _optimum(loss.index.to_numpy(float), loss.to_numpy(float))

@@ -25,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from .. import compose
-from ..config import ConfigError, redact
+from ..config import ConfigError, check_storage, redact
 from ..runs import Run
 from . import grid
 from .status import SWEEP_JOBS, SWEEP_START, finished, progress, redact_files, summarize
@@ -124,6 +124,9 @@ def preflight(overrides: list[str], checked: Optional[dict] = None) -> int:
     if sampler == "cmaes" and not compose.installed("cmaes"):
         raise ConfigError("hydra.sweeper.sampler=cmaes needs the cmaes package: pip install 'windtunnel[cmaes]' "
                           "(or use sampler=tpe, random, grid or gp)")
+    for name, spec in (("hydra.sweeper.storage", base.hydra.sweeper.get("storage")), ("tuning.storage",
+                                                                                      base.tuning.storage)):
+        check_storage(name, str(spec or ""))  # a password written out would reach every job line and pickle
     if base.train.pack > 1 and not is_grid:
         raise ConfigError(f"train.pack={base.train.pack} packs the points of a grid; the sweeper {sweeper} proposes "
                           f"one trial per job: use train.pack=1")
@@ -302,7 +305,10 @@ def main(argv: list[str]) -> int:
             argv = [*argv, f"hydra/sweeper={GRID_SWEEPER}"]
     if checked.get("run_dirs"):  # for the progress line each job logs
         done = sum(1 for d in checked["run_dirs"] if finished(d))
-        os.environ[SWEEP_JOBS], os.environ[SWEEP_START] = str(len(checked["run_dirs"])), f"{time.time()} {done}"
+        sweep_dir = checked["sweep_dir"]  # (it may hold other sweeps' runs: progress counts this one's)
+        ended = sum(1 for d in sweep_dir.iterdir() if d.is_dir() and finished(d)) if sweep_dir.is_dir() else 0
+        os.environ[SWEEP_JOBS] = str(len(checked["run_dirs"]))
+        os.environ[SWEEP_START] = f"{time.time()} {done} {ended}"
         if done:  # a resumed sweep: say what it will not train again
             print(f"windtunnel sweep: {done} of {len(checked['run_dirs'])} runs already finished under "
                   f"{checked['sweep_dir']}: skipped (delete a run dir to train it again)", file=sys.stderr)

@@ -28,14 +28,17 @@ def redact_files(paths) -> None:
 
 
 def progress(sweep_dir: Path) -> None:
-    """After each job: runs done of the sweep's total, failed and diverged, and an ETA from this session's pace."""
+    """After each job: runs done of this sweep's total, failed and diverged, and an ETA from this session's pace. The
+    sweep dir may hold other sweeps' runs (a second grid into the same folder): only the runs finished since this
+    sweep began count on top of its own that were finished then (SWEEP_START: time, those, all finished then)."""
     total = int(os.environ.get(SWEEP_JOBS, "0") or 0)
     if not total or not sweep_dir.is_dir():
         return
     from ..runs import read_result
     status = [r.status.value for r in (read_result(d) for d in sweep_dir.iterdir() if d.is_dir()) if r is not None]
-    done = sum(s in ("completed", "diverged", "failed", "pruned") for s in status)
-    start, done0 = (float(x) for x in os.environ.get(SWEEP_START, f"{time.time()} 0").split())
+    ended = sum(s in ("completed", "diverged", "failed", "pruned") for s in status)
+    start, done0, ended0 = (float(x) for x in os.environ.get(SWEEP_START, f"{time.time()} 0 {ended}").split())
+    done = int(min(done0 + max(ended - ended0, 0), total))
     pace = (time.time() - start) / (done - done0) if done > done0 else None
     eta = f", ETA {_duration(pace * max(total - done, 0))}" if pace else ""
     log.info("sweep: %d/%d runs done (%d failed, %d diverged)%s", done, total, status.count("failed"),

@@ -9,7 +9,7 @@ import shutil
 import sys
 import time
 
-from ..config import ConfigError, TuningConfig
+from ..config import ConfigError, TuningConfig, storage_url
 
 
 def make_storage(spec: str, heartbeat_s: int = 0):
@@ -17,8 +17,10 @@ def make_storage(spec: str, heartbeat_s: int = 0):
     one process, a server for many workers); anything else is a journal file, safe for many processes on
     one machine or a shared file system. With heartbeat_s > 0 an RDB storage keeps trial heartbeats: a trial
     whose worker stopped beating for 2 x heartbeat_s is failed by fail_stale_trials and retried with the same
-    parameters (so the same run dir, resumed). Optuna's journal storage has no heartbeats."""
+    parameters (so the same run dir, resumed). Optuna's journal storage has no heartbeats. `env:NAME`: the URL
+    is the environment variable NAME's value (config.storage_url)."""
     import optuna
+    spec = storage_url(spec)
     if re.match(r"^[a-z][a-z0-9+]*://", spec):
         beats = dict(heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
                      failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3)) if heartbeat_s else {}
@@ -105,7 +107,8 @@ def keep_alive(tuning: TuningConfig):
     """In a job: a daemon thread recording the trial's heartbeat every tuning.heartbeat_s (RDB storages), so the
     trial is failed and retried only when this process is gone. Returns a stop function."""
     import threading
-    if tuning.trial_number < 0 or tuning.heartbeat_s <= 0 or not re.match(r"^[a-z][a-z0-9+]*://", tuning.storage):
+    if tuning.trial_number < 0 or tuning.heartbeat_s <= 0 or not re.match(r"^[a-z][a-z0-9+]*://",
+                                                                                      storage_url(tuning.storage)):
         return lambda: None
     storage = make_storage(tuning.storage, tuning.heartbeat_s)
     study_id = storage.get_study_id_from_name(tuning.study_name)
