@@ -376,6 +376,8 @@ def test_a_wsd_decay_is_left_out_of_the_batch_size_law_and_found_from_the_logged
     assert clean.params["b"] == pytest.approx(batch_size_law(runs, n_boot=100).params["b"], rel=1e-9)
     assert clean.intervals["b"][0] <= B_BS <= clean.intervals["b"][1]
     assert any("read off the stable phase (18 held-out evals in 18 runs' decays left out)" in d for d in clean.diagnostics)
+    critical = fit.critical_batch_law(decayed, n_boot=50)  # the critical batch reads the stable phase too
+    assert critical.params == fit.critical_batch_law(runs, n_boot=50).params
     naive = batch_size_law(decayed.drop(columns="decay"), n_boot=100)
     assert abs(naive.params["b"] - B_BS) > 3 * abs(clean.params["b"] - B_BS)
     # the flags, from a logged run's LR: warmup, a plateau at the peak, then a decay (WSD); a cosine run has none

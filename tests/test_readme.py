@@ -155,3 +155,22 @@ def test_readme_commands_run(tmp_path, which):
     cbs = next(v for k, v in outputs.items() if "cbs.csv" in k)
     assert re.search(r"B_noise\(N\) = \S+ x\^0\.600 ", cbs) and "B_crit(D)" in cbs, cbs
     assert (tmp_path / "runs" / "full" / "launch.sh").exists() and (tmp_path / "report.html").exists()
+
+
+def test_the_readme_quotes_the_committed_demo_summary_line_for_line():
+    """The demo output the README shows is what the recorded demo (sweeps/demo/demo.json) prints, every line
+    rebuilt from that summary by the functions `windtunnel demo` prints with."""
+    import json
+    from types import SimpleNamespace
+    from windtunnel.demo import fit_line, headline, regret_table
+    from windtunnel.fit import FitResult
+    doc = json.loads((ROOT / "sweeps" / "demo" / "demo.json").read_text())
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("What `windtunnel demo` printed"):]
+    block = block[block.index("```\n") + 4:]
+    shown = block[:block.index("```")].splitlines()
+    want = [fit_line(law, FitResult.from_json(res)) for law, res in doc["fits"].items()]
+    want += [f"predict would refuse: {reason}" for reason in doc["refused"]]
+    want += regret_table(SimpleNamespace(regret=doc["regret"])).splitlines() + [headline(doc, doc["demo_seconds"])]
+    assert shown == want
+    assert f"{doc['demo_seconds']:.0f} s" in text[text.index("What `windtunnel demo` printed"):][:200]

@@ -230,6 +230,22 @@ def regret_table(result: DemoResult) -> str:
     return "\n".join(lines)
 
 
+def fit_line(law: str, res) -> str:
+    """One fitted law as the demo prints it: `fit lr (constant): lr_star = 0.01136 [0.007813, 0.01563]`."""
+    shown = ", ".join(f"{k} = {v:.4g}" + (" [{:.4g}, {:.4g}]".format(*res.intervals[k]) if res.intervals.get(k)
+                                          and None not in res.intervals[k] else "") for k, v in res.params.items())
+    return f"fit {law} ({res.form}): {shown}"
+
+
+def headline(doc: dict, seconds: float) -> str:
+    """The demo's last line, from its summary (demo.json) and this call's time: the demo's real time, the regret of
+    the prediction, and the verdict."""
+    took = f"Demo in {doc['demo_seconds']:.0f} s" + (
+        f" (this call {seconds:.0f} s: the runs of an earlier call were kept)" if seconds < doc["demo_seconds"] - 1 else "")
+    return (f"{took}. Regret of the prediction: {doc['prediction_regret']:+.4f} nats "
+            f"({100 * doc['prediction_regret_relative']:.2f}% of the best point's mean loss); {doc['verdict']}.")
+
+
 def verdict(result: DemoResult) -> str:
     """One line: whether any neighbour beat the predicted point beyond the seed noise."""
     better = [r["point"] for r in result.regret if r.get("difference", {}).get("verdict") == BETTER]

@@ -69,7 +69,7 @@ def cmd_report(args) -> int:
 
 def cmd_demo(args) -> int:
     from .. import plot
-    from ..demo import DemoPlan, regret_rows, regret_table, run_demo, verdict, write_summary
+    from ..demo import DemoPlan, fit_line, headline, regret_rows, regret_table, run_demo, write_summary
     from ..report import write_report
     plan = DemoPlan.tiny() if args.tiny else DemoPlan.cuda() if args.device == "cuda" else DemoPlan()
     out = Path(args.out)
@@ -78,11 +78,7 @@ def cmd_demo(args) -> int:
     extra = {"LR sweep: final held-out loss vs LR (muP beside SP)": plot.lr_curves(result.lr.per_run, result.fits["lr"])} \
         if "lr" in result.fits else {}
     extra["Target: the predicted point and its neighbours"] = plot.loss_curves(result.target.logged, title="target runs")
-    took = f"Demo in {doc['demo_seconds']:.0f} s" + (
-        f" (this call {result.seconds:.0f} s: the runs of an earlier call were kept)"
-        if result.seconds < doc["demo_seconds"] - 1 else "")
-    notes = [f"{took}. Regret of the prediction: {doc['prediction_regret']:+.4f} nats "
-             f"({100 * doc['prediction_regret_relative']:.2f}% of the best point's mean loss); {verdict(result)}."]
+    notes = [headline(doc, result.seconds)]
     notes += [f"Refused by predict (the demo went on, marked forced): {r}" for r in result.refused]
     report = write_report(out / "report.html", result.batch, result.fits, result.errors, title="windtunnel demo",
                           prediction=result.prediction, extra_figures=extra,
@@ -90,9 +86,7 @@ def cmd_demo(args) -> int:
                           notes=notes, extra_tables={"Regret table (mean over seeds; each neighbour's paired difference "
                                                "from the predicted point)": regret_rows(result)})
     for law, res in result.fits.items():
-        shown = ", ".join(f"{k} = {v:.4g}" + (" [{:.4g}, {:.4g}]".format(*res.intervals[k]) if res.intervals.get(k)
-                                              and None not in res.intervals[k] else "") for k, v in res.params.items())
-        print(f"fit {law} ({res.form}): {shown}")
+        print(fit_line(law, res))
     for law, msg in result.errors.items():
         print(f"fit {law}: not fittable: {msg}")
     for reason in result.refused:

@@ -123,6 +123,8 @@ def _steps_table(df: pd.DataFrame, n_levels: int, early_frac: float) -> pd.DataF
         return df[["N", "bs", "loss", "steps"]].astype(float)
     _need(df, ("run", "N", "bs", "tokens", "loss"), "critical-batch")
     rows = []
+    if "decay" in df:  # WSD runs: steps to a loss in the stable phase (as the batch-size law reads them, fit/batch.py)
+        df = df[~df["decay"].fillna(False).astype(bool)]
     for n, size in df.dropna(subset=["tokens", "loss"]).groupby("N"):
         curves = {r: (g["bs"].iloc[0], g["tokens"].to_numpy(float), g["loss"].to_numpy(float))
                   for r, g in size.groupby("run")}

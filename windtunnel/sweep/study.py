@@ -23,7 +23,7 @@ def make_storage(spec: str, heartbeat_s: int = 0):
     spec = storage_url(spec)
     if re.match(r"^[a-z][a-z0-9+]*://", spec):
         beats = dict(heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
-                     failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3)) if heartbeat_s else {}
+                     heartbeat_stale_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3)) if heartbeat_s else {}
         for attempt in range(5):  # workers starting together race to create the schema: retry
             try:
                 return optuna.storages.RDBStorage(spec, **beats)
