@@ -170,3 +170,22 @@ def test_run_dirs_follow_a_symlinked_sweep_folder_once_and_survive_a_loop(tmp_pa
     assert [p.relative_to(root).as_posix() for p in found] == [
         "sweep_a/r0", "sweep_a/r1", "sweep_a/r2", "sweep_b/r0", "sweep_b/r1"]
     assert len(load_results(root)) == 5
+
+
+def test_runs_where_shows_and_exports_only_the_runs_it_selects(tmp_path):
+    """`windtunnel runs DIR --where EXPR` (the column language of fit): the table and --export keep the selected runs
+    (sweeps/batch_size_8l splits its two LRs into two records this way); a committed record shows filtered too."""
+    import json
+    import pandas as pd
+    from conftest import cli
+    _tree(tmp_path / "sw", 4, 12)
+    out = cli("runs", str(tmp_path / "sw"), "--by-seed", "--json", "--where", "N >= 1002")
+    assert out.returncode == 0 and sorted(r["N"] for r in json.loads(out.stdout)) == [1002, 1003]
+    done = cli("runs", str(tmp_path / "sw"), "--where", "N < 1001", "--export", str(tmp_path / "rec" / "runs.csv.gz"))
+    assert done.returncode == 0 and "1 runs, 12 rows" in done.stdout
+    table = pd.read_csv(tmp_path / "rec" / "runs.csv.gz")
+    assert set(table["run_dir"]) == {"r0"} and len(table) == 12
+    shown = cli("runs", str(tmp_path / "rec"), "--by-seed", "--json", "--where", "N > 1000")  # a record: none left
+    assert shown.returncode == 1 and f"no runs under {tmp_path / 'rec'} match --where N > 1000" in shown.stderr
+    shown = cli("runs", str(tmp_path / "rec"), "--by-seed", "--json", "--where", "N == 1000")
+    assert shown.returncode == 0 and [r["N"] for r in json.loads(shown.stdout)] == [1000]

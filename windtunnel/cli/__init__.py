@@ -101,18 +101,31 @@ def cmd_train(args) -> int:
 
 def cmd_runs(args) -> int:
     from ..runs import by_config, export_record, load_points, load_record, load_results, record_in
+    record = record_in(args.dir)
+    keep = None
+    if args.where:  # the runs whose row (one per run: its hyperparameters and results) satisfies every EXPR
+        from ..fit import columns
+        chosen = load_record(record)[0] if record else load_results(args.dir)
+        for expr in args.where:
+            chosen = columns.where(chosen, expr)
+        keep = set(chosen["run_dir"]) if "run_dir" in chosen else set()
     if args.export:
-        table = export_record(Path(args.dir), Path(args.export))
+        if record:
+            raise ConfigError(f"{args.dir} is a committed record already (its runs.csv.gz); --export writes one from "
+                              f"run directories")
+        table = export_record(Path(args.dir), Path(args.export), keep_runs=keep)
         print(f"{table['run_dir'].nunique()} runs, {len(table)} rows -> {args.export}")
         return 0
-    record = record_in(args.dir)
     if record:  # a committed record (sweeps/NAME/) reads back as its run dirs
         results, points = load_record(record)
         table = points if args.points else results
     else:
         table = load_points(args.dir) if args.points else load_results(args.dir)
+    if keep is not None and "run_dir" in table:
+        table = table[table["run_dir"].isin(keep)]
     if table.empty:
-        print(f"no runs under {args.dir}", file=sys.stderr)
+        print(f"no runs under {args.dir}" + (f" match --where {' and '.join(args.where)}" if args.where else ""),
+              file=sys.stderr)
         return 1
     order = [c for c in SORT_COLUMNS if c in table] + (["run_dir", "step"] if args.points else ["run_dir"])
     table = table.sort_values([c for c in order if c in table], kind="stable", na_position="last")  # numbers as numbers
@@ -270,6 +283,8 @@ def main(argv=None) -> int:
                                                          f"characters, short headers)")
     p.add_argument("--by-seed", action="store_true", help="one row per run; by default runs that differ only in "
                                                           "train.seed are one row: the loss's mean, std and n over seeds")
+    p.add_argument("--where", action="append", help="only the runs where EXPR holds, e.g. '`optim.lr` == 0.01' (the "
+                                                    "column language of windtunnel fit; repeatable)")
     p.add_argument("--export", metavar="PATH", help="write the runs as a sweep record (every logged point and status, "
                                                     "gzipped CSV, e.g. sweeps/NAME/runs.csv.gz) that fit reads back")
     p.set_defaults(func=cmd_runs)

@@ -21,12 +21,16 @@ _FIT_KEYS = ("train.batch_size_tokens", "optim.lr", "model.parametrization", "mo
              "train.final_eval_tokens", "eval_se", "final_eval_se")  # what the fits read, kept even when constant
 
 
-def export_record(root: Path, out: Path) -> pd.DataFrame:
+def export_record(root: Path, out: Path, keep_runs=None) -> pd.DataFrame:
     """Write the runs under root as one compact table: one row per logged point (a run that logged nothing,
     e.g. failed at start, keeps one row), the run's swept hyperparameters and results beside each, run_dir
-    relative to root; config fields equal in every run are left out unless a fit reads them."""
+    relative to root; config fields equal in every run are left out unless a fit reads them. keep_runs: the
+    run_dir values to write (`windtunnel runs --where`), None for all."""
     import pandas as pd
     results, points = load_results(root), load_points(root)
+    if keep_runs is not None:
+        results = results[results["run_dir"].isin(keep_runs)]
+        points = points[points["run_dir"].isin(keep_runs)] if "run_dir" in points else points
     table = pd.concat([points, results[~results["run_dir"].isin(points.get("run_dir", []))]], ignore_index=True)
     keep = set(_RUN_KEYS) | set(_FIT_KEYS) | {"eval_loss", "train_loss"}
     cols = [c for c in table.columns if c in keep or c in ("step", "lr", "grad_norm", "eval_bpb")
