@@ -146,7 +146,8 @@ def batch_size_law(fit: FitResult, reference: bool = True) -> Figure:
            title="optimal batch size vs loss")
     _plain_log_ticks(ax.xaxis, loss.min(), loss.max())
     shown = [r["bs_opt"] for r in rows]
-    _plain_log_ticks(ax.yaxis, *ax.get_ylim()) if max(shown) / min(shown) < 30 else None
+    if max(shown) / min(shown) < 30:  # (a wider y range keeps matplotlib's decade labels)
+        _plain_log_ticks(ax.yaxis, *ax.get_ylim())
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13))  # below the axes: never over the points
     return fig
 

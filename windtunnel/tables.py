@@ -135,20 +135,18 @@ def _check_one_eval_set(runs, path) -> None:
 def decay_rows(raw: pd.DataFrame) -> pd.Series:
     """Per logged row of a run table: True in a WSD decay, after a stable phase at the peak LR (the batch-size laws
     read their levels off the stable phase). A run has a stable phase when its logged LR sits at its peak on 3 or more
-    rows spanning at least half its steps: WSD's; a cosine run leaves its peak at once and is never flagged."""
+    rows spanning at least half its steps: WSD's; a cosine run leaves its peak at once and is never flagged.
+    Per-run quantities by groupby-transform: one pass over 110k points, not a Python loop per run."""
     import pandas as pd
-    flags = pd.Series(False, index=raw.index)
     if not {"run_dir", "lr", "step"} <= set(raw.columns):
-        return flags
+        return pd.Series(False, index=raw.index)
     lr, step = pd.to_numeric(raw["lr"], errors="coerce"), pd.to_numeric(raw["step"], errors="coerce")
-    for _, rows in raw.groupby("run_dir").groups.items():
-        peak = lr[rows].max()
-        if not peak > 0:
-            continue
-        at_peak = step[rows][lr[rows] >= peak * (1 - 1e-6)]
-        if len(at_peak) >= 3 and at_peak.max() - at_peak.min() >= 0.5 * step[rows].max():
-            flags[rows] = (step[rows] > at_peak.max()).to_numpy()
-    return flags
+    run = raw["run_dir"]
+    at_peak = (lr >= lr.groupby(run).transform("max") * (1 - 1e-6)) & (lr > 0)
+    peak_steps = step.where(at_peak).groupby(run)
+    first, last = peak_steps.transform("min"), peak_steps.transform("max")
+    stable = (at_peak.groupby(run).transform("sum") >= 3) & (last - first >= 0.5 * step.groupby(run).transform("max"))
+    return (stable & (step > last)).fillna(False).astype(bool)
 
 
 def _shape(table, *, derive=(), where=(), drop_top: int = 0, drop_by: str = "loss", aliases=None):

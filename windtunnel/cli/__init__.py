@@ -102,25 +102,30 @@ def cmd_train(args) -> int:
 def cmd_runs(args) -> int:
     from ..runs import by_config, export_record, load_points, load_record, load_results, record_in
     record = record_in(args.dir)
+    if args.export and record:
+        raise ConfigError(f"{args.dir} is a committed record already (its runs.csv.gz); --export writes one from "
+                          f"run directories")
+    # a committed record (sweeps/NAME/) reads back as its run dirs: (one row per run, one per logged point)
+    if record:
+        results, points = load_record(record)
+    else:  # the run table only where it is read (--where, or the default one-row-per-run view)
+        points = None
+        results = load_results(args.dir) if args.where or not (args.export or args.points) else None
     keep = None
     if args.where:  # the runs whose row (one per run: its hyperparameters and results) satisfies every EXPR
         from ..fit import columns
-        chosen = load_record(record)[0] if record else load_results(args.dir)
+        chosen = results
         for expr in args.where:
             chosen = columns.where(chosen, expr)
         keep = set(chosen["run_dir"]) if "run_dir" in chosen else set()
     if args.export:
-        if record:
-            raise ConfigError(f"{args.dir} is a committed record already (its runs.csv.gz); --export writes one from "
-                              f"run directories")
         table = export_record(Path(args.dir), Path(args.export), keep_runs=keep)
         print(f"{table['run_dir'].nunique()} runs, {len(table)} rows -> {args.export}")
         return 0
-    if record:  # a committed record (sweeps/NAME/) reads back as its run dirs
-        results, points = load_record(record)
-        table = points if args.points else results
+    if args.points:
+        table = points if points is not None else load_points(args.dir)
     else:
-        table = load_points(args.dir) if args.points else load_results(args.dir)
+        table = results
     if keep is not None and "run_dir" in table:
         table = table[table["run_dir"].isin(keep)]
     if table.empty:

@@ -7,8 +7,8 @@ from scipy.interpolate import PchipInterpolator
 
 from .. import laws
 from .blas import one_blas_thread
-from .result import (FitResult, NotFittable, _interval, _need, drop_overfit, leave_one_out, loo_warnings, seed_note,
-                     seed_resample)
+from .result import (FitResult, NotFittable, _interval, _need, drop_decay, drop_overfit, leave_one_out, loo_warnings,
+                     seed_note, seed_resample)
 
 
 def tokens_to_reach(tokens: np.ndarray, loss: np.ndarray, level) -> float | np.ndarray:
@@ -221,11 +221,8 @@ def _batch_size_law(df: pd.DataFrame, *, n_levels: int, early_frac: float, min_s
     same fit with them dropped is reported beside it (details['uncensored'] and a diagnostic)."""
     _need(df, ("run", "N", "bs", "tokens", "loss"), "batch-size")
     df, dropped = drop_overfit(df.dropna(subset=["tokens", "loss"]))  # train-only log rows carry no held-out loss
-    decay = df["decay"].fillna(False).astype(bool) if "decay" in df else pd.Series(False, index=df.index)
-    if decay.any():  # a decay reaches lower losses at the same fraction of every run, whatever its batch
-        dropped = list(dropped) + [f"WSD runs: loss levels read off the stable phase ({int(decay.sum())} held-out evals "
-                                   f"in {df.loc[decay, 'run'].nunique()} runs' decays left out)"]
-        df = df[~decay]
+    df, stable_only = drop_decay(df)
+    dropped = list(dropped) + stable_only
     mode, bounds = parse_levels(levels)  # mode: auto, common, per-size or window
     all_curves = {}  # N -> run -> (bs, tokens, loss)
     for n, size in df.groupby("N"):

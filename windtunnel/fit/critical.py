@@ -17,7 +17,7 @@ from scipy.optimize import least_squares
 
 from .batch import _levels, tokens_to_reach
 from .blas import one_blas_thread
-from .result import FitResult, NotFittable, _interval, _need
+from .result import FitResult, NotFittable, _interval, _need, drop_decay
 
 ZHANG_OVERHEAD = 0.2  # Zhang et al.: 20% more steps than linear scaling from the smallest batch
 
@@ -123,8 +123,6 @@ def _steps_table(df: pd.DataFrame, n_levels: int, early_frac: float) -> pd.DataF
         return df[["N", "bs", "loss", "steps"]].astype(float)
     _need(df, ("run", "N", "bs", "tokens", "loss"), "critical-batch")
     rows = []
-    if "decay" in df:  # WSD runs: steps to a loss in the stable phase (as the batch-size law reads them, fit/batch.py)
-        df = df[~df["decay"].fillna(False).astype(bool)]
     for n, size in df.dropna(subset=["tokens", "loss"]).groupby("N"):
         curves = {r: (g["bs"].iloc[0], g["tokens"].to_numpy(float), g["loss"].to_numpy(float))
                   for r, g in size.groupby("run")}
@@ -144,6 +142,7 @@ def critical_batch_law(df: pd.DataFrame, *, n_levels: int = 8, early_frac: float
     loss (columns N, bs, loss as the target, steps). The headline law is B_noise = a / L^b."""
     if error not in ("log", "linear"):
         raise ValueError(f"error={error!r}: 'log' (multiplicative, the default) or 'linear'")
+    df, stable_only = drop_decay(df)  # WSD runs: steps to a loss in the stable phase, as the batch-size law reads them
     table = _steps_table(df, n_levels, early_frac)
     rng = np.random.default_rng(seed)
     points = []
@@ -163,7 +162,8 @@ def critical_batch_law(df: pd.DataFrame, *, n_levels: int = 8, early_frac: float
         laws.update({"B_noise(N)": _law(good, "N", "B_noise", n_boot, rng),
                      "B_crit(N)": _law(good, "N", "B_crit", n_boot, rng),
                      "B_crit(D)": _law(good, "D_crit", "B_crit", n_boot, rng)})
-    diagnostics = [f"{len(points) - len(good)} target(s) without a critical batch"] if len(good) < len(points) else []
+    diagnostics = stable_only + ([f"{len(points) - len(good)} target(s) without a critical batch"]
+                                 if len(good) < len(points) else [])
     if not one_per_size:
         diagnostics.append("B_crit(N) and B_crit(D) need one target loss per size (steps-to-target rows); these "
                            "sweeps give several levels per size: only the laws in L are fitted")

@@ -217,6 +217,18 @@ def drop_overfit(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
                           f"its best while train loss fell; see the runs table's overfit column): {shown}"]
 
 
+def drop_decay(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Rows flagged `decay` (a WSD run's decay, tables.decay_rows) left out: a decay reaches lower losses at the same
+    fraction of every run, whatever its batch, so the batch-size laws read their levels off the stable phase.
+    Returns the rest and the diagnostic that says so."""
+    decay = df["decay"].fillna(False).astype(bool) if "decay" in df else None
+    if decay is None or not decay.any():
+        return df, []
+    runs = f" in {df.loc[decay, 'run'].nunique()} runs' decays" if "run" in df else ""
+    return df[~decay], [f"WSD runs: loss levels read off the stable phase ({int(decay.sum())} held-out evals{runs} "
+                        f"left out)"]
+
+
 def _need(df: pd.DataFrame, cols: tuple, law: str) -> None:
     missing = [c for c in cols if c not in df.columns]
     if missing:
