@@ -118,25 +118,92 @@ def test_the_8_layer_transfer_record_fails_sp_and_quotes_its_numbers():
 
 
 def test_the_8_layer_batch_size_record_reads_the_stable_phase_and_finds_b_independent_of_the_lr():
-    """sweeps/batch_size_8l (widths 128 and 256 so far, 2-3 seeds, WSD): each LR is its own record (a fit refuses the
-    two pooled); levels come from the stable phase; b = 4.11 [3.00, 9.68] at the muP LR and 6.42 [4.72, 10.94] at
-    0.01: the intervals overlap, the optimum at equal loss is 2-3x larger at 0.01, and the README quotes them."""
+    """sweeps/batch_size_8l (widths 128, 256, 384; 2-3 seeds; WSD): each LR is its own record (a fit refuses the two
+    pooled); levels come from the stable phase; b = 4.48 [3.27, 6.55] at the muP LR and 5.98 [4.73, 9.04] at 0.01:
+    the intervals overlap, the optimum at equal loss is ~3x larger at 0.01 (per width and from the laws, with
+    non-overlapping intervals), and the README quotes them."""
     here = SWEEPS / "batch_size_8l"
     fits = {lr: json.loads((here / lr / "fits.json").read_text())["fits"]["batch_size"] for lr in ("lr0.0039", "lr0.01")}
     b = {lr: (f["parameters"]["b"]["value"], f["parameters"]["b"]["interval"]) for lr, f in fits.items()}
-    assert b["lr0.0039"][0] == pytest.approx(4.11, abs=0.005) and b["lr0.0039"][1] == pytest.approx([3.00, 9.68], abs=0.005)
-    assert b["lr0.01"][0] == pytest.approx(6.42, abs=0.005) and b["lr0.01"][1] == pytest.approx([4.72, 10.94], abs=0.005)
+    assert b["lr0.0039"][0] == pytest.approx(4.48, abs=0.005) and b["lr0.0039"][1] == pytest.approx([3.27, 6.55], abs=0.005)
+    assert b["lr0.01"][0] == pytest.approx(5.98, abs=0.005) and b["lr0.01"][1] == pytest.approx([4.73, 9.04], abs=0.005)
     assert max(b["lr0.0039"][1][0], b["lr0.01"][1][0]) < min(b["lr0.0039"][1][1], b["lr0.01"][1][1])  # overlap
+    widths = {1509504.0, 6033664.0, 13572480.0}  # N of widths 128, 256, 384
     for f in fits.values():
-        assert any("read off the stable phase (25 held-out evals in 25 runs' decays left out)" in d for d in f["diagnostics"])
-        assert f["details"]["optima"] and {r["N"] for r in f["details"]["optima"]} == {1509504.0, 6033664.0}
+        assert any("read off the stable phase (35 held-out evals in 35 runs' decays left out)" in d for d in f["diagnostics"])
+        assert {r["N"] for r in f["details"]["optima"]} == widths
     def optimum(lr, n, level):  # the per-level optimum nearest the level
         return min((r for r in fits[lr]["details"]["optima"] if r["N"] == n and r["bs_opt"]),
                    key=lambda r: abs(r["loss"] - level))["bs_opt"]
-    for n in (1509504.0, 6033664.0):  # at L ~ 4.84, 0.01's optimum is 2-3.3x the muP LR's
-        assert 2.0 < optimum("lr0.01", n, 4.85) / optimum("lr0.0039", n, 4.83) < 3.3
+    for n in widths:  # at L ~ 4.84, 0.01's optimum is 1.9-3.3x the muP LR's at every width
+        assert 1.9 < optimum("lr0.01", n, 4.84) / optimum("lr0.0039", n, 4.79) < 3.3
+    def law(lr, level):  # the fitted law's optimum and its bootstrap interval, as `predict` reads it
+        f = fits[lr]
+        a, bb = f["parameters"]["a"]["value"], f["parameters"]["b"]["value"]
+        draws = sorted(s["a"] / level ** s["b"] for s in f["samples"])
+        return a / level ** bb, np.percentile(draws, [2.5, 97.5])
+    for level, fast, slow in ((4.85, (26.1e3, 20.6e3, 35.3e3), (8.7e3, 8.3e3, 10.1e3)),
+                              (5.2, (17.2e3, 14.5e3, 19.0e3), (6.4e3, 5.7e3, 7.2e3))):
+        (v01, i01), (v39, i39) = law("lr0.01", level), law("lr0.0039", level)
+        assert [v01, *i01] == pytest.approx(fast, rel=0.01) and [v39, *i39] == pytest.approx(slow, rel=0.01)
+        assert i39[1] < i01[0]  # the README's "the intervals do not overlap"
     readme = (here / "README.md").read_text()
-    for text in ("**b = 4.11 [3.00, 9.68]**", "**b = 6.42 [4.72, 10.94]**", "b = 2.06 [0.23, 6.65]", "overlap over [4.72, 9.68]"):
+    for text in ("**b = 4.48 [3.27, 6.55]**", "**b = 5.98 [4.73, 9.04]**", "b = 2.06 [0.23, 6.65]", "overlap over [4.73, 6.55]",
+                 "26.1k [20.6k, 35.3k]", "8.7k [8.3k, 10.1k]", "17.2k [14.5k, 19.0k]", "[5.7k, 7.2k]"):
+        assert text in readme, text
+
+
+def test_past_the_copying_cliff_the_optimal_batch_stops_following_the_pre_cliff_law():
+    """sweeps/batch_size_8l/lr0.0039_64Mtok: 64M-token runs that cross the cliff. The level fit puts b at 0.56
+    [0.00, 0.87] (outside the pre-cliff interval [3.27, 6.55]); at width 384 16k and 32k tie within the paired seed
+    spread while 64k and 128k lose beyond it; the pre-cliff law read at L = 2.1 gives ~370k tokens, >10x the best
+    measured batch; every run's held-out loss falls by more than a nat within a 2x span of tokens (the cliff)."""
+    import pandas as pd
+    here = SWEEPS / "batch_size_8l" / "lr0.0039_64Mtok"
+    post = json.loads((here / "fits.json").read_text())["fits"]["batch_size"]["parameters"]["b"]
+    assert post["value"] == pytest.approx(0.563, abs=0.001) and post["interval"] == pytest.approx([0.003, 0.875], abs=0.001)
+    pre = json.loads((SWEEPS / "batch_size_8l" / "lr0.0039" / "fits.json").read_text())["fits"]["batch_size"]["parameters"]
+    assert post["interval"][1] < pre["b"]["interval"][0]
+    assert pre["a"]["value"] / 2.1 ** pre["b"]["value"] == pytest.approx(370e3, rel=0.02)
+    runs = pd.read_csv(here / "runs.csv.gz")
+    final = runs.groupby("run_dir").first()
+    loss = {(int(r["model.d_model"]), int(r["train.batch_size_tokens"]), int(r["train.seed"])): r["final_eval_loss"]
+            for _, r in final.iterrows()}
+    assert len(loss) == 10 and (final["status"] == "completed").all()
+    paired = [loss[(384, 32768, s)] - loss[(384, 16384, s)] for s in (0, 1)]
+    assert paired == pytest.approx([0.012, -0.008], abs=0.0005)  # a tie: opposite signs, within 2 standard errors
+    assert loss[(384, 65536, 0)] - loss[(384, 16384, 0)] == pytest.approx(0.116, abs=0.0005)
+    assert loss[(384, 131072, 0)] - loss[(384, 16384, 0)] > 0.45
+    for run_dir, curve in runs.dropna(subset=["eval_loss"]).groupby("run_dir"):
+        tokens, held = curve["tokens"].to_numpy(), curve["eval_loss"].to_numpy()
+        drops = [held[i] - held[j] for i in range(len(held)) for j in range(i + 1, len(held))
+                 if tokens[i] > 4e6 and tokens[j] <= 2 * tokens[i]]
+        assert max(drops) > 1.0, run_dir
+
+
+def test_the_8_layer_loss_law_is_not_identified_and_the_cliff_is_in_context_copying():
+    """sweeps/loss_law_8l: the fit says it is not identified (E and alpha at their bounds, rmse 0.131 in log loss);
+    the branch ends of widths 256 and 384 fall by > 1.2 nats between 1N/2N and the next branch; before the cliff the
+    loss is flat over the window's positions (in-context score +0.005), after it the end of a window is 0.7 nats
+    below position 50 and 2 nats below where it was."""
+    here = SWEEPS / "loss_law_8l"
+    fit = json.loads((here / "fits.json").read_text())["fits"]["loss"]
+    assert fit["details"]["rmse_log"] == pytest.approx(0.1315, abs=0.0005)
+    for text in ("log E = -10 is at its bound", "alpha = 3 is at its bound", "the form does not describe these points"):
+        assert any(text in d for d in fit["diagnostics"]), text
+    import pandas as pd
+    ends = pd.read_csv(here / "runs.csv.gz").groupby("run_dir").first()["final_eval_loss"]
+    assert ends["model.d_model=256/decay_2N"] - ends["model.d_model=256/decay_4N"] > 1.2
+    assert ends["model.d_model=384/decay_1N"] - ends["model.d_model=384/decay_2N"] > 1.2
+    assert ends["model.d_model=384/decay_8N"] == pytest.approx(1.915, abs=0.0005)  # the fallback's target loss
+    rows = {r["tokens"]: r for r in map(json.loads, (here / "positions.jsonl").read_text().splitlines())}
+    before, after = rows[8388608], rows[33554432]
+    assert before["icl_score"] == pytest.approx(0.005, abs=0.001) and after["icl_score"] == pytest.approx(-0.712, abs=0.001)
+    assert before["buckets"]["512-1024"] - after["buckets"]["512-1024"] == pytest.approx(2.009, abs=0.001)
+    assert before["buckets"]["0-16"] - after["buckets"]["0-16"] == pytest.approx(0.540, abs=0.001)
+    readme = (here / "README.md").read_text()
+    for text in ("| 8.4M (before) | 4.879 | 4.271 | 4.217 | 4.233 | 4.228 | +0.005 |",
+                 "| 33.6M (after) | 4.339 | 3.133 | 2.547 | 2.319 | 2.219 | -0.712 |", "1.24x"):
         assert text in readme, text
 
 
@@ -444,3 +511,21 @@ def test_every_gpu_record_quotes_its_resolution(name):
     row = f"| {', '.join(f'{x:.4f}' for x in record['losses'])} | {record['mean']:.4f} | {record['sd_seed']:.4f} | " \
           f"{record['eval_se']:.4f} | **{one:.3f}** |"
     assert row in table
+
+
+def test_the_position_check_averages_back_to_the_run_s_own_final_loss(tmp_path, capsys):
+    """sweeps/loss_law_8l/positions.py (the cliff's cause) reads a run's final weights and its final held-out windows:
+    its per-position losses average back to the run's own final held-out loss (fp32 on CPU, to 1e-5)."""
+    import importlib.util
+    from conftest import tiny_trial
+    from windtunnel import run_trial
+    run = tmp_path / "run"
+    result = run_trial(tiny_trial(save_final=True), run)
+    spec = importlib.util.spec_from_file_location("positions", SWEEPS / "loss_law_8l" / "positions.py")
+    positions = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(positions)
+    positions.main([str(run)])
+    row = json.loads(capsys.readouterr().out)
+    assert row["mean"] == pytest.approx(result.final_eval_loss, abs=1e-5)
+    assert row["windows"] == 64 and row["icl_score"] is None  # 4,096 tokens of 64-token windows: no position 500
+    assert sum(row["buckets"][k] * w for k, w in (("0-16", 16), ("16-64", 48))) / 64 == pytest.approx(row["mean"], abs=1e-9)
