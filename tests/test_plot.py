@@ -159,11 +159,22 @@ def test_loss_curve_labels_leave_out_the_overrides_every_run_shares():
     labels = [line.get_label() for line in plot.loss_curves(pd.DataFrame(rows)).axes[0].get_lines()
               if not line.get_label().startswith("_")]
     # in the legend's order: numbers as numbers (4096 before 131072), not as text
-    assert labels == ["model.d_model=128,train.batch_size_tokens=4096", "model.d_model=128,train.batch_size_tokens=131072",
-                      "model.d_model=256,train.batch_size_tokens=4096", "model.d_model=256,train.batch_size_tokens=131072"]
+    assert labels == ["d_model=128,batch_size_tokens=4096", "d_model=128,batch_size_tokens=131072",
+                      "d_model=256,batch_size_tokens=4096", "d_model=256,batch_size_tokens=131072"]
     one = [dict(run_dir="runs/x/model.d_model=64,train.branch_at_n=[1,2]", tokens=1e5, eval_loss=3.0)]
     assert [line.get_label() for line in plot.loss_curves(pd.DataFrame(one)).axes[0].get_lines()] == \
-        ["model.d_model=64,train.branch_at_n=[1,2]"]
+        ["d_model=64,branch_at_n=[1,2]"]
+    # a width, a batch and a seed (sweeps/batch_size_8l/lr0.0039_64Mtok) fit; two keys ending alike keep their sections
+    three = [dict(run_dir=f"r/model.d_model=384,optim.lr=0.0039,train.batch_size_tokens=16384,train.seed={s}",
+                  tokens=1e5, eval_loss=3.0) for s in (0, 1)]
+    assert [line.get_label() for line in plot.loss_curves(pd.DataFrame(three)).axes[0].get_lines()] == \
+        ["seed=0", "seed=1"]
+    three[1]["run_dir"] = "r/model.d_model=256,optim.lr=0.0039,train.batch_size_tokens=16384,train.seed=1"
+    assert [line.get_label() for line in plot.loss_curves(pd.DataFrame(three)).axes[0].get_lines()] == \
+        ["d_model=256,seed=1", "d_model=384,seed=0"]
+    same = [dict(run_dir=f"r/model.lr={a},optim.lr={b}", tokens=1e5, eval_loss=3.0) for a, b in ((1, 2), (3, 4))]
+    assert [line.get_label() for line in plot.loss_curves(pd.DataFrame(same)).axes[0].get_lines()] == \
+        ["model.lr=1,optim.lr=2", "model.lr=3,optim.lr=4"]
 
 
 def test_a_reference_law_decades_away_is_drawn_as_its_slope_through_the_fit():

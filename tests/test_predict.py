@@ -30,6 +30,20 @@ def test_minicpm_2p4b_at_loss_2p5_with_reference_laws():
     assert trial.model.d_model == 2304 and n_params(trial.model) == 2_442_057_984
 
 
+def test_a_batch_that_leaves_a_few_optimizer_steps_is_warned_about():
+    """MiniCPM's published batch law read at a loss of another corpus (1.915 nats of source code at BPE 8192, the
+    8-layer proxies' lowest): 1.21e9 / 1.915^6.24 = 2.1e7 tokens, 5 steps of a 100.7M-token run, and the note says
+    so; the paper's own 2.4B run (the test above: 276k steps) gets no such note."""
+    pred = predict(target_model("109M"), tokens=100663296, target_loss=1.915,
+                   batch_size=laws.REFERENCE["minicpm-batch-size"], lr=laws.REFERENCE["minicpm-lr"], seq_len=1024)
+    assert pred.numbers["batch_size_tokens"]["value"] == pytest.approx(1.21e9 / 1.915 ** 6.24, rel=1e-3)
+    assert pred.numbers["steps"]["value"] == 5
+    assert any(n.startswith("WARNING: only 5 optimizer steps") for n in pred.notes), pred.notes
+    paper = predict(target_model("2.4B"), tokens=1.1e12, target_loss=2.5,
+                    batch_size=laws.REFERENCE["minicpm-batch-size"], lr=laws.REFERENCE["minicpm-lr"])
+    assert not any("optimizer steps" in n for n in paper.notes)
+
+
 def test_fitted_laws_chain_with_intervals():
     bs = batch_size_law(batch_size_runs(), n_boot=100)
     lr = lr_optimum(lr_sweep())
@@ -264,3 +278,19 @@ def test_predict_refuses_a_target_loss_at_or_below_the_loss_law_floor():
                                           r"reaches it"):
         predict(target_model("w499m"), tokens=1e10, target_loss=1.8, batch_size=laws.REFERENCE["minicpm-batch-size"],
                 lr=laws.REFERENCE["minicpm-lr"], loss=loss, force=True)
+
+
+def test_predict_takes_a_given_lr_over_any_lr_law():
+    """--lr gives the muP base LR (a transferred optimum whose LR law does not move with N, sweeps/lr_transfer_8l):
+    it replaces the reference's 0.01, muP divides it by the width multiplier for hidden matrices, and a
+    non-positive LR is refused with the option named."""
+    out = cli("predict", "--reference", "minicpm", "--lr", "0.00390625", "--target", "w109m", "--tokens", "1e8",
+              "--target-loss", "2.5", "--seq-len", "1024", "--json")
+    assert out.returncode == 0, out.stderr
+    numbers = json.loads(out.stdout)["predictions"]
+    assert numbers["lr"]["value"] == 0.00390625 and "--lr" in numbers["lr"]["source"]
+    assert numbers["lr_hidden"]["value"] == pytest.approx(0.00390625 / 3)  # m = 768 / 256
+    assert numbers["batch_size_tokens"]["value"] == pytest.approx(1.21e9 / 2.5 ** 6.24, rel=1e-3)  # still MiniCPM's
+    bad = cli("predict", "--reference", "minicpm", "--lr", "0", "--target", "w109m", "--tokens", "1e8",
+              "--target-loss", "2.5")
+    assert bad.returncode != 0 and "--lr 0.0 must be a positive learning rate" in bad.stderr

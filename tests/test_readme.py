@@ -138,6 +138,8 @@ def test_readme_commands_run(tmp_path, which):
     if which == "runs":
         runs = next(v for k, v in outputs.items() if k.startswith("windtunnel runs runs/batch_size_cpu"))
         assert runs.count("completed") == 4  # the (shrunk) two batch sizes of both sizes, each a run dir
+        versus = next(v for k, v in outputs.items() if "--versus" in k)  # the README's "+0.002 [-0.124, 0.128]", tied
+        assert re.search(r" 32768 .* 0\.002376 +-0\.1237 +0\.1284 +tied within noise", versus), versus
         return
     # what the example commands print is the known answer of the example data
     theirs = next(v for k, v in outputs.items() if "theirs.csv" in k)

@@ -189,3 +189,34 @@ def test_runs_where_shows_and_exports_only_the_runs_it_selects(tmp_path):
     assert shown.returncode == 1 and f"no runs under {tmp_path / 'rec'} match --where N > 1000" in shown.stderr
     shown = cli("runs", str(tmp_path / "rec"), "--by-seed", "--json", "--where", "N == 1000")
     assert shown.returncode == 0 and [r["N"] for r in json.loads(shown.stdout)] == [1000]
+
+
+def test_runs_versus_gives_each_configuration_its_paired_seed_difference_from_the_reference():
+    """`windtunnel runs RECORD --versus EXPR` on sweeps/batch_size_8l/lr0.0039_64Mtok: width 384's 32k batch against
+    its 16k at seeds 0 and 1 is the mean of the two paired differences with a t(1) interval (12.706 x sd / sqrt 2),
+    tied; a one-seed configuration has a difference and no interval; an EXPR naming several configurations is refused
+    with the columns they differ in, and so is --versus with --by-seed."""
+    import math
+    import pandas as pd
+    from conftest import cli
+    record = Path(__file__).resolve().parents[1] / "sweeps" / "batch_size_8l" / "lr0.0039_64Mtok"
+    done = cli("runs", str(record), "--json", "--versus", "`model.d_model` == 384 and `train.batch_size_tokens` == 16384")
+    assert done.returncode == 0, done.stderr
+    width = {6033664: 256, 13572480: 384}  # N -> width (the default columns)
+    rows = {(width[r["N"]], r["train.batch_size_tokens"]): r for r in json.loads(done.stdout)}
+    finals = pd.read_csv(record / "runs.csv.gz").groupby("run_dir").first()
+    loss = {(r["model.d_model"], r["train.batch_size_tokens"], r["train.seed"]): r["final_eval_loss"]
+            for _, r in finals.iterrows()}
+    d = [loss[(384, 32768, s)] - loss[(384, 16384, s)] for s in (0, 1)]
+    mean, half = sum(d) / 2, 12.706205 * abs(d[0] - d[1]) / math.sqrt(2) / math.sqrt(2)  # sd of 2 = |d0 - d1| / sqrt 2
+    got = rows[(384, 32768)]
+    assert (got["vs_n"], got["verdict"]) == (2, "tied within noise")
+    assert [got["vs_mean"], got["vs_low"], got["vs_high"]] == pytest.approx([mean, mean - half, mean + half], abs=1e-6)
+    assert rows[(384, 16384)]["verdict"] == "reference" and rows[(384, 16384)]["vs_mean"] == 0
+    one = rows[(256, 8192)]  # seed 0 only, paired with the reference's seed 0
+    assert one["vs_n"] == 1 and one["vs_low"] is None and one["verdict"] == "one seed: no interval"
+    assert one["vs_mean"] == pytest.approx(loss[(256, 8192, 0)] - loss[(384, 16384, 0)], abs=1e-9)
+    many = cli("runs", str(record), "--versus", "`model.d_model` == 384")
+    assert many.returncode != 0 and "selects 4 configurations (they differ in train.batch_size_tokens)" in many.stderr
+    seeds = cli("runs", str(record), "--by-seed", "--versus", "`model.d_model` == 384")
+    assert seeds.returncode != 0 and "leave out --points and --by-seed" in seeds.stderr

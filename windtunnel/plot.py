@@ -42,7 +42,17 @@ def _labels(runs) -> dict:
     names = {run: str(run).rstrip("/").split("/")[-1] for run in runs}
     parts = {run: re.split(r",(?=[\w.+~]+=)", name) for run, name in names.items()}
     shared = set.intersection(*(set(p) for p in parts.values())) if len(parts) > 1 else set()
-    return {run: (",".join(x for x in p if x not in shared) or names[run])[:48] for run, p in parts.items()}
+    kept = {run: [x for x in p if x not in shared] for run, p in parts.items()}
+    # keys without their section where that stays unambiguous (train.batch_size_tokens -> batch_size_tokens): a
+    # width, a batch and a seed fit in the 48 characters
+    keys = {x.split("=")[0] for p in kept.values() for x in p if "=" in x}
+    short = {k: k.split(".")[-1] for k in keys}
+    if len(set(short.values())) < len(keys):
+        short = {k: k for k in keys}
+    def shorten(x):
+        key, eq, value = x.partition("=")
+        return short.get(key, key) + eq + value
+    return {run: (",".join(shorten(x) for x in kept[run]) or names[run])[:48] for run in parts}
 
 
 def _natural(text: str) -> list:

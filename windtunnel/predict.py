@@ -17,6 +17,7 @@ from .config import ConfigError, ModelConfig, ScheduleConfig, TrialConfig, calla
 from .fit import FitResult, coarse_grid_warnings
 
 WARMUP_FRAC = 0.01  # MiniCPM does not state its warmup; 1% of tokens is the common choice
+MIN_STEPS = 100  # fewer optimizer steps than this in a predicted run is warned about
 DECAY_FRAC = 0.1  # MiniCPM: a decay of ~10% of tokens is enough (minicpm.md 4.3)
 # How far a prediction may reach past the data its laws were fitted on before it is refused (--force goes on):
 LOSS_FACTOR = 1.25  # a target loss below the lowest fitted loss / 1.25 (or above the highest x 1.25)
@@ -263,6 +264,10 @@ def predict(target: ModelConfig, *, tokens: float = 0, compute: float = 0, targe
     total = steps * batch
     decay = DECAY_FRAC * total
     numbers["steps"] = _number(steps, None, "tokens / batch")
+    if steps < MIN_STEPS:  # e.g. a law fitted on another corpus's loss scale read at this one's loss
+        notes.append(f"WARNING: only {steps} optimizer steps: a {batch:.4g}-token batch for {total:.4g} tokens leaves "
+                     f"the warmup and the decay a few steps each; check the batch law's units and the loss it is read "
+                     f"at (a law fitted on another corpus or tokenizer does not carry its losses over)")
     numbers["warmup_tokens"] = _number(round(WARMUP_FRAC * total), None, "1% of tokens (MiniCPM does not state it)")
     numbers["decay_tokens"] = _number(round(decay), None, "WSD decay = 10% of tokens (MiniCPM 4.3)")
     half_life = round(schedule.half_life_tokens(ScheduleConfig(), total))

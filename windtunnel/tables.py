@@ -162,3 +162,47 @@ def _shape(table, *, derive=(), where=(), drop_top: int = 0, drop_by: str = "los
         table = columns.where(table, expr, aliases)
     drop_by = (aliases or {}).get(drop_by, drop_by) if drop_by not in table.columns else drop_by
     return columns.drop_top(table, drop_by, drop_top) if drop_top else table
+
+
+def versus(runs: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """One row per configuration (runs.by_config: seeds aggregated) with its paired-seed difference from a reference
+    configuration, the runs where the column-language EXPR `reference` holds (exactly one configuration): vs_n (seeds
+    both have), vs_mean (its loss minus the reference's, nats; negative = better), vs_low, vs_high (the 95% t
+    interval over those seeds) and verdict (better / worse only where the interval excludes 0, else tied within
+    noise; one seed: no interval; "reference" on the reference's row). The regret table of a prediction check.
+    runs: runs.load_results rows (one per run)."""
+    import math
+
+    import pandas as pd
+
+    from .fit import columns
+    from .fit.seeds import paired_difference
+    from .runs import by_config, config_columns, run_loss
+
+    keys = config_columns(runs)
+    def key_of(table):  # one string per row naming its configuration
+        return table[keys].astype(str).agg("|".join, axis=1) if keys else pd.Series("", index=table.index)
+    chosen = columns.where(runs, reference)
+    ref_keys = sorted(set(key_of(chosen)))
+    if len(ref_keys) != 1:
+        differ = [c for c in keys if chosen[c].astype(str).nunique() > 1] if len(chosen) else []
+        raise ConfigError(f"--versus {reference!r} selects {len(ref_keys)} configurations" +
+                          (f" (they differ in {', '.join(differ)})" if differ else "") +
+                          ": name exactly one, e.g. add \" and `train.batch_size_tokens` == 16384\"")
+    def seed_losses(group) -> dict:  # seed -> the loss runs are compared on (completed runs only)
+        seeds = group["train.seed"] if "train.seed" in group else pd.Series(0, index=group.index)
+        return {int(s): float(v) for s, v in zip(seeds, run_loss(group)) if not math.isnan(v)}
+    runs = runs.assign(_key=key_of(runs))
+    losses = {k: seed_losses(g) for k, g in runs.groupby("_key", sort=False)}
+    reference_losses = losses[ref_keys[0]]
+    table = by_config(runs.drop(columns="_key"))
+    rows = []
+    for k in key_of(table):
+        if k == ref_keys[0]:
+            rows.append({"vs_n": len(reference_losses), "vs_mean": 0.0, "vs_low": math.nan, "vs_high": math.nan,
+                         "verdict": "reference"})
+            continue
+        d = paired_difference(losses.get(k, {}), reference_losses)
+        rows.append({"vs_n": d["n"], "vs_mean": d["mean"], "vs_low": d["interval"][0], "vs_high": d["interval"][1],
+                     "verdict": d["verdict"]})
+    return pd.concat([table.reset_index(drop=True), pd.DataFrame(rows)], axis=1)

@@ -16,61 +16,7 @@ from ..tables import parse_columns
 from . import complete
 from .fit import cmd_fit
 from .show import PLOT_KINDS, cmd_demo, cmd_plot, cmd_report
-
-RESULT_COLUMNS = ["sweep", "name", "status", "model.name", "model.parametrization", "N", "optim.lr",
-                  "train.batch_size_tokens", "train.seed", "tokens", "epochs", "overfit", "final_eval_loss",
-                  "best_eval_loss", "final_eval_bpb", "tokens_per_s", "overrides", "run_dir"]
-CONFIG_COLUMNS = ["sweep", "name", "status", "model.name", "model.parametrization", "N", "optim.lr",
-                  "train.batch_size_tokens", "tokens", "n", "seeds", "loss_mean", "loss_std", "overrides"]
-POINT_COLUMNS = ["status", "model.parametrization", "N", "optim.lr", "train.batch_size_tokens", "train.seed", "step",
-                 "tokens", "lr", "train_loss", "eval_loss", "eval_se", "overrides"]
-SORT_COLUMNS = ["sweep", "model.parametrization", "N", "train.batch_size_tokens", "optim.lr", "train.seed"]
-# the default table's short headers (--wide: every column under its full name)
-SHORT = {"model.name": "model", "model.parametrization": "param", "optim.lr": "lr", "train.batch_size_tokens": "batch",
-         "train.seed": "seed", "final_eval_loss": "loss", "best_eval_loss": "best", "final_eval_bpb": "bpb",
-         "tokens_per_s": "tok/s", "loss_mean": "loss", "loss_std": "std"}
-WIDTH = 120
-
-
-def narrow(table, width: int = WIDTH) -> str:
-    """The run table as text within `width` columns: short headers, numbers to 4 significant digits, the
-    overrides without the items every row shares (what differs between runs) and cut to the room left, and
-    columns a reader can do without (run_dir, sweep, tok/s, bpb, best, epochs, name) dropped while still too wide."""
-    shown = table.rename(columns={k: v for k, v in SHORT.items() if v not in table.columns}).copy()
-    if "overrides" in shown and len(shown) > 1:
-        items = [str(o).split(",") if o == o else [] for o in shown["overrides"]]
-        common = set.intersection(*map(set, items)) if items else set()
-        values: dict = {}  # key -> the values it takes: the key that varies most goes first (it survives a cut)
-        for row in items:
-            for item in row:
-                values.setdefault(item.partition("=")[0], set()).add(item)
-        shown["overrides"] = [",".join(sorted((i for i in row if i not in common),
-                                              key=lambda i: -len(values[i.partition("=")[0]]))) for row in items]
-    for column in shown.columns:
-        if shown[column].dtype.kind == "f":
-            shown[column] = shown[column].map(lambda v: "" if v != v else f"{v:.4g}")
-    widths = {c: max(len(str(c)), int(shown[c].astype(str).str.len().max() or 0)) for c in shown.columns}
-
-    def line(columns) -> int:  # about what to_string(index=False) takes: each column its widest cell, 1 apart
-        return sum(widths[c] for c in columns) + len(columns) - 1
-    for optional in ("run_dir", "sweep", "tok/s", "bpb", "best", "epochs", "name"):
-        if line(shown.columns) <= width or "overrides" not in shown:
-            break
-        room = width - line([c for c in shown.columns if c != "overrides"]) - 2
-        if room >= 24:
-            cut = shown["overrides"].astype(str)
-            shown["overrides"] = cut.where(cut.str.len() <= room, cut.str[:max(room - 3, 1)] + "...")
-            break
-        if optional in shown:
-            shown = shown.drop(columns=[optional])
-    text = shown.to_string(index=False)
-    excess = max(map(len, text.splitlines())) - width  # the estimate above can miss by a character or two
-    if excess > 0 and "overrides" in shown:
-        cut = shown["overrides"].astype(str)
-        keep = max(int(cut.str.len().max()) - excess - 3, 1)
-        shown["overrides"] = cut.where(cut.str.len() <= keep + 3, cut.str[:keep] + "...")
-        text = shown.to_string(index=False)
-    return text
+from .table import WIDTH, cmd_runs
 
 
 def cmd_train(args) -> int:
@@ -99,62 +45,6 @@ def cmd_train(args) -> int:
     return 0 if result.status in ("completed", "diverged", "pruned") else 1
 
 
-def cmd_runs(args) -> int:
-    from ..runs import by_config, export_record, load_points, load_record, load_results, record_in
-    record = record_in(args.dir)
-    if args.export and record:
-        raise ConfigError(f"{args.dir} is a committed record already (its runs.csv.gz); --export writes one from "
-                          f"run directories")
-    # a committed record (sweeps/NAME/) reads back as its run dirs: (one row per run, one per logged point)
-    if record:
-        results, points = load_record(record)
-    else:  # the run table only where it is read (--where, or the default one-row-per-run view)
-        points = None
-        results = load_results(args.dir) if args.where or not (args.export or args.points) else None
-    keep = None
-    if args.where:  # the runs whose row (one per run: its hyperparameters and results) satisfies every EXPR
-        from ..fit import columns
-        chosen = results
-        for expr in args.where:
-            chosen = columns.where(chosen, expr)
-        keep = set(chosen["run_dir"]) if "run_dir" in chosen else set()
-    if args.export:
-        table = export_record(Path(args.dir), Path(args.export), keep_runs=keep)
-        print(f"{table['run_dir'].nunique()} runs, {len(table)} rows -> {args.export}")
-        return 0
-    if args.points:
-        table = points if points is not None else load_points(args.dir)
-    else:
-        table = results
-    if keep is not None and "run_dir" in table:
-        table = table[table["run_dir"].isin(keep)]
-    if table.empty:
-        print(f"no runs under {args.dir}" + (f" match --where {' and '.join(args.where)}" if args.where else ""),
-              file=sys.stderr)
-        return 1
-    order = [c for c in SORT_COLUMNS if c in table] + (["run_dir", "step"] if args.points else ["run_dir"])
-    table = table.sort_values([c for c in order if c in table], kind="stable", na_position="last")  # numbers as numbers
-    seeds = not args.points and not args.by_seed
-    if seeds:  # one row per configuration, its seeds aggregated
-        table = by_config(table)
-    if not args.points and not args.all_columns:
-        table = table[[c for c in (CONFIG_COLUMNS if seeds else RESULT_COLUMNS) if c in table.columns]]
-    if args.json:  # every column, full float precision, NaN as null; streamed a chunk at a time (110k points)
-        print("[")
-        for start in range(0, len(table), 5000):
-            chunk = table.iloc[start:start + 5000]
-            rows = chunk.astype(object).where(chunk.notna(), None).to_dict(orient="records")
-            print(",\n".join(json.dumps(r, default=str) for r in rows) + ("," if start + 5000 < len(table) else ""))
-        print("]")
-        return 0
-    import pandas as pd
-    if args.points and not (args.all_columns or args.wide):  # the curves: what varies along a run, and which run
-        table = table[[c for c in POINT_COLUMNS if c in table.columns]]
-    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 250):
-        print(table.to_string(index=False) if args.wide or args.all_columns else narrow(table))
-    return 0
-
-
 def cmd_resolution(args) -> int:
     from ..compose import compose, compose_record
     if args.config:
@@ -178,6 +68,11 @@ def cmd_predict(args) -> int:
     for path in args.fits or []:
         doc = json.loads(Path(path).read_text())
         fits.update({law: FitResult.from_json(f) for law, f in doc.get("fits", {}).items()})
+    if args.lr is not None:  # a given base LR (a muP optimum that does not move with N) wins over any LR law
+        if not args.lr > 0:
+            raise ConfigError(f"--lr {args.lr} must be a positive learning rate (the muP base LR, e.g. 0.0039)")
+        fits["lr"] = laws.ReferenceLaw("given", "constant", {"value": args.lr}, {"y": "muP base Adam LR"},
+                                       "--lr: given on the command line")
     if args.reference == "minicpm":
         fits.setdefault("batch_size", laws.REFERENCE["minicpm-batch-size"])
         fits.setdefault("lr", laws.REFERENCE["minicpm-lr"])
@@ -290,6 +185,10 @@ def main(argv=None) -> int:
                                                           "train.seed are one row: the loss's mean, std and n over seeds")
     p.add_argument("--where", action="append", help="only the runs where EXPR holds, e.g. '`optim.lr` == 0.01' (the "
                                                     "column language of windtunnel fit; repeatable)")
+    p.add_argument("--versus", metavar="EXPR", help="each configuration's paired-seed difference from the one where "
+                                                    "EXPR holds (e.g. '`optim.lr` == 0.0039 and `train.batch_size_tokens` "
+                                                    "== 16384'): mean, 95%% interval and verdict, better or worse only "
+                                                    "where the interval excludes 0")
     p.add_argument("--export", metavar="PATH", help="write the runs as a sweep record (every logged point and status, "
                                                     "gzipped CSV, e.g. sweeps/NAME/runs.csv.gz) that fit reads back")
     p.set_defaults(func=cmd_runs)
@@ -361,6 +260,8 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("predict", help="hyperparameters of a target model from fitted or reference laws")
     p.add_argument("--fits", action="append", help="FITS.json from windtunnel fit --out (repeatable)")
+    p.add_argument("--lr", type=float, help="the base LR, given instead of an LR law (e.g. a muP optimum whose LR law "
+                                            "does not move with N); any LR law in --fits or --reference is ignored")
     p.add_argument("--reference", choices=["none", "minicpm"], default="none",
                    help="fill missing laws with MiniCPM's published ones (bs = 1.21e9 / L^6.24, lr 0.01)")
     p.add_argument("--target", default="", help="ladder name, e.g. 2.4B, w499m")
