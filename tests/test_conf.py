@@ -90,3 +90,20 @@ def test_search_space_errors_name_the_key():
     assert (ints.low, ints.high, ints.step) == (0, 4, 2)  # Hydra's stop is exclusive
     cats = distribution("model", parser.parse_override("model=choice(tiny32,tiny64)"))
     assert list(cats.choices) == ["tiny32", "tiny64"]
+
+
+def test_the_8x_prediction_check_targets_8x_the_largest_proxy_under_the_proxies_protocol():
+    """conf/sweep/prediction_8l.yaml (issue 28 item 4: a target at least 7x the largest proxy, one epoch or less):
+    w109m is 8.0x batch_size_8l's width 384 in non-embedding parameters, trains 0.51 epochs of the proxies' corpus
+    (195.5M train tokens), and shares their corpus, schedule, warmup, sequence length and held-out windows."""
+    target = to_job(compose_job(["sweep=prediction_8l", "model=w109m", "optim.lr=0.00390625",
+                                 "train.batch_size_tokens=24576"])).trial()
+    proxy = to_job(compose_job(["sweep=batch_size_8l", "model.d_model=384", "optim.lr=0.00390625",
+                                "train.batch_size_tokens=16384"])).trial()
+    assert sizing.n_params(target.model) / sizing.n_params(proxy.model) == pytest.approx(8.0, abs=0.01)
+    assert target.train.total_tokens / 195.5e6 == pytest.approx(0.515, abs=0.005)
+    for section, fields in (("data", ("source", "tokenizer", "bpe_vocab_size")),
+                            ("schedule", ("kind", "warmup_steps", "decay_kind", "decay_frac")),
+                            ("train", ("seq_len", "eval_tokens", "final_eval_tokens", "eval_set"))):
+        for f in fields:
+            assert getattr(getattr(target, section), f) == getattr(getattr(proxy, section), f), f"{section}.{f}"
