@@ -216,6 +216,8 @@ def test_runs_versus_gives_each_configuration_its_paired_seed_difference_from_th
     one = rows[(256, 8192)]  # seed 0 only, paired with the reference's seed 0
     assert one["vs_n"] == 1 and one["vs_low"] is None and one["verdict"] == "one seed: no interval"
     assert one["vs_mean"] == pytest.approx(loss[(256, 8192, 0)] - loss[(384, 16384, 0)], abs=1e-9)
+    text = cli("runs", str(record), "--versus", "`model.d_model` == 384 and `train.batch_size_tokens` == 16384")
+    assert max(map(len, text.stdout.splitlines())) <= 120 and "tied within noise" in text.stdout  # a 120-column terminal
     many = cli("runs", str(record), "--versus", "`model.d_model` == 384")
     assert many.returncode != 0 and "selects 4 configurations (they differ in train.batch_size_tokens)" in many.stderr
     seeds = cli("runs", str(record), "--by-seed", "--versus", "`model.d_model` == 384")

@@ -27,7 +27,8 @@ WIDTH = 120
 def narrow(table, width: int = WIDTH) -> str:
     """The run table as text within `width` columns: short headers, numbers to 4 significant digits, the
     overrides without the items every row shares (what differs between runs) and cut to the room left, and
-    columns a reader can do without (run_dir, sweep, tok/s, bpb, best, epochs, name) dropped while still too wide."""
+    columns a reader can do without (run_dir, sweep, tok/s, bpb, best, epochs, name; then a --versus table's seeds,
+    tokens and vs_n) dropped while still too wide."""
     shown = table.rename(columns={k: v for k, v in SHORT.items() if v not in table.columns}).copy()
     if "overrides" in shown and len(shown) > 1:
         items = [str(o).split(",") if o == o else [] for o in shown["overrides"]]
@@ -45,7 +46,7 @@ def narrow(table, width: int = WIDTH) -> str:
 
     def line(columns) -> int:  # about what to_string(index=False) takes: each column its widest cell, 1 apart
         return sum(widths[c] for c in columns) + len(columns) - 1
-    for optional in ("run_dir", "sweep", "tok/s", "bpb", "best", "epochs", "name"):
+    for optional in ("run_dir", "sweep", "tok/s", "bpb", "best", "epochs", "name", "seeds", "tokens", "vs_n"):
         if line(shown.columns) <= width or "overrides" not in shown:
             break
         room = width - line([c for c in shown.columns if c != "overrides"]) - 2
