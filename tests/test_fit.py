@@ -399,3 +399,26 @@ def test_a_batch_size_law_refuses_points_that_pool_two_learning_rates(tmp_path):
     one = cli("fit", str(path), "--law", "batch-size", "--where", "lr == 0.01", "--json")
     assert one.returncode == 0 and json.loads(one.stdout)["fits"]["batch_size"]["parameters"]["b"]["value"] == pytest.approx(
         batch_size_law(runs, n_boot=200).params["b"], rel=1e-9)
+
+
+def test_a_sudden_drop_of_the_loss_is_found_and_a_smooth_or_noisy_power_law_is_not():
+    """fit/transition.py: a power law in tokens (2 + 40 t^-0.2, 30 log-spaced evals) has no sudden drop, nor has it
+    with 0.05 nats of eval noise (about a 128-window eval's standard error); the same curve with a 1.3-nat logistic
+    step at 16M tokens (the 8-layer proxies' in-context-copying cliff) is found with its size and place, and the
+    notes say whether the loss window spans the drop or lies above it."""
+    from windtunnel.fit.transition import sudden_drop, transition_notes
+    t = np.geomspace(1e5, 6.4e7, 30)
+    smooth = 2 + 40 * t ** -0.2
+    assert sudden_drop(t, smooth) is None
+    rng = np.random.default_rng(0)
+    assert all(sudden_drop(t, smooth + rng.normal(0, 0.05, t.size)) is None for _ in range(50))
+    cliff = smooth - 1.3 / (1 + np.exp(-(np.log(t) - np.log(1.6e7)) / 0.15))
+    found = sudden_drop(t, cliff)
+    assert found is not None and 1.2 < found["drop"] < 1.45 and 1.0e7 < found["start"] < 1.6e7 < found["end"] < 3.2e7
+    assert found["before"] == pytest.approx(cliff[t == found["start"]][0])
+    curves = {"a": (t, cliff), "b": (t, smooth)}
+    spans, = transition_notes(curves, (2.6, 3.6))
+    assert spans.startswith("1 of 2 runs drop by 1.") and "the loss window spans it" in spans
+    above, = transition_notes(curves, (found["before"] + 0.1, 5.0))
+    assert "the loss window lies above it: the law does not carry past the drop" in above
+    assert transition_notes({"b": (t, smooth)}, (2.6, 3.6)) == []

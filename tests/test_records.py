@@ -165,6 +165,12 @@ def test_past_the_copying_cliff_the_optimal_batch_stops_following_the_pre_cliff_
     pre = json.loads((SWEEPS / "batch_size_8l" / "lr0.0039" / "fits.json").read_text())["fits"]["batch_size"]["parameters"]
     assert post["interval"][1] < pre["b"]["interval"][0]
     assert pre["a"]["value"] / 2.1 ** pre["b"]["value"] == pytest.approx(370e3, rel=0.02)
+    # the fit finds the cliff in the curves themselves (fit/transition.py): 9 of 10 runs, inside the window
+    notes = json.loads((here / "fits.json").read_text())["fits"]["batch_size"]["diagnostics"]
+    assert any(d.startswith("9 of 10 runs drop by 1-1.3 nats within one doubling") and "window spans it" in d
+               for d in notes), notes
+    lr01 = json.loads((SWEEPS / "batch_size_8l" / "lr0.01" / "fits.json").read_text())["fits"]["batch_size"]
+    assert not any("within one doubling" in d for d in lr01["diagnostics"])  # no run reaches it at lr 0.01
     runs = pd.read_csv(here / "runs.csv.gz")
     final = runs.groupby("run_dir").first()
     loss = {(int(r["model.d_model"]), int(r["train.batch_size_tokens"]), int(r["train.seed"])): r["final_eval_loss"]

@@ -9,6 +9,7 @@ from .. import laws
 from .blas import one_blas_thread
 from .result import (FitResult, NotFittable, _interval, _need, drop_decay, drop_overfit, leave_one_out, loo_warnings,
                      seed_note, seed_resample)
+from .transition import transition_notes
 
 
 def tokens_to_reach(tokens: np.ndarray, loss: np.ndarray, level) -> float | np.ndarray:
@@ -323,6 +324,8 @@ def _batch_size_law(df: pd.DataFrame, *, n_levels: int, early_frac: float, min_s
     loo = leave_one_out(len(good), lambda keep: dict(zip(("a", "b"), _power_fit([r for r, k in zip(good, keep) if k]))),
                         {"a": a, "b": b}, [f"N={r['N']:.3g} L={r['loss']:.4g}" for r in good])
     diagnostics += loo_warnings(loo, {"b": b})
+    diagnostics += transition_notes({(n, r): c[1:] for n, curves in all_curves.items() for r, c in curves.items()},
+                                    (float(all_levels.min()), float(all_levels.max())), early_frac)
     return FitResult(law="batch_size", form="power_law", params={"a": a, "b": b},
                      intervals={"a": _interval(draws[:, 0]), "b": _interval(draws[:, 1])},
                      units={"x": "loss (as logged, nats/token)", "y": "batch size in tokens", **(units or {})},
