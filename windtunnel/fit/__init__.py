@@ -15,7 +15,8 @@ from .loss import LOSS_FORMS, loss_law
 from .critical import critical_batch_law
 from .isoflop import isoflop_law
 from .lr import batch_size_data_law, coarse_grid_warnings, log_grid, lr_optimum
-from .result import WINDTUNNEL_COLUMNS, FitResult, NotFittable, canonical, quality, unidentified
+from .result import WINDTUNNEL_COLUMNS, FitResult, NotFittable, canonical, drop_decay, quality, unidentified
+from .transition import transition_notes
 from ..config import callable_module
 from ..laws import LAW_NAMES
 
@@ -46,6 +47,9 @@ def fit_laws(tables, laws=None, *, form: str = "chinchilla", n_boot: int = 200, 
                 res = lr_optimum(tables.per_run, n_boot=n_boot, units=tables.units, estimator=lr_estimator)
             elif law == "loss":
                 res = loss_law(tables.per_run, form=form, n_boot=n_boot, units=tables.units)
+                res.diagnostics += transition_notes(stable_curves(tables), (float(tables.per_run["loss"].min()),
+                                                                            float(tables.per_run["loss"].max())),
+                                                    law="loss")
             else:
                 raise ValueError(f"unknown law {law!r}; use one of {', '.join(LAW_NAMES)}")
         except NotFittable as err:
@@ -56,6 +60,25 @@ def fit_laws(tables, laws=None, *, form: str = "chinchilla", n_boot: int = 200, 
             res.details["proxy_shape"] = tables.proxy_shape
         results[law] = res
     return results, errors
+
+def stable_curves(tables) -> dict:
+    """run -> (tokens, held-out loss) of each stable run, its decays left out: a WSD branch holds its stable run's
+    curve up to the branch, so the longest branch of a stable run stands for it (tables.runs' branch_of); a run
+    without branches as it is. Empty for a table without curves (a foreign file of final losses)."""
+    points, runs = tables.points, getattr(tables, "runs", None)
+    if points is None or not {"run", "tokens", "loss"} <= set(points.columns):
+        return {}
+    points, _ = drop_decay(points.dropna(subset=["tokens", "loss"]))
+    parent = {}
+    if runs is not None and {"run_dir", "branch_of"} <= set(runs.columns):
+        parent = {r: r.rsplit("/", 1)[0] if b == b else r for r, b in zip(runs["run_dir"], runs["branch_of"])}
+    curves = {}
+    for run, g in points.groupby("run"):
+        key = parent.get(run, run)
+        if key not in curves or g["tokens"].max() > curves[key][0].max():
+            curves[key] = (g["tokens"].to_numpy(float), g["loss"].to_numpy(float))
+    return curves
+
 
 POOL_KEYS = {"isoflop": ("C", "N"), "lr": ("param", "N", "D", "lr", "bs"), "batch_size_data": ("N", "D", "bs", "lr"),
              "loss": ("N", "D")}

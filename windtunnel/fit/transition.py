@@ -21,10 +21,12 @@ def sudden_drop(tokens: np.ndarray, loss: np.ndarray, early_frac: float = 0.1) -
     (losses), "start", "end" (tokens), "previous" (the fall per doubling before it)}."""
     order = np.argsort(tokens)
     t, y = np.asarray(tokens, float)[order], np.asarray(loss, float)[order]
-    keep = (t >= early_frac * t.max()) & (t > 0) & np.isfinite(y)
+    keep = (t > 0) & np.isfinite(y)
     t, y = t[keep], y[keep]
     best = None
     for i in range(1, len(t) - 1):
+        if t[i] < early_frac * t[-1]:  # a drop starts after the transient; the doubling before it may lie in it
+            continue
         j = int(np.searchsorted(t, 2 * t[i], side="right")) - 1  # the last eval within one doubling after t[i]
         p = int(np.searchsorted(t, t[i] / 2, side="left"))  # the first eval within one doubling before it
         if j <= i or p >= i:
@@ -37,10 +39,10 @@ def sudden_drop(tokens: np.ndarray, loss: np.ndarray, early_frac: float = 0.1) -
     return best
 
 
-def transition_notes(curves: dict, levels: tuple, early_frac: float = 0.1) -> list[str]:
-    """The diagnostic lines for the runs `curves` (run -> (tokens, loss), their held-out evals) read at loss levels
-    between levels[0] and levels[1]: how many runs drop suddenly, from and to which losses, and what that means for
-    the window (it spans the drop, lies above it or below it)."""
+def transition_notes(curves: dict, window: tuple, early_frac: float = 0.1, law: str = "batch-size") -> list[str]:
+    """The diagnostic lines for the runs `curves` (run -> (tokens, loss), their held-out evals) of a fit whose loss
+    levels (batch-size law) or points (loss law) lie between window[0] and window[1]: how many runs drop suddenly,
+    from and to which losses, and what that means for the window (it spans the drop, lies above it or below it)."""
     drops = {r: d for r, (t, y) in curves.items() if (d := sudden_drop(t, y, early_frac))}
     if not drops:
         return []
@@ -48,11 +50,15 @@ def transition_notes(curves: dict, levels: tuple, early_frac: float = 0.1) -> li
     highs = [d["before"] for d in drops.values()]
     sizes = sorted(d["drop"] for d in drops.values())
     at = f"from L {min(highs):.3g}-{max(highs):.3g} to {min(lows):.3g}-{max(lows):.3g}"
-    lo, hi = levels
-    where = ("the loss window spans it: levels on either side are two regimes (fit each with --levels)"
-             if lo < max(highs) and hi > min(lows) else
-             "the loss window lies above it: the law does not carry past the drop" if lo >= max(highs) else
-             "the loss window lies below it")
+    lo, hi = window
+    what = "the loss window" if law == "batch-size" else "the fitted points"
+    spans = ("levels on either side are two regimes (fit each with --levels)" if law == "batch-size" else
+             "points on either side are two regimes that one smooth law cannot join")
+    where = (f"{what} span it: {spans}" if lo < max(highs) and hi > min(lows) else
+             f"{what} lie above it: the law does not carry past the drop" if lo >= max(highs) else
+             f"{what} lie below it")
+    where = where.replace("the loss window span it", "the loss window spans it").replace(
+        "the loss window lie", "the loss window lies")
     return [f"{len(drops)} of {len(curves)} runs drop by {sizes[0]:.2g}-{sizes[-1]:.2g} nats within one doubling of "
             f"tokens ({at}; {RATIO:g}x and more their fall over the doubling before): a learning transition (on source "
             f"code, in-context copying: sweeps/loss_law_8l); {where}"]
