@@ -51,14 +51,12 @@ def transition_notes(curves: dict, window: tuple, early_frac: float = 0.1, law: 
     sizes = sorted(d["drop"] for d in drops.values())
     at = f"from L {min(highs):.3g}-{max(highs):.3g} to {min(lows):.3g}-{max(lows):.3g}"
     lo, hi = window
-    what = "the loss window" if law == "batch-size" else "the fitted points"
+    what, s = ("the loss window", "s") if law == "batch-size" else ("the fitted points", "")  # (subject, verb ending)
     spans = ("levels on either side are two regimes (fit each with --levels)" if law == "batch-size" else
              "points on either side are two regimes that one smooth law cannot join")
-    where = (f"{what} span it: {spans}" if lo < max(highs) and hi > min(lows) else
-             f"{what} lie above it: the law does not carry past the drop" if lo >= max(highs) else
-             f"{what} lie below it")
-    where = where.replace("the loss window span it", "the loss window spans it").replace(
-        "the loss window lie", "the loss window lies")
+    where = (f"{what} span{s} it: {spans}" if lo < max(highs) and hi > min(lows) else
+             f"{what} lie{s} above it: the law does not carry past the drop" if lo >= max(highs) else
+             f"{what} lie{s} below it")
     return [f"{len(drops)} of {len(curves)} runs drop by {sizes[0]:.2g}-{sizes[-1]:.2g} nats within one doubling of "
             f"tokens ({at}; {RATIO:g}x and more their fall over the doubling before): a learning transition (on source "
             f"code, in-context copying: sweeps/loss_law_8l); {where}"]
