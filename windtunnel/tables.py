@@ -177,27 +177,23 @@ def versus(runs: pd.DataFrame, reference: str) -> pd.DataFrame:
 
     from .fit import columns
     from .fit.seeds import paired_difference
-    from .runs import by_config, config_columns, run_loss
+    from .runs import by_config, config_columns, config_key, run_loss
 
-    keys = config_columns(runs)
-    def key_of(table):  # one string per row naming its configuration
-        return table[keys].astype(str).agg("|".join, axis=1) if keys else pd.Series("", index=table.index)
     chosen = columns.where(runs, reference)
-    ref_keys = sorted(set(key_of(chosen)))
+    ref_keys = sorted(set(config_key(chosen)))
     if len(ref_keys) != 1:
-        differ = [c for c in keys if chosen[c].astype(str).nunique() > 1] if len(chosen) else []
+        differ = [c for c in config_columns(runs) if chosen[c].astype(str).nunique() > 1] if len(chosen) else []
         raise ConfigError(f"--versus {reference!r} selects {len(ref_keys)} configurations" +
                           (f" (they differ in {', '.join(differ)})" if differ else "") +
                           ": name exactly one, e.g. add \" and `train.batch_size_tokens` == 16384\"")
     def seed_losses(group) -> dict:  # seed -> the loss runs are compared on (completed runs only)
         seeds = group["train.seed"] if "train.seed" in group else pd.Series(0, index=group.index)
         return {int(s): float(v) for s, v in zip(seeds, run_loss(group)) if not math.isnan(v)}
-    runs = runs.assign(_key=key_of(runs))
-    losses = {k: seed_losses(g) for k, g in runs.groupby("_key", sort=False)}
+    losses = {k: seed_losses(g) for k, g in runs.groupby(config_key(runs), sort=False)}
     reference_losses = losses[ref_keys[0]]
-    table = by_config(runs.drop(columns="_key"))
+    table = by_config(runs)
     rows = []
-    for k in key_of(table):
+    for k in config_key(table):
         if k == ref_keys[0]:
             rows.append({"vs_n": len(reference_losses), "vs_mean": 0.0, "vs_low": math.nan, "vs_high": math.nan,
                          "verdict": "reference"})

@@ -20,10 +20,9 @@ from windtunnel.model import Transformer
 BUCKETS = [(0, 16), (16, 64), (64, 256), (256, 512), (512, 1024)]  # positions in the window (targets 0 .. T-1)
 
 
-def position_losses(run: Path, windows: torch.Tensor, device: str) -> torch.Tensor:
-    """Mean next-token loss at each position, (T,), over the held-out windows (n, T+1); bf16 autocast on CUDA as
-    the run's own evals (train.dtype auto), fp32 on CPU."""
-    trial = compose_record(json.loads((run / "config.json").read_text())["trial"])
+def position_losses(run: Path, trial, windows: torch.Tensor, device: str) -> torch.Tensor:
+    """Mean next-token loss at each position, (T,), of the run's final weights (its TrialConfig `trial`) over the
+    held-out windows (n, T+1); bf16 autocast on CUDA as the run's own evals (train.dtype auto), fp32 on CPU."""
     model = Transformer(trial.model).to(device).eval()
     model.load_state_dict(torch.load(run / "final" / "state.pt", map_location=device, weights_only=True)["model"])
     total = torch.zeros(windows.shape[1] - 1, dtype=torch.float64, device=device)
@@ -41,7 +40,7 @@ def main(runs: list[str]) -> None:
     for run in map(Path, runs):
         trial = compose_record(json.loads((run / "config.json").read_text())["trial"])
         windows, _ = held_out(prepare(trial.data), trial.train).final  # the windows the run's final eval read
-        per_pos = position_losses(run, windows, device)
+        per_pos = position_losses(run, trial, windows, device)
         tokens = json.loads((run / "result.json").read_text())["tokens"]
         print(json.dumps({"run": str(run), "tokens": tokens, "windows": int(windows.shape[0]),
                           "mean": float(per_pos.mean()),

@@ -61,6 +61,7 @@ def fit_laws(tables, laws=None, *, form: str = "chinchilla", n_boot: int = 200, 
         results[law] = res
     return results, errors
 
+
 def stable_curves(tables) -> dict:
     """run -> (tokens, held-out loss) of each stable run, its decays left out: a WSD branch holds its stable run's
     curve up to the branch, so the longest branch of a stable run stands for it (tables.runs' branch_of); a run

@@ -22,6 +22,14 @@ def config_columns(table: pd.DataFrame) -> list[str]:
             or c == "sweep"]
 
 
+def config_key(table: pd.DataFrame) -> pd.Series:
+    """One string per row naming its configuration (its config_columns' values joined): the runs of one
+    configuration, its seeds, share it."""
+    import pandas as pd
+    keys = config_columns(table)
+    return table[keys].astype(str).agg("|".join, axis=1) if keys else pd.Series("", index=table.index)
+
+
 def run_loss(table: pd.DataFrame) -> pd.Series:
     """Each run's loss to compare: after a decay where it had one (decayed_eval_loss), else its final held-out loss;
     NaN for a run that has not finished."""
@@ -39,8 +47,7 @@ def by_config(table: pd.DataFrame) -> pd.DataFrame:
     import pandas as pd
     if table.empty:
         return table
-    keys = config_columns(table)
-    table = table.assign(_loss=run_loss(table), _key=table[keys].astype(str).agg("|".join, axis=1) if keys else "")
+    table = table.assign(_loss=run_loss(table), _key=config_key(table))
     rows = []
     for _, group in table.groupby("_key", sort=False):
         row = group.iloc[0].drop(["_loss", "_key"]).to_dict()
