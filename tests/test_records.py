@@ -164,38 +164,68 @@ def test_the_8_layer_batch_size_record_reads_the_stable_phase_and_finds_b_indepe
         assert text in readme, text
 
 
-def test_past_the_copying_cliff_the_optimal_batch_stops_following_the_pre_cliff_law():
-    """sweeps/batch_size_8l/lr0.0039_64Mtok: 64M-token runs that cross the cliff. The level fit puts b at 0.56
-    [0.00, 0.87] (outside the pre-cliff interval [3.27, 6.55]); at width 384 16k and 32k tie within the paired seed
-    spread while 64k and 128k lose beyond it; the pre-cliff law read at L = 2.1 gives ~370k tokens, >10x the best
-    measured batch; every run's held-out loss falls by more than a nat within a 2x span of tokens (the cliff)."""
+def test_past_the_copying_cliff_the_best_batch_is_16k_at_every_width_and_the_level_law_is_not_identified():
+    """sweeps/batch_size_8l/lr0.0039_64Mtok: 29 runs of 64M tokens at widths 128 (3 seeds), 256 and 384 (2 seeds).
+    The 16k batch has the lowest mean final loss at every width; at width 128 the 4k and 8k batches lose beyond the
+    paired t interval over 3 seeds; pooled over widths 256 and 384, 64k loses and 32k ties; at every width 16k is
+    the batch that crosses the cliff (3.0 nats) earliest in tokens. The level fit's b = 1.10 [-0.66, 1.87] holds 0
+    (not identified) and the fit names the cliff inside its window; the pre-cliff law read at L = 2.1 gives ~370k
+    tokens, 20x the best measured batch."""
+    import numpy as np
     import pandas as pd
+    from scipy import stats
     here = SWEEPS / "batch_size_8l" / "lr0.0039_64Mtok"
-    post = json.loads((here / "fits.json").read_text())["fits"]["batch_size"]["parameters"]["b"]
-    assert post["value"] == pytest.approx(0.563, abs=0.001) and post["interval"] == pytest.approx([0.003, 0.875], abs=0.001)
-    pre = json.loads((SWEEPS / "batch_size_8l" / "lr0.0039" / "fits.json").read_text())["fits"]["batch_size"]["parameters"]
-    assert post["interval"][1] < pre["b"]["interval"][0]
-    assert pre["a"]["value"] / 2.1 ** pre["b"]["value"] == pytest.approx(370e3, rel=0.02)
-    # the fit finds the cliff in the curves themselves (fit/transition.py): 9 of 10 runs, inside the window
-    notes = json.loads((here / "fits.json").read_text())["fits"]["batch_size"]["diagnostics"]
-    assert any(d.startswith("9 of 10 runs drop by 1-1.3 nats within one doubling") and "window spans it" in d
+    fit = json.loads((here / "fits.json").read_text())["fits"]["batch_size"]
+    post = fit["parameters"]["b"]
+    assert post["value"] == pytest.approx(1.096, abs=0.001) and post["interval"] == pytest.approx([-0.663, 1.865], abs=0.001)
+    assert fit["details"]["window"]["levels"] == pytest.approx([2.601, 4.636], abs=0.001)
+    notes = fit["diagnostics"]
+    assert any(d.startswith("b's interval [-0.663, 1.87] includes 0") for d in notes), notes
+    assert any(d.startswith("28 of 29 runs drop by 0.75-1.3 nats within one doubling") and "window spans it" in d
                for d in notes), notes
+    pre = json.loads((SWEEPS / "batch_size_8l" / "lr0.0039" / "fits.json").read_text())["fits"]["batch_size"]["parameters"]
+    assert pre["a"]["value"] / 2.1 ** pre["b"]["value"] == pytest.approx(370e3, rel=0.02)
     lr01 = json.loads((SWEEPS / "batch_size_8l" / "lr0.01" / "fits.json").read_text())["fits"]["batch_size"]
     assert not any("within one doubling" in d for d in lr01["diagnostics"])  # no run reaches it at lr 0.01
     runs = pd.read_csv(here / "runs.csv.gz")
     final = runs.groupby("run_dir").first()
+    assert len(final) == 29 and (final["status"] == "completed").all()
     loss = {(int(r["model.d_model"]), int(r["train.batch_size_tokens"]), int(r["train.seed"])): r["final_eval_loss"]
             for _, r in final.iterrows()}
-    assert len(loss) == 10 and (final["status"] == "completed").all()
-    paired = [loss[(384, 32768, s)] - loss[(384, 16384, s)] for s in (0, 1)]
-    assert paired == pytest.approx([0.012, -0.008], abs=0.0005)  # a tie: opposite signs, within 2 standard errors
-    assert loss[(384, 65536, 0)] - loss[(384, 16384, 0)] == pytest.approx(0.116, abs=0.0005)
-    assert loss[(384, 131072, 0)] - loss[(384, 16384, 0)] > 0.45
+    means = final.groupby(["model.d_model", "train.batch_size_tokens"])["final_eval_loss"].mean()
+    for width in (128, 256, 384):
+        assert means[width].idxmin() == 16384, means[width]
+
+    def paired(pairs):  # the mean paired difference from 16k and its t interval over the pairs
+        d = np.array([loss[(w, b, s)] - loss[(w, 16384, s)] for w, b, s in pairs])
+        half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+        return d.mean() - half, d.mean() + half
+    assert paired([(128, 4096, s) for s in (0, 1, 2)]) == pytest.approx((0.203, 0.276), abs=0.001)
+    assert paired([(128, 8192, s) for s in (0, 1, 2)]) == pytest.approx((0.011, 0.094), abs=0.001)
+    low, high = paired([(128, 32768, s) for s in (0, 1, 2)])
+    assert low < 0 < high
+    assert paired([(w, 65536, s) for w in (256, 384) for s in (0, 1)]) == pytest.approx((0.071, 0.148), abs=0.001)
+    low, high = paired([(w, 32768, s) for w in (256, 384) for s in (0, 1)])
+    assert low < 0 < high
+    assert loss[(384, 8192, 0)] - loss[(384, 8192, 1)] == pytest.approx(0.492, abs=0.001)  # the cliff's late seed
+    crossing = {}
     for run_dir, curve in runs.dropna(subset=["eval_loss"]).groupby("run_dir"):
         tokens, held = curve["tokens"].to_numpy(), curve["eval_loss"].to_numpy()
-        drops = [held[i] - held[j] for i in range(len(held)) for j in range(i + 1, len(held))
-                 if tokens[i] > 4e6 and tokens[j] <= 2 * tokens[i]]
-        assert max(drops) > 1.0, run_dir
+        i = int(np.argmax(held < 3.0))
+        assert i > 0, run_dir  # every run crosses 3.0 nats
+        key = final.loc[run_dir, ["model.d_model", "train.batch_size_tokens"]].astype(int)
+        crossing.setdefault(tuple(key), []).append(
+            np.exp(np.interp(3.0, [held[i], held[i - 1]], [np.log(tokens[i]), np.log(tokens[i - 1])])))
+    for width in (128, 256, 384):
+        mine = {b: np.mean(t) for (w, b), t in crossing.items() if w == width}
+        assert min(mine, key=mine.get) == 16384, mine
+    assert np.mean(crossing[(128, 16384)]) == pytest.approx(23.0e6, rel=0.01)
+    assert np.mean(crossing[(128, 4096)]) == pytest.approx(51.9e6, rel=0.01)
+    readme = (here / "README.md").read_text()
+    for text in ("b = 1.10 [-0.66, 1.87], not identified", "+0.110, t(3)\n  interval [+0.071, +0.148]",
+                 "| 128 (1.51M), 3 seeds | 2.554 (0.021) | 2.367 (0.005) | **2.315** (0.014) | 2.323 (0.017) | | |",
+                 "32.2k tokens [7.5k, 57.1k], 31 sequences"):
+        assert text in readme, text
 
 
 def test_the_8_layer_loss_law_is_not_identified_and_the_cliff_is_in_context_copying():
@@ -221,7 +251,7 @@ def test_the_8_layer_loss_law_is_not_identified_and_the_cliff_is_in_context_copy
     assert before["buckets"]["0-16"] - after["buckets"]["0-16"] == pytest.approx(0.540, abs=0.001)
     readme = (here / "README.md").read_text()
     for text in ("| 8.4M (before) | 4.879 | 4.271 | 4.217 | 4.233 | 4.228 | +0.005 |",
-                 "| 33.6M (after) | 4.339 | 3.133 | 2.547 | 2.319 | 2.219 | -0.712 |", "1.24x"):
+                 "| 33.6M (after) | 4.339 | 3.133 | 2.547 | 2.319 | 2.219 | -0.712 |", "1.58x"):
         assert text in readme, text
 
 
@@ -547,3 +577,33 @@ def test_the_position_check_averages_back_to_the_run_s_own_final_loss(tmp_path, 
     assert row["mean"] == pytest.approx(result.final_eval_loss, abs=1e-5)
     assert row["windows"] == 64 and row["icl_score"] is None  # 4,096 tokens of 64-token windows: no position 500
     assert sum(row["buckets"][k] * w for k, w in (("0-16", 16), ("16-64", 48))) / 64 == pytest.approx(row["mean"], abs=1e-9)
+
+
+def test_the_8x_prediction_is_the_post_cliff_law_read_at_the_fallback_loss_and_is_refused_without_force():
+    """sweeps/prediction_8l/predicted.md is what the README's rule gives from the committed post-cliff fits: the
+    batch law read at the proxies' lowest loss 1.915 is refused (b's interval holds 0; 1.915 lies 1.36x below the
+    window), and with --force it is 32.2k tokens [7.5k, 57.1k] = 31 sequences, a/1.915^b by hand; the LR is 2^-8,
+    the hidden LR 2^-8 / 3 (muP, 768 / 256). The points the README trains split 31 sequences in one pass."""
+    here = SWEEPS / "prediction_8l"
+    fits = SWEEPS / "batch_size_8l" / "lr0.0039_64Mtok" / "fits.json"
+    args = ("predict", "--fits", fits, "--lr", "0.00390625", "--target", "w109m", "--tokens", "100663296",
+            "--target-loss", "1.915", "--seq-len", "1024")
+    refused = cli(*args)
+    assert refused.returncode != 0 and "includes 0: the data do not identify it" in refused.stderr
+    assert "outside the fitted losses [2.601, 4.636] by more than a factor 1.25" in refused.stderr
+    done = cli(*args, "--force", "--json", check=True)
+    got = json.loads(done.stdout)["predictions"]
+    law = json.loads(fits.read_text())["fits"]["batch_size"]["parameters"]
+    assert got["batch_size_tokens"]["value"] == pytest.approx(law["a"]["value"] / 1.915 ** law["b"]["value"], rel=1e-9)
+    assert got["batch_size_tokens"]["value"] == pytest.approx(32_240, abs=10)
+    assert got["batch_size_tokens"]["interval"] == pytest.approx([7_502, 57_070], abs=10)
+    assert got["batch_size_sequences"]["value"] == 31 and got["lr_hidden"]["value"] == pytest.approx(2 ** -8 / 3)
+    recorded = (here / "predicted.md").read_text()
+    assert "| batch_size_sequences | 31 | [7.6, 55.8] |" in recorded and "| steps | 3171 |" in recorded
+    assert cli(*args, "--force", check=True).stdout == recorded
+    readme = (here / "README.md").read_text()
+    assert "31 sequences of 1,024 = 31,744 tokens" in readme and "train.micro_batch_size=31" in readme
+    from windtunnel import compose
+    trial = compose(["sweep=prediction_8l", "model=w109m", "optim.lr=0.00390625", "train.batch_size_tokens=31744",
+                     "train.micro_batch_size=31"]).validate()
+    assert trial.split(1) == (31, 1) and trial.train.total_tokens // trial.train.batch_size_tokens == 3171

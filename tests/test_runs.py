@@ -202,7 +202,7 @@ def test_runs_versus_gives_each_configuration_its_paired_seed_difference_from_th
     record = Path(__file__).resolve().parents[1] / "sweeps" / "batch_size_8l" / "lr0.0039_64Mtok"
     done = cli("runs", str(record), "--json", "--versus", "`model.d_model` == 384 and `train.batch_size_tokens` == 16384")
     assert done.returncode == 0, done.stderr
-    width = {6033664: 256, 13572480: 384}  # N -> width (the default columns)
+    width = {1509504: 128, 6033664: 256, 13572480: 384}  # N -> width (the default columns)
     rows = {(width[r["N"]], r["train.batch_size_tokens"]): r for r in json.loads(done.stdout)}
     finals = pd.read_csv(record / "runs.csv.gz").groupby("run_dir").first()
     loss = {(r["model.d_model"], r["train.batch_size_tokens"], r["train.seed"]): r["final_eval_loss"]
@@ -213,12 +213,14 @@ def test_runs_versus_gives_each_configuration_its_paired_seed_difference_from_th
     assert (got["vs_n"], got["verdict"]) == (2, "tied within noise")
     assert [got["vs_mean"], got["vs_low"], got["vs_high"]] == pytest.approx([mean, mean - half, mean + half], abs=1e-6)
     assert rows[(384, 16384)]["verdict"] == "reference" and rows[(384, 16384)]["vs_mean"] == 0
-    one = rows[(256, 8192)]  # seed 0 only, paired with the reference's seed 0
+    one = rows[(384, 131072)]  # seed 0 only, paired with the reference's seed 0
     assert one["vs_n"] == 1 and one["vs_low"] is None and one["verdict"] == "one seed: no interval"
-    assert one["vs_mean"] == pytest.approx(loss[(256, 8192, 0)] - loss[(384, 16384, 0)], abs=1e-9)
+    assert one["vs_mean"] == pytest.approx(loss[(384, 131072, 0)] - loss[(384, 16384, 0)], abs=1e-9)
+    three = rows[(128, 16384)]  # seeds 0, 1, 2 against the reference's 0 and 1: paired over the shared two
+    assert three["vs_n"] == 2
     text = cli("runs", str(record), "--versus", "`model.d_model` == 384 and `train.batch_size_tokens` == 16384")
     assert max(map(len, text.stdout.splitlines())) <= 120 and "tied within noise" in text.stdout  # a 120-column terminal
     many = cli("runs", str(record), "--versus", "`model.d_model` == 384")
-    assert many.returncode != 0 and "selects 4 configurations (they differ in train.batch_size_tokens)" in many.stderr
+    assert many.returncode != 0 and "selects 5 configurations (they differ in train.batch_size_tokens)" in many.stderr
     seeds = cli("runs", str(record), "--by-seed", "--versus", "`model.d_model` == 384")
     assert seeds.returncode != 0 and "leave out --points and --by-seed" in seeds.stderr
