@@ -68,3 +68,29 @@ def test_storage_passwords_are_redacted():
     assert redact("storage: 'mysql://u:p@h/d'") == "storage: 'mysql://u:***@h/d'"
     for plain in ("sqlite:///runs/x.db", "runs/x/optuna.journal", "https://example.org/a:b", "postgresql://u@h/d"):
         assert redact(plain) == plain
+
+
+def test_the_automatic_micro_batch_takes_an_awkward_batch_in_one_pass():
+    """train.micro_batch_size=0: the largest divisor of a rank's sequences up to 16, except where that divisor is
+    below 8 and the batch is at most 32 sequences (31, a prime: 31 passes of one sequence before, one pass now);
+    powers of two split as before, an explicit micro-batch is kept, and launch's memory cap is not stretched."""
+    from windtunnel.config import TrialConfig, split_batch
+    for seqs in range(1, 65):
+        for world in (1, 2):
+            if seqs % world:
+                continue
+            cfg = TrialConfig()
+            cfg.train.seq_len, cfg.train.batch_size_tokens, cfg.train.micro_batch_size = 64, 64 * seqs, 0
+            per_rank = seqs // world
+            best = max(d for d in range(1, min(per_rank, 16) + 1) if per_rank % d == 0)
+            want = (per_rank, 1) if best < 8 and per_rank <= 32 else (best, per_rank // best)
+            assert cfg.split(world) == want, (seqs, world)
+    cfg = TrialConfig()
+    cfg.train.seq_len, cfg.train.batch_size_tokens = 1024, 31 * 1024
+    cfg.train.micro_batch_size = 0
+    assert (cfg.micro_batch, cfg.accum_per_rank(1)) == (31, 1)
+    assert cfg.split(1) != split_batch(31 * 1024, 1024)  # the splitter alone keeps its cap: (1, 31)
+    cfg.train.micro_batch_size = 1
+    assert cfg.split(1) == (1, 31)
+    cfg.train.micro_batch_size, cfg.train.batch_size_tokens = 0, 64 * 1024
+    assert cfg.split(1) == (16, 4)  # a power of two as before

@@ -136,7 +136,8 @@ class TrainConfig:
     batch_size_tokens: int = 8192  # global batch in tokens per optimizer step
     seq_len: int = 128  # tokens per sequence
     micro_batch_size: int = 16  # sequences per forward pass (accumulation covers the rest of the batch);
-    #                             0 = the largest divisor of the batch up to 16 sequences (for batch-size grids)
+    #                             0 = the largest divisor of the batch up to 16 sequences (for batch-size grids),
+    #                             or the whole batch of up to 32 where that divisor is below 8 (31 sequences: 1)
     seed: int = 0  # seeds init and data order
     device: str = runtime("auto")  # "auto" (cuda if present), "cpu", "cuda", "cuda:1", ...
     dtype: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32", "bf16"
@@ -204,7 +205,13 @@ class TrialConfig:
     def split(self, world: int) -> tuple[int, int]:
         """(sequences per forward pass, micro-batches per rank per step) of this trial on `world` processes."""
         t = self.train
-        return split_batch(t.batch_size_tokens, t.seq_len, world, t.micro_batch_size)
+        micro, accum = split_batch(t.batch_size_tokens, t.seq_len, world, t.micro_batch_size)
+        if t.micro_batch_size == 0 and micro < AUTO_MICRO_BATCH // 2 and micro * accum <= 2 * AUTO_MICRO_BATCH:
+            # a rank's sequence count with no divisor near the cap (a prime such as 31: 31 passes of one sequence,
+            # a fifth of the throughput on a GPU) runs as one pass of up to twice the cap; train/core.py's
+            # check_memory refuses it, naming train.micro_batch_size, where that does not fit
+            return micro * accum, 1
+        return micro, accum
 
     def validate(self) -> "TrialConfig":
         validate(self)
