@@ -211,3 +211,30 @@ def test_plot_writes_to_the_current_folder_not_into_the_record(tmp_path):
     done = cli("plot", str(record), "--kind", "curves", cwd=tmp_path, check=True)
     assert done.stdout.strip() == "batch_size-curves.png" and (tmp_path / "batch_size-curves.png").stat().st_size > 10_000
     assert sorted(p.name for p in record.iterdir()) == before
+
+
+def test_over_20_runs_of_several_sizes_get_a_panel_per_size_with_their_own_legends():
+    """29 runs of 3 widths (sweeps/batch_size_8l/lr0.0039_64Mtok's shape): one panel per N in increasing order, each
+    with its runs' curves and a legend that names what differs inside it (batch, seed); 20 runs stay one panel."""
+    rows = []
+    for n, width, batches, seeds in ((1.5e6, 128, (4096, 8192, 16384, 32768), (0, 1, 2)),
+                                     (6.0e6, 256, (8192, 16384, 32768, 65536), (0, 1)),
+                                     (1.4e7, 384, (8192, 16384, 32768, 65536), (0, 1))):
+        for b in batches:
+            for s in seeds:
+                run = f"r/model.d_model={width},train.batch_size_tokens={b},train.seed={s}"
+                rows += [dict(run_dir=run, N=n, tokens=t, eval_loss=2 + b / 1e5 + 10 * t ** -0.2, train_loss=2.1)
+                         for t in (1e5, 1e6, 1e7)]
+    rows += [dict(run_dir="r/model.d_model=384,train.batch_size_tokens=131072,train.seed=0", N=1.4e7, tokens=t,
+                  eval_loss=3.0) for t in (1e5, 1e6)]
+    points = pd.DataFrame(rows)
+    axes = plot.loss_curves(points).axes
+    assert [ax.get_title() for ax in axes] == [f"loss curves: N = {n} non-embedding params" for n in ("1.5e+06", "6e+06", "1.4e+07")]
+    labels = [[t.get_text() for t in ax.get_legend().get_texts()] for ax in axes]
+    assert [len(x) for x in labels] == [12, 8, 9]
+    assert labels[0][:2] == ["batch_size_tokens=4096,seed=0", "batch_size_tokens=4096,seed=1"]
+    assert labels[2][-1] == "batch_size_tokens=131072,seed=0"  # numbers in numeric order, the width left out
+    held = [line for line in axes[1].get_lines() if line.get_label() == "batch_size_tokens=65536,seed=1"][0]
+    assert np.allclose(held.get_ydata(), 2 + 65536 / 1e5 + 10 * np.array([1e5, 1e6, 1e7]) ** -0.2)
+    few = points[points["run_dir"].isin(points["run_dir"].unique()[:20])]
+    assert len(plot.loss_curves(few).axes) == 1

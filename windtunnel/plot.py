@@ -62,12 +62,26 @@ def _natural(text: str) -> list:
 
 
 def loss_curves(points: pd.DataFrame, runs=None, title: str = "loss curves") -> Figure:
-    """Held-out loss (markers) and training loss (faint line) against tokens, one colour per run.
-    points: `windtunnel runs --points` rows (run_dir, tokens, eval_loss, train_loss); runs: run_dirs to show."""
-    fig, (ax,) = _figure(1, 9, 4.5)
+    """Held-out loss (markers) and training loss (faint line) against tokens, one colour per run; over 20 runs of
+    several model sizes, one panel per size (colours repeat past 20 and a legend of 29 says nothing).
+    points: `windtunnel runs --points` rows (run_dir, tokens, eval_loss, train_loss; N where known); runs: run_dirs."""
     pts = points[points["tokens"] > 0]
     if runs is not None:
         pts = pts[pts["run_dir"].isin(set(runs))]
+    sizes = sorted(pts["N"].dropna().unique()) if "N" in pts else []
+    if pts["run_dir"].nunique() <= 20 or len(sizes) < 2:
+        fig, (ax,) = _figure(1, 9, 4.5)
+        _curves_panel(ax, pts, title)
+        return fig
+    fig, axes = _figure(len(sizes), 5.5, 4.5)
+    for ax, n in zip(axes, sizes):
+        _curves_panel(ax, pts[pts["N"] == n], f"{title}: N = {n:.3g} non-embedding params", legend_inside=True)
+    for ax in axes[1:]:
+        ax.sharey(axes[0])
+    return fig
+
+
+def _curves_panel(ax, pts: pd.DataFrame, title: str, legend_inside: bool = False) -> None:
     n_runs = pts["run_dir"].nunique()
     palette = colormaps["tab20" if n_runs > 10 else "tab10"]
     labels = _labels(pts["run_dir"].unique())
@@ -83,8 +97,10 @@ def loss_curves(points: pd.DataFrame, runs=None, title: str = "loss curves") -> 
         ax.plot(ev["tokens"], ev["eval_loss"], "o-", color=colour, ms=3, lw=1.2, label=labels[run])
     ax.set(xscale="log", xlabel="tokens", ylabel="loss (nats/token): held-out o, train faint", title=title)
     if ax.get_legend_handles_labels()[0] and len(ax.lines) <= 40:
-        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes, not over the curves
-    return fig
+        if legend_inside:  # panels side by side: the legend in the corner the curves leave empty
+            ax.legend(fontsize=6, loc="lower left")
+        else:
+            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes, not over the curves
 
 
 def batch_size_curves(fit: FitResult) -> Figure:
