@@ -22,7 +22,9 @@ def test_fit_of_the_committed_runs_reproduces_the_committed_fits(record, tmp_pat
         out = tmp_path / f"{law}.json"
         # --allow-degenerate: a record may commit a fit its data cannot identify (with the diagnostics that say so)
         form = ["--form", committed["fits"][law]["form"].removesuffix("_loss")] if law == "loss" else []
-        done = cli("fit", str(record), "--law", law.replace("_", "-"), "--out", str(out), "--allow-degenerate", *form)
+        # a record of runs (runs.csv.gz), or a table of points derived from other records (points.csv, its script beside)
+        source = record if (record / "runs.csv.gz").exists() else record / "points.csv"
+        done = cli("fit", str(source), "--law", law.replace("_", "-"), "--out", str(out), "--allow-degenerate", *form)
         assert done.returncode == 0, done.stderr
         fresh = json.loads(out.read_text())["fits"][law]
         want = committed["fits"][law]
@@ -607,3 +609,36 @@ def test_the_8x_prediction_is_the_post_cliff_law_read_at_the_fallback_loss_and_i
     trial = compose(["sweep=prediction_8l", "model=w109m", "optim.lr=0.00390625", "train.batch_size_tokens=31744",
                      "train.micro_batch_size=31"]).validate()
     assert trial.split(1) == (31, 1) and trial.train.total_tokens // trial.train.batch_size_tokens == 3171
+
+
+def test_the_post_cliff_loss_law_reads_the_target_at_1_94_and_leaves_the_predicted_batch_at_31_sequences():
+    """sweeps/loss_law_8l/post_cliff: points.py rebuilds the committed points (the 12 WSD ends of the loss-law
+    protocol below 3.0 nats: 5 decay branches, 7 runs of 64M tokens at 16k) from the two records; the law fits them
+    within 0.05 nats (the seed spread) with both exponents' intervals above 0 but alpha's running to the fitter's
+    bound of 3; read at the target (N 108.6M, D 100.7M) it gives 1.94 [1.84, 2.08], and the batch law read there
+    gives the same 31 sequences as the stated fallback 1.915."""
+    import importlib.util
+    import pandas as pd
+    here = SWEEPS / "loss_law_8l" / "post_cliff"
+    spec = importlib.util.spec_from_file_location("post_cliff_points", here / "points.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rebuilt, committed = module.points(), pd.read_csv(here / "points.csv")
+    pd.testing.assert_frame_equal(rebuilt, committed, check_dtype=False)
+    assert len(committed) == 12 and committed["loss"].max() < 2.52
+    assert sorted(committed["record"].value_counts().items()) == [("batch_size_8l/lr0.0039_64Mtok", 7), ("loss_law_8l", 5)]
+    fit = json.loads((here / "fits.json").read_text())["fits"]["loss"]
+    p = {k: v["value"] for k, v in fit["parameters"].items()}
+    residuals = committed["loss"] - (p["E"] + p["A"] / committed["N"] ** p["alpha"] + p["B"] / committed["D"] ** p["beta"])
+    assert residuals.abs().max() == pytest.approx(0.048, abs=0.001)
+    assert fit["parameters"]["alpha"]["interval"] == pytest.approx([0.376, 3.0], abs=0.001)
+    assert fit["parameters"]["beta"]["interval"][0] > 0.17 and p["E"] == pytest.approx(1.573, abs=0.001)
+    done = cli("predict", "--fits", here / "fits.json", "--fits", SWEEPS / "batch_size_8l" / "lr0.0039_64Mtok" / "fits.json",
+               "--lr", "0.00390625", "--target", "w109m", "--tokens", "100663296", "--seq-len", "1024", "--force", "--json",
+               check=True)
+    got = json.loads(done.stdout)["predictions"]
+    assert got["loss"]["value"] == pytest.approx(1.940, abs=0.0005)
+    assert got["loss"]["interval"] == pytest.approx([1.844, 2.081], abs=0.001)
+    assert got["batch_size_sequences"]["value"] == 31
+    readme = (SWEEPS / "loss_law_8l" / "README.md").read_text()
+    assert "1.94 [1.84, 2.08]" in readme and "alpha = 1.19 [0.38, 3]" in readme
