@@ -89,7 +89,7 @@ def test_the_automatic_micro_batch_takes_an_awkward_batch_in_one_pass():
     cfg.train.seq_len, cfg.train.batch_size_tokens = 1024, 31 * 1024
     cfg.train.micro_batch_size = 0
     assert (cfg.micro_batch, cfg.accum_per_rank(1)) == (31, 1)
-    assert cfg.split(1) != split_batch(31 * 1024, 1024)  # the splitter alone keeps its cap: (1, 31)
+    assert split_batch(31 * 1024, 1024) == (1, 31)  # launch's use (no whole_up_to) keeps its cap
     cfg.train.micro_batch_size = 1
     assert cfg.split(1) == (1, 31)
     cfg.train.micro_batch_size, cfg.train.batch_size_tokens = 0, 64 * 1024

@@ -205,13 +205,9 @@ class TrialConfig:
     def split(self, world: int) -> tuple[int, int]:
         """(sequences per forward pass, micro-batches per rank per step) of this trial on `world` processes."""
         t = self.train
-        micro, accum = split_batch(t.batch_size_tokens, t.seq_len, world, t.micro_batch_size)
-        if t.micro_batch_size == 0 and micro < AUTO_MICRO_BATCH // 2 and micro * accum <= 2 * AUTO_MICRO_BATCH:
-            # a rank's sequence count with no divisor near the cap (a prime such as 31: 31 passes of one sequence,
-            # a fifth of the throughput on a GPU) runs as one pass of up to twice the cap; train/core.py's
-            # check_memory refuses it, naming train.micro_batch_size, where that does not fit
-            return micro * accum, 1
-        return micro, accum
+        # the cap is a default, not a memory bound: an awkward batch of up to twice it goes in one pass (train/core.py's
+        # check_memory refuses one that does not fit, naming train.micro_batch_size)
+        return split_batch(t.batch_size_tokens, t.seq_len, world, t.micro_batch_size, whole_up_to=2 * AUTO_MICRO_BATCH)
 
     def validate(self) -> "TrialConfig":
         validate(self)
@@ -397,10 +393,13 @@ AUTO_MICRO_BATCH = 16  # train.micro_batch_size=0: the largest divisor of a rank
 
 
 def split_batch(batch_size_tokens: int, seq_len: int, world: int = 1, micro: int = 0,
-                max_micro: int = AUTO_MICRO_BATCH) -> tuple[int, int]:
+                max_micro: int = AUTO_MICRO_BATCH, whole_up_to: int = 0) -> tuple[int, int]:
     """(micro-batch sequences, accumulation steps per rank) with micro x accum x world x seq_len =
     batch_size_tokens: the one splitter (the trainer's, and `windtunnel launch`'s for a full-scale job). micro=0
-    picks the largest divisor of each rank's sequences up to max_micro. ConfigError naming the fields otherwise."""
+    picks the largest divisor of each rank's sequences up to max_micro; where that divisor is below max_micro / 2 and
+    a rank has at most whole_up_to sequences, all of them in one pass (31, a prime, is otherwise 31 passes of one
+    sequence, a fifth of a GPU's throughput; launch leaves whole_up_to at 0: its max_micro is a memory bound).
+    ConfigError naming the fields otherwise."""
     if micro > 0:
         pass_tokens = seq_len * micro * world  # tokens of one forward pass on every rank
         if batch_size_tokens % pass_tokens:
@@ -424,6 +423,8 @@ def split_batch(batch_size_tokens: int, seq_len: int, world: int = 1, micro: int
                           f"tokens), or another number of GPUs")
     per_rank = seqs // world
     micro = max(d for d in range(1, min(per_rank, max(1, max_micro)) + 1) if per_rank % d == 0)
+    if micro < max_micro // 2 and per_rank <= whole_up_to:
+        return per_rank, 1
     return micro, per_rank // micro
 
 

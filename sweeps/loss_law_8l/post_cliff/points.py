@@ -15,25 +15,26 @@ from pathlib import Path
 
 import pandas as pd
 
+from windtunnel.runs import load_record, record_in
+
 SWEEPS = Path(__file__).resolve().parents[2]
 PAST_THE_CLIFF = 3.0  # nats: the gap between the ends before the cliff (>= 3.70) and after it (<= 2.52)
 
 
 def points() -> pd.DataFrame:
     """One row per run end past the cliff: N (non-embedding), D (tokens trained, the branch's own), loss (held-out,
-    2,048 windows), seed, and the record and run it comes from."""
+    2,048 windows), seed, and the record and run it comes from. loss_law_8l's stable runs end undecayed (their
+    branches are the points); the 64M-token runs are WSD runs decayed at their end."""
     rows = []
     for record, batch in (("loss_law_8l", None), ("batch_size_8l/lr0.0039_64Mtok", 16384)):
-        runs = pd.read_csv(SWEEPS / record / "runs.csv.gz")
-        for run_dir, curve in runs.groupby("run_dir", sort=True):
-            end = curve.iloc[0]
-            if batch is not None and int(end["train.batch_size_tokens"]) != batch:
-                continue
-            if "/decay_" not in run_dir and record == "loss_law_8l":  # the stable run's end is not decayed
-                continue
-            if end["final_eval_loss"] < PAST_THE_CLIFF:
-                rows.append(dict(N=int(end["N"]), D=int(curve["tokens"].max()), loss=round(end["final_eval_loss"], 6),
-                                 seed=int(end["train.seed"]), record=record, run=run_dir))
+        runs, _ = load_record(record_in(SWEEPS / record))  # one row per run
+        if batch is None:
+            runs = runs[runs["branch_of"].notna()]
+        else:
+            runs = runs[runs["train.batch_size_tokens"] == batch]
+        for _, end in runs[runs["final_eval_loss"] < PAST_THE_CLIFF].iterrows():
+            rows.append(dict(N=int(end["N"]), D=int(end["tokens"]), loss=round(end["final_eval_loss"], 6),
+                             seed=int(end["train.seed"]), record=record, run=end["run_dir"]))
     return pd.DataFrame(rows).sort_values(["N", "D", "seed"]).reset_index(drop=True)
 
 
