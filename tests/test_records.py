@@ -34,42 +34,62 @@ def test_fit_of_the_committed_runs_reproduces_the_committed_fits(record, tmp_pat
         # ridge (the loss law's "N other local optima") moves with the scipy release (36 committed, 48 on 1.17)
         assert [_shape(d) for d in fresh["diagnostics"]] == [_shape(d) for d in want["diagnostics"]]
         # a fit that calls its own intervals unreliable (an ill-conditioned optimum on a flat ridge: loss_law_8l's E
-        # and alpha at their bounds) has bootstrap refits and an "e.g." ridge point that land elsewhere on the ridge
-        # under another BLAS kernel (OPENBLAS_CORETYPE set or not: beta's upper end 0.54 or 0.41); there the
-        # intervals must hold their values, not repeat to the digit
+        # and alpha at their bounds) has bootstrap refits that land elsewhere on the ridge under another BLAS kernel
+        # (OPENBLAS_CORETYPE set or not: beta's upper end 0.54 or 0.41); there the intervals must hold their values,
+        # not repeat to the digit
         unreliable = any("intervals are unreliable" in d for d in want["diagnostics"])
-        if not unreliable:
-            assert [x for d in fresh["diagnostics"] if (x := _ridge_point(d, exact=True))] == \
-                [x for d in want["diagnostics"] if (x := _ridge_point(d))]
-        # to 1e-9; an optimum the record itself calls ill-conditioned or degenerate (a flat ridge) to 1e-3: where
-        # L-BFGS-B stops on a ridge moves with the scipy release (4e-4 in C_N of wsd_data_model on scipy 1.17)
-        ridge = any(w in d for d in want["diagnostics"] for w in ("ill-conditioned", "degenerate"))
+        # the "e.g." point of "K other local optima" is one of K near-ties, and which one is quoted moves with the
+        # BLAS kernel (post_cliff's alpha=1.136 or 1.134): it must be a point of the ridge that both fits' intervals
+        # hold, parameter by parameter
+        for d in fresh["diagnostics"] + want["diagnostics"]:
+            for name, x in _ridge_point(d).items():
+                for ends in (fresh["parameters"][name]["interval"], want["parameters"][name]["interval"]):
+                    assert ends[0] - 1e-3 <= x <= ends[1] + 1e-3, (name, x, ends)
+        # to 1e-9; an optimum the record itself calls ill-conditioned, degenerate or one of several near-equal local
+        # optima (a flat ridge) to 1e-3: where L-BFGS-B stops on a ridge moves with the scipy release (4e-4 in C_N of
+        # wsd_data_model on scipy 1.17) and with the BLAS kernel (4e-6 in A of loss_law_8l/post_cliff)
+        ridge = any(w in d for d in want["diagnostics"] for w in RIDGE_WORDS)
         rel = 1e-3 if ridge else 1e-9
         for name, p in want["parameters"].items():
-            assert fresh["parameters"][name]["value"] == pytest.approx(p["value"], rel=rel), name
+            value, interval = fresh["parameters"][name]["value"], fresh["parameters"][name]["interval"]
+            assert value == pytest.approx(p["value"], rel=rel), name
             if unreliable:
-                for interval, value in ((fresh["parameters"][name]["interval"], fresh["parameters"][name]["value"]),
-                                        (p["interval"], p["value"])):
-                    assert interval[0] - 1e-9 * abs(interval[0]) <= value <= interval[1] + 1e-9 * abs(interval[1]), name
+                for ends, v in ((interval, value), (p["interval"], p["value"])):
+                    assert ends[0] - 1e-9 * abs(ends[0]) <= v <= ends[1] + 1e-9 * abs(ends[1]), name
+            elif ridge:
+                # the bootstrap's refits pick among near-equal optima, and which one wins a near-tie moves with the
+                # BLAS kernel (post_cliff's alpha from 0.346 to 0.376 of [.., 3]; unset, Haswell, Sandybridge)
+                assert _ends_close(interval, p["interval"], p["value"]), (name, interval, p["interval"])
             else:
-                assert fresh["parameters"][name]["interval"] == pytest.approx(p["interval"], rel=rel), name
+                assert interval == pytest.approx(p["interval"], rel=rel), name
         # to the last bits a BLAS or numpy release may move (1e-14 here), not to the bit
         assert _approx(fresh["details"].get("optima")) == want["details"].get("optima")
         assert _approx(fresh["details"].get("transfer")) == want["details"].get("transfer")  # the muTransfer verdict
 
 
+RIDGE_WORDS = ("ill-conditioned", "degenerate", "other local optima")
+
+
+def _ends_close(fresh: list, want: list, value: float, share: float = 0.1) -> bool:
+    """Both ends of a bootstrap interval within `share` of the committed interval's width; a positive interval that
+    spans over two decades (a scale constant like A or B) is measured in decades, where its bootstrap lives."""
+    logs = min(fresh + want + [value]) > 0 and want[1] > 100 * want[0]
+    f, w = (np.log10(fresh), np.log10(want)) if logs else (np.asarray(fresh), np.asarray(want))
+    return bool(np.all(np.abs(f - w) <= share * (w[1] - w[0]) + 1e-12))
+
+
 def _shape(diagnostic: str) -> str:
     """A diagnostic without what moves with the BLAS build and thread count: the count of flat-ridge optima, and the
-    third digit of the example ridge point (alpha=0.6695 prints 0.669 or 0.670); the example's values are compared to
-    0.002 by _ridge_point."""
+    example ridge point (which of the near-ties is quoted); the example is checked against the intervals instead."""
     shape = re.sub(r"^\d+ other local optima", "K other local optima", diagnostic)
     return re.sub(r"\(e\.g\. [^)]*\)", "(e.g. RIDGE POINT)", shape)
 
 
-def _ridge_point(diagnostic: str, exact: bool = False) -> list:
+def _ridge_point(diagnostic: str) -> dict:
+    """The parameters of a diagnostic's example ridge point, "(e.g. alpha=1.136, beta=0.676)", by name."""
     example = re.search(r"\(e\.g\. ([^)]*)\)", diagnostic)
-    values = [float(v) for v in re.findall(r"=(-?[\d.]+(?:e[-+]?\d+)?)", example.group(1))] if example else []
-    return values if exact else [pytest.approx(v, abs=0.002) for v in values]
+    pairs = re.findall(r"(\w+)=(-?[\d.]+(?:e[-+]?\d+)?)", example.group(1)) if example else []
+    return {name: float(v) for name, v in pairs}
 
 
 def _approx(value):
