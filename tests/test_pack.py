@@ -15,14 +15,16 @@ from test_sweep import TINY
 KEYS = ("train_loss", "eval_loss", "eval_bpb", "grad_norm", "lr")
 
 
-def assert_same_curves(packed_dir, alone_dir, rtol=1e-4):
+def assert_same_curves(packed_dir, alone_dir, rtol=1e-4, key_rtol=None):
+    """Every logged row equal to rtol (key_rtol: a looser one for a key that amplifies float-order noise)."""
     a, b = runs.read_metrics(packed_dir), runs.read_metrics(alone_dir)
     assert [r["step"] for r in a] == [r["step"] for r in b]
     for ra, rb in zip(a, b):
         for key in KEYS:
             assert (ra.get(key) is None) == (rb.get(key) is None), (key, ra, rb)
             if rb.get(key) is not None:
-                assert ra[key] == pytest.approx(rb[key], rel=rtol), (key, ra["step"])
+                tol = (key_rtol or {}).get(key, rtol)
+                assert ra[key] == pytest.approx(rb[key], rel=tol), (key, ra["step"], ra[key], rb[key])
     assert runs.read_json(packed_dir / runs.CONFIG)["trial"] == runs.read_json(alone_dir / runs.CONFIG)["trial"]
 
 
@@ -41,8 +43,11 @@ def test_packed_lr_grid_equals_lone_trials_with_one_diverging(tmp_path):
     assert [r.status for r in packed] == [r.status for r in alone] == ["completed", "completed", "diverged"]
     assert packed[2].steps == alone[2].steps == 2  # stopped where the lone run stopped ...
     assert packed[0].steps == packed[1].steps == 30  # ... while the rest of the pack went on
-    for i, rtol in enumerate([1e-4, 1e-4, 1e-3]):  # at LR 30 one step amplifies float-order noise to ~1e-4
-        assert_same_curves(tmp_path / f"packed{i}", tmp_path / f"alone{i}", rtol)
+    # at LR 30 one step amplifies float-order noise: the loss after it to ~2e-7, the gradient's norm after it to
+    # 1.9e-4 on the stdlib corpus of Python 3.11.7 and 1.5e-3 on that of 3.11.2 (CI's; the same at 1, 2, 4 threads)
+    for i, rtol in enumerate([1e-4, 1e-4, 1e-4]):
+        key_rtol = {"grad_norm": 1e-2} if i == 2 else None
+        assert_same_curves(tmp_path / f"packed{i}", tmp_path / f"alone{i}", rtol, key_rtol)
         assert packed[i].final_eval_loss == pytest.approx(alone[i].final_eval_loss, rel=1e-4)
     # the same call again trains nothing: every run dir is finished
     again = run_trials(cfgs, [tmp_path / f"packed{i}" for i in range(3)])
