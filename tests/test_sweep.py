@@ -75,6 +75,7 @@ def test_sweep_info_prints_each_line_once(tmp_path):
     assert text.count("Installed Hydra Plugins") == 1 and text.count("BashCompletion") == 1 and "[windtunnel]" not in text
 
 
+@pytest.mark.slow
 def test_a_grid_of_many_overrides_gets_run_dir_names_that_fit_and_resume(tmp_path):
     """15 overrides name a run dir of 290 bytes, past the 255 a file name may hold ('File name too long'): it
     becomes a readable prefix of whole overrides plus a hash of all of them, the same in the preflight and in Hydra,
@@ -266,6 +267,7 @@ def _leaks(root, outs, secret: str) -> list:
     return console + [p for p in root.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
 
 
+@pytest.mark.slow
 def test_two_workers_share_a_postgres_study(tmp_path):
     import sqlalchemy
     url = _postgres_url()

@@ -94,15 +94,11 @@ def test_resume_equals_uninterrupted(tmp_path, finished):
             assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9), (a["step"], key)
 
 
-def test_a_checkpoint_that_lost_its_weights_restarts_the_run_and_keeps_its_first_curve(tmp_path, finished):
+def test_a_checkpoint_that_lost_its_weights_restarts_the_run_and_keeps_its_first_curve(tmp_path, killed, finished):
     """A killed run dir brought back without *.pt (meta.json only): the next call trains it again from step 0 (the
     same curve as an uninterrupted run) instead of failing, and keeps the first attempt's points beside it."""
-    def kill_at_fourth_eval(report):
-        if report.step >= eval_steps(60, 2048, 12)[3]:
-            raise KeyboardInterrupt
     out = tmp_path / "copied"
-    with pytest.raises(KeyboardInterrupt):
-        run_trial(tiny_trial(), out, callback=kill_at_fourth_eval)
+    _killed(killed, out)
     first = runs.read_metrics(out)
     (out / runs.CHECKPOINT / "state.pt").unlink()
     result = run_trial(tiny_trial(), out)
@@ -116,21 +112,32 @@ def test_a_checkpoint_that_lost_its_weights_restarts_the_run_and_keeps_its_first
     assert kept == first and 0 < kept[-1]["step"] < 60
 
 
-def _killed(out, at: int = 3):
-    def kill(report):
-        if report.step >= eval_steps(60, 2048, 12)[at]:
-            raise KeyboardInterrupt
-    with pytest.raises(KeyboardInterrupt):
-        run_trial(tiny_trial(), out, callback=kill)
+@pytest.fixture(scope="session")
+def killed(tmp_path_factory):
+    """tiny_trial() stopped by a KeyboardInterrupt at its fourth eval, once for the session: a run dir with a
+    checkpoint and a partial curve, copied by each test that breaks it in its own way."""
+    def build(path):
+        def kill(report):
+            if report.step >= eval_steps(60, 2048, 12)[3]:
+                raise KeyboardInterrupt
+        with pytest.raises(KeyboardInterrupt):
+            run_trial(tiny_trial(), path, callback=kill)
+    return shared(tmp_path_factory, "killed", build)
+
+
+def _killed(killed, out) -> int:
+    """A copy of the killed run dir at `out`; the step of its checkpoint."""
+    import shutil
+    shutil.copytree(killed, out)
     return runs.read_meta(out / runs.CHECKPOINT)["step"]
 
 
-def test_a_save_interrupted_between_its_renames_resumes_from_the_complete_copy(tmp_path, finished):
+def test_a_save_interrupted_between_its_renames_resumes_from_the_complete_copy(tmp_path, killed, finished):
     """A crash after `checkpoint -> .checkpoint.old` and before `.checkpoint.tmp -> checkpoint`: no checkpoint, two
     complete ones beside it. The next call resumes from the newer (the same curve as an uninterrupted run), not
     from step 0."""
     out = tmp_path / "torn_save"
-    step = _killed(out)
+    step = _killed(killed, out)
     ckpt = out / runs.CHECKPOINT
     import shutil
     shutil.copytree(ckpt, out / f".{runs.CHECKPOINT}.old")
@@ -145,9 +152,9 @@ def test_a_save_interrupted_between_its_renames_resumes_from_the_complete_copy(t
         [m["eval_loss"] for m in full if "eval_loss" in m], rel=1e-6)
 
 
-def test_a_truncated_checkpoint_restarts_the_run_naming_the_file(tmp_path, finished, caplog):
+def test_a_truncated_checkpoint_restarts_the_run_naming_the_file(tmp_path, killed, finished, caplog):
     out = tmp_path / "truncated"
-    _killed(out)
+    _killed(killed, out)
     state = out / runs.CHECKPOINT / "state.pt"
     state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # a full disk cut the save
     with caplog.at_level("WARNING", logger="windtunnel"):
@@ -161,11 +168,11 @@ def test_a_truncated_checkpoint_restarts_the_run_naming_the_file(tmp_path, finis
         [m["eval_loss"] for m in full if "eval_loss" in m], rel=1e-6)
 
 
-def test_a_torn_metrics_line_is_named_and_the_run_resumes(tmp_path, finished):
+def test_a_torn_metrics_line_is_named_and_the_run_resumes(tmp_path, killed, finished):
     """A kill tears the last metrics line; the resumed run never glues a row onto the fragment, and a torn line left
     mid-file (by an older writer) is named with its file and line and skipped."""
     out = tmp_path / "torn_metrics"
-    _killed(out)
+    _killed(killed, out)
     metrics = out / runs.METRICS
     metrics.write_text(metrics.read_text() + '{"step": 99, "train_lo')  # torn by the kill
     result = run_trial(tiny_trial(), out)
