@@ -16,8 +16,8 @@ import pytest
 # one pytest worker per core (make test: -n auto), so one intra-op thread each, here and in every process a test
 # starts (torchrun ranks, sweeps): two workers of torch's default 2 threads on 2 cores spin against each other
 # (20% more CPU time on test_model + test_train, measured). Set before torch is first imported. BLAS too (numpy's
-# OpenBLAS outside the fitters' own limit, torch's): `make test-fast` on 2 idle cores took 66-75 s without it, 62 s
-# with it, and 135 s of CPU against 111 s.
+# OpenBLAS outside the fitters' own limit, torch's): `make test-fast` on 2 idle cores took 66-75 s without it and
+# 58-62 s with it, back to back (135 s of CPU against 103-111 s).
 for _threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_threads, "1")
 

@@ -45,9 +45,8 @@ def test_packed_lr_grid_equals_lone_trials_with_one_diverging(tmp_path):
     assert packed[0].steps == packed[1].steps == 30  # ... while the rest of the pack went on
     # at LR 30 one step amplifies float-order noise: the loss after it to ~2e-7, the gradient's norm after it to
     # 1.9e-4 on the stdlib corpus of Python 3.11.7 and 1.5e-3 on that of 3.11.2 (CI's; the same at 1, 2, 4 threads)
-    for i, rtol in enumerate([1e-4, 1e-4, 1e-4]):
-        key_rtol = {"grad_norm": 1e-2} if i == 2 else None
-        assert_same_curves(tmp_path / f"packed{i}", tmp_path / f"alone{i}", rtol, key_rtol)
+    for i in range(3):
+        assert_same_curves(tmp_path / f"packed{i}", tmp_path / f"alone{i}", key_rtol={"grad_norm": 1e-2} if i == 2 else None)
         assert packed[i].final_eval_loss == pytest.approx(alone[i].final_eval_loss, rel=1e-4)
     # the same call again trains nothing: every run dir is finished
     again = run_trials(cfgs, [tmp_path / f"packed{i}" for i in range(3)])

@@ -2,6 +2,7 @@
 import json
 import os
 import math
+import shutil
 import warnings
 
 import pytest
@@ -127,7 +128,6 @@ def killed(tmp_path_factory):
 
 def _killed(killed, out) -> int:
     """A copy of the killed run dir at `out`; the step of its checkpoint."""
-    import shutil
     shutil.copytree(killed, out)
     return runs.read_meta(out / runs.CHECKPOINT)["step"]
 
@@ -139,7 +139,6 @@ def test_a_save_interrupted_between_its_renames_resumes_from_the_complete_copy(t
     out = tmp_path / "torn_save"
     step = _killed(killed, out)
     ckpt = out / runs.CHECKPOINT
-    import shutil
     shutil.copytree(ckpt, out / f".{runs.CHECKPOINT}.old")
     (out / f".{runs.CHECKPOINT}.old" / "meta.json").write_text(
         (ckpt / "meta.json").read_text().replace(f'"step": {step}', '"step": 1'))  # the older one
@@ -186,7 +185,6 @@ def test_a_torn_metrics_line_is_named_and_the_run_resumes(tmp_path, killed, fini
 def test_a_run_recorded_before_a_config_field_existed_is_still_skipped_and_a_set_field_is_refused(tmp_path, finished):
     """An upgrade adds fields to config.py (schedule.warmup_steps): a run dir whose config.json lacks one is the
     same trial while the field keeps its default (skipped, not refused); set away from it, it is another trial."""
-    import shutil
     from windtunnel.config import ConfigError
     out = tmp_path / "old"
     shutil.copytree(finished[0], out)
@@ -230,7 +228,6 @@ def test_failure_is_recorded_not_raised(tmp_path):
 
 
 def test_loader_skips_corrupt_run_dirs(tmp_path, finished):
-    import shutil
     shutil.copytree(finished[0], tmp_path / "good")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "config.json").write_text('{"trial": {"model": ')  # half-written
