@@ -662,3 +662,32 @@ def test_the_post_cliff_loss_law_reads_the_target_at_1_94_and_leaves_the_predict
     assert got["batch_size_sequences"]["value"] == 31
     readme = (SWEEPS / "loss_law_8l" / "README.md").read_text()
     assert "1.94 [1.84, 2.08]" in readme and "alpha = 1.19 [0.38, 3]" in readme
+
+
+def test_the_8x_targets_runs_so_far_put_its_loss_inside_the_loss_laws_interval_and_tie_batch_x2():
+    """sweeps/prediction_8l/runs.csv.gz (5 of the 16 planned w109m runs): the predicted point's 2 seeds end at
+    1.9306 and 1.9103, inside the post-cliff loss law's 1.94 [1.84, 2.08]; batch x2 is +0.029 [-0.005, 0.063] paired
+    over seeds 0, 1 (tied: the t interval holds 0); batch /2 (the largest proxy's best) is +0.470 at seed 0, its
+    held-out curve level from 47M to 69M tokens while the predicted point's falls. The README quotes these."""
+    runs = _runs(SWEEPS / "prediction_8l" / "runs.csv.gz")
+    assert (runs["N"] == 108_552_960).all() and (runs["optim.lr"] == 2 ** -8).all() and len(runs) == 5
+    loss = {(int(r["train.batch_size_tokens"]), int(r["train.seed"])): r["final_eval_loss"] for _, r in runs.iterrows()}
+    assert sorted(loss) == [(16384, 0), (31744, 0), (31744, 1), (63488, 0), (63488, 1)]
+    assert [round(loss[31744, s], 4) for s in (0, 1)] == [1.9306, 1.9103]
+    assert all(1.84 <= loss[31744, s] <= 2.08 for s in (0, 1))
+    diffs = np.array([loss[63488, s] - loss[31744, s] for s in (0, 1)])
+    from scipy import stats
+    half = stats.t.ppf(0.975, 1) * diffs.std(ddof=1) / math.sqrt(2)
+    assert diffs.mean() == pytest.approx(0.0289, abs=5e-5)
+    assert diffs.mean() - half == pytest.approx(-0.0055, abs=5e-4) and diffs.mean() + half == pytest.approx(0.0633, abs=5e-4)
+    assert loss[16384, 0] - loss[31744, 0] == pytest.approx(0.4705, abs=5e-5)
+    import pandas as pd
+    rows = pd.read_csv(SWEEPS / "prediction_8l" / "runs.csv.gz").dropna(subset=["eval_loss"])
+    half_batch = rows[rows["train.batch_size_tokens"] == 16384].set_index("tokens")["eval_loss"]
+    assert abs(half_batch[68_894_720] - half_batch[47_153_152]) < 0.03  # the stall
+    readme = (SWEEPS / "prediction_8l" / "README.md").read_text()
+    for quoted in ("1.9306, 1.9103", "+0.029 [-0.005, +0.063]", "tied within noise", "+0.470 (one seed)"):
+        assert quoted in readme, quoted
+    table = cli("runs", str(SWEEPS / "prediction_8l"), "--versus",
+                "`optim.lr` == 0.00390625 and `train.batch_size_tokens` == 31744", check=True).stdout
+    assert "tied within noise" in table and "one seed: no interval" in table
