@@ -675,11 +675,10 @@ def test_the_8x_targets_runs_so_far_put_its_loss_inside_the_loss_laws_interval_a
     assert sorted(loss) == [(16384, 0), (31744, 0), (31744, 1), (63488, 0), (63488, 1)]
     assert [round(loss[31744, s], 4) for s in (0, 1)] == [1.9306, 1.9103]
     assert all(1.84 <= loss[31744, s] <= 2.08 for s in (0, 1))
-    diffs = np.array([loss[63488, s] - loss[31744, s] for s in (0, 1)])
-    from scipy import stats
-    half = stats.t.ppf(0.975, 1) * diffs.std(ddof=1) / math.sqrt(2)
-    assert diffs.mean() == pytest.approx(0.0289, abs=5e-5)
-    assert diffs.mean() - half == pytest.approx(-0.0055, abs=5e-4) and diffs.mean() + half == pytest.approx(0.0633, abs=5e-4)
+    from windtunnel.fit.seeds import paired_difference
+    x2 = paired_difference({s: loss[63488, s] for s in (0, 1)}, {s: loss[31744, s] for s in (0, 1)})
+    assert x2["n"] == 2 and x2["mean"] == pytest.approx(0.0289, abs=5e-5) and x2["verdict"] == "tied within noise"
+    assert x2["interval"] == pytest.approx([-0.0055, 0.0633], abs=5e-4)
     assert loss[16384, 0] - loss[31744, 0] == pytest.approx(0.4705, abs=5e-5)
     import pandas as pd
     rows = pd.read_csv(SWEEPS / "prediction_8l" / "runs.csv.gz").dropna(subset=["eval_loss"])
