@@ -172,6 +172,19 @@ def test_loss_curve_labels_leave_out_the_overrides_every_run_shares():
     three[1]["run_dir"] = "r/model.d_model=256,optim.lr=0.0039,train.batch_size_tokens=16384,train.seed=1"
     assert [line.get_label() for line in plot.loss_curves(pd.DataFrame(three)).axes[0].get_lines()] == \
         ["d_model=256,seed=1", "d_model=384,seed=0"]
+    # too long (sweeps/prediction_8l: an LR, a batch, a micro-batch and a seed): the middle goes, the seed stays
+    def labels_of(dirs):
+        rows = [dict(run_dir="r/model=w109m," + d, tokens=1e5, eval_loss=3.0) for d in dirs]
+        return [line.get_label() for line in plot.loss_curves(pd.DataFrame(rows)).axes[0].get_lines()]
+    micro = "optim.lr=0.00390625,train.batch_size_tokens=31744,train.micro_batch_size={},train.seed={}"
+    half = "optim.lr=0.001953125,train.batch_size_tokens=16384,train.seed=1"
+    assert labels_of([micro.format(31, 0), micro.format(31, 1), half]) == \
+        ["lr=0.001953125,batch_size_tokens=16384,seed=1", "lr=0.00390625,batch_size_tokens=31744,…,seed=0",
+         "lr=0.00390625,batch_size_tokens=31744,…,seed=1"]
+    # ... unless what goes told two runs apart: then whole labels (long beats ambiguous)
+    assert labels_of([micro.format(31, 0), micro.format(1, 0), half]) == \
+        ["lr=0.001953125,batch_size_tokens=16384,seed=1", "lr=0.00390625,batch_size_tokens=31744,micro_batch_size=1,seed=0",
+         "lr=0.00390625,batch_size_tokens=31744,micro_batch_size=31,seed=0"]
     same = [dict(run_dir=f"r/model.lr={a},optim.lr={b}", tokens=1e5, eval_loss=3.0) for a, b in ((1, 2), (3, 4))]
     assert [line.get_label() for line in plot.loss_curves(pd.DataFrame(same)).axes[0].get_lines()] == \
         ["model.lr=1,optim.lr=2", "model.lr=3,optim.lr=4"]

@@ -52,7 +52,27 @@ def _labels(runs) -> dict:
     def shorten(x):
         key, eq, value = x.partition("=")
         return short.get(key, key) + eq + value
-    return {run: (",".join(shorten(x) for x in kept[run]) or names[run])[:48] for run in parts}
+    full = {run: [shorten(x) for x in kept[run]] for run in parts}
+    labels = {run: _fit_label(p, LABEL_MAX) if p else names[run][:LABEL_MAX] for run, p in full.items()}
+    if len(set(labels.values())) < len(labels):  # what was left out told two runs apart: long beats ambiguous
+        labels = {run: ",".join(p) or names[run] for run, p in full.items()}
+    return labels
+
+
+LABEL_MAX = 48  # characters: the legend beside a 9-inch figure at font size 6
+
+
+def _fit_label(parts: list, limit: int) -> str:
+    """The overrides joined; if that is too long, the first ones that fit, "…", and the last one: Hydra sorts
+    overrides, so train.seed comes last, and a cut at the end would lose what tells one point's seeds apart."""
+    joined = ",".join(parts)
+    if len(joined) <= limit or len(parts) < 3:
+        return joined[:limit]
+    for keep in range(len(parts) - 2, 0, -1):
+        label = ",".join(parts[:keep] + ["…", parts[-1]])
+        if len(label) <= limit:
+            return label
+    return joined[:limit]
 
 
 def _natural(text: str) -> list:
