@@ -162,7 +162,8 @@ class TrainConfig:
     checkpoint_every: int = runtime(0)  # steps between checkpoints; 0 = at every eval point
     diverge_factor: float = 3.0  # a train loss above this multiple of the first loss (or NaN) = diverged
     overfit_margin: float = 0.02  # held-out loss ending more than this fraction above its best while the train
-    #                               loss kept falling = overfitting: flagged in result.json, left out of fits
+    #                               loss kept falling = overfitting: flagged in result.json, left out of fits; a
+    #                               rise above it with the train loss rising too = unstable: flagged, kept in fits
     branch_at_n: List[float] = field(default_factory=list)  # WSD decay branches from the stable run at these
     #   multiples of N tokens (MiniCPM's data/model law); each writes its own run dir, with a decay of
     #   schedule.decay_frac of its own length; the run itself then stays in the stable phase

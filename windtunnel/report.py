@@ -10,7 +10,7 @@ from . import plot
 from .tables import SweepTables
 
 RUN_COLUMNS = ["name", "status", "model.parametrization", "N", "model.d_model", "optim.lr", "train.batch_size_tokens",
-               "train.seed", "tokens", "epochs", "overfit", "final_eval_loss"]
+               "train.seed", "tokens", "epochs", "overfit", "unstable", "final_eval_loss"]
 
 
 def figures(tables: SweepTables, fits: dict) -> dict:

@@ -8,11 +8,11 @@ from pathlib import Path
 from ..config import ConfigError
 
 RESULT_COLUMNS = ["sweep", "name", "status", "model.name", "model.parametrization", "N", "optim.lr",
-                  "train.batch_size_tokens", "train.seed", "tokens", "epochs", "overfit", "final_eval_loss",
+                  "train.batch_size_tokens", "train.seed", "tokens", "epochs", "overfit", "unstable", "final_eval_loss",
                   "best_eval_loss", "final_eval_bpb", "tokens_per_s", "overrides", "run_dir"]
 CONFIG_COLUMNS = ["sweep", "name", "status", "model.name", "model.parametrization", "N", "optim.lr",
-                  "train.batch_size_tokens", "tokens", "n", "seeds", "loss_mean", "loss_std", "vs_n", "vs_mean", "vs_low",
-                  "vs_high", "verdict", "overrides"]
+                  "train.batch_size_tokens", "tokens", "n", "seeds", "unstable", "loss_mean", "loss_std", "vs_n", "vs_mean",
+                  "vs_low", "vs_high", "verdict", "overrides"]
 POINT_COLUMNS = ["status", "model.parametrization", "N", "optim.lr", "train.batch_size_tokens", "train.seed", "step",
                  "tokens", "lr", "train_loss", "eval_loss", "eval_se", "overrides"]
 SORT_COLUMNS = ["sweep", "model.parametrization", "N", "train.batch_size_tokens", "optim.lr", "train.seed"]
@@ -30,6 +30,9 @@ def narrow(table, width: int = WIDTH) -> str:
     columns a reader can do without (run_dir, sweep, tok/s, bpb, best, epochs, name; then a --versus table's seeds,
     tokens and vs_n) dropped while still too wide."""
     shown = table.rename(columns={k: v for k, v in SHORT.items() if v not in table.columns}).copy()
+    for flag in ("overfit", "unstable"):  # a column of zeros says nothing a reader needs; one flagged run does
+        if flag in shown and not shown[flag].fillna(False).astype(bool).any():
+            shown = shown.drop(columns=[flag])
     if "overrides" in shown and len(shown) > 1:
         items = [str(o).split(",") if o == o else [] for o in shown["overrides"]]
         common = set.intersection(*map(set, items)) if items else set()

@@ -7,9 +7,9 @@ from .dirs import (CHECKPOINT, CONFIG, METRICS, RESULT, RunResult, RunStatus, ap
 from .lock import RunBusy
 from .record import RECORD, export_record, load_record, record_in
 from .seeds import by_config, config_columns, config_key, run_loss
-from .run import Run, UnreadableCheckpoint, differences, has_weights, overfitting, read_meta, weights_file
+from .run import Run, UnreadableCheckpoint, differences, has_weights, instability, overfitting, read_meta, weights_file
 
 __all__ = ["CHECKPOINT", "CONFIG", "METRICS", "RESULT", "RECORD", "Run", "RunBusy", "RunResult", "RunStatus", "UnreadableCheckpoint",
-           "append_metrics", "by_config", "config_columns", "config_key", "differences", "export_record", "flatten", "git_commit", "has_weights", "is_finished",
+           "append_metrics", "by_config", "config_columns", "config_key", "differences", "export_record", "flatten", "git_commit", "has_weights", "instability", "is_finished",
            "load_points", "load_record", "load_results", "overfitting", "read_json", "read_meta", "read_metrics",
            "read_result", "record_in", "rewrite_metrics", "run_dirs", "run_loss", "weights_file", "write_file", "write_json", "write_result"]

@@ -63,6 +63,8 @@ class RunResult:
     epochs: Optional[float] = None  # tokens trained / unique train tokens of the corpus
     overfit: bool = False  # held-out loss ended above its best by > train.overfit_margin as train loss fell
     overfit_rise: Optional[float] = None  # final / best held-out loss - 1, when overfit
+    unstable: bool = False  # held-out loss rose by > train.overfit_margin above its best as train loss rose too
+    unstable_rise: Optional[float] = None  # the largest held-out loss / best so far - 1, when unstable
     session_wall_s: float = 0.0
     pid: Optional[int] = None  # of the process training it, while running
 

@@ -7,15 +7,16 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..config import LEGACY
+from ..config import LEGACY, TrainConfig
 from .dirs import load_points, load_results, run_dirs
+from .run import instability
 
 if TYPE_CHECKING:
     import pandas as pd
 
 RECORD = "runs.csv.gz"  # a sweep's record (sweeps/<name>/): every logged point of every run, and every status
-_RUN_KEYS = ("run_dir", "status", "N", "tokens", "steps", "epochs", "overfit", "final_eval_loss", "best_eval_loss",
-             "decayed_eval_loss", "error")
+_RUN_KEYS = ("run_dir", "status", "N", "tokens", "steps", "epochs", "overfit", "unstable", "final_eval_loss",
+             "best_eval_loss", "decayed_eval_loss", "error")
 _FIT_KEYS = ("train.batch_size_tokens", "optim.lr", "model.parametrization", "model.d_model", "train.seed",
              "train.total_tokens", "train.branch_at_n", "flops", "train.eval_set", "train.eval_tokens",
              "train.final_eval_tokens", "eval_se", "final_eval_se")  # what the fits read, kept even when constant
@@ -31,6 +32,10 @@ def export_record(root: Path, out: Path, keep_runs=None) -> pd.DataFrame:
     if keep_runs is not None:
         results = results[results["run_dir"].isin(keep_runs)]
         points = points[points["run_dir"].isin(keep_runs)] if "run_dir" in points else points
+    results = flag_unstable(results, points)
+    if "run_dir" in points:
+        points = points.drop(columns=["unstable"], errors="ignore").merge(
+            results[["run_dir", "unstable"]], on="run_dir", how="left")
     table = pd.concat([points, results[~results["run_dir"].isin(points.get("run_dir", []))]], ignore_index=True)
     keep = set(_RUN_KEYS) | set(_FIT_KEYS) | {"eval_loss", "train_loss"}
     cols = [c for c in table.columns if c in keep or c in ("step", "lr", "grad_norm", "eval_bpb")
@@ -64,4 +69,25 @@ def load_record(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     results = points.groupby("run_dir", sort=True).last().reset_index()  # run-level columns repeat on every row
     if "step" in points:
         points = points[points["step"].notna()]
-    return results, points
+    return flag_unstable(results, points), points
+
+
+def flag_unstable(results: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
+    """results with an `unstable` column: result.json's where the run recorded one, else read off its logged curve
+    (`run.instability`, at its train.overfit_margin): runs and records written before the flag existed."""
+    import pandas as pd
+    results = results.copy()
+    recorded = results["unstable"] if "unstable" in results else pd.Series(pd.NA, index=results.index, dtype=object)
+    missing = recorded.isna() & results["status"].isin(["completed", "diverged", "pruned"])
+    if missing.any() and {"run_dir", "step", "eval_loss", "train_loss"} <= set(points.columns):
+        curves = dict(list(points[points["run_dir"].isin(set(results.loc[missing, "run_dir"]))].groupby("run_dir")))
+        default = TrainConfig().overfit_margin  # an export leaves out a field every run shares at its default
+        margins = results.get("train.overfit_margin", pd.Series(default, index=results.index)).fillna(default)
+        for i in results.index[missing]:
+            curve = curves.get(results.at[i, "run_dir"])
+            if curve is not None:
+                rows = curve[["step", "eval_loss", "train_loss"]].astype(object)
+                rows = rows.where(rows.notna(), None).to_dict("records")
+                recorded.at[i] = instability(rows, float(margins.at[i])) is not None
+    results["unstable"] = recorded.fillna(False).astype(bool)
+    return results

@@ -43,7 +43,8 @@ def run_loss(table: pd.DataFrame) -> pd.Series:
 
 def by_config(table: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration of a run table (runs.load_results): its columns as in its first run, then n (runs),
-    seeds, loss_mean, loss_std (over the completed runs' losses; NaN below 2) and status (every run's, counted)."""
+    seeds, loss_mean, loss_std (over the completed runs' losses; NaN below 2), status (every run's, counted) and
+    unstable (how many of its runs spiked: `run.instability`; where the table says)."""
     import pandas as pd
     if table.empty:
         return table
@@ -59,5 +60,7 @@ def by_config(table: pd.DataFrame) -> pd.DataFrame:
                     "loss_std": losses.std(ddof=1) if len(losses) > 1 else math.nan,
                     "status": next(iter(statuses.index)) if len(statuses) == 1 else
                     ", ".join(f"{v} {k}" for k, v in statuses.items())})
+        if "unstable" in group:
+            row["unstable"] = int(group["unstable"].fillna(False).astype(bool).sum())
         rows.append(row)
     return pd.DataFrame(rows)
