@@ -54,6 +54,11 @@ def test_three_epochs_are_recorded_and_more_than_max_epochs_are_refused(small_di
     assert config["unique_train_tokens"] == unique and config["planned_epochs"] == pytest.approx(result.epochs)
     table = json.loads(cli("runs", str(tmp_path), "--json", "--by-seed", cwd=tmp_path).stdout)
     assert [round(r["epochs"], 6) for r in table] == [round(result.epochs, 6)] and table[0]["overfit"] is not None
+    # a finished run records the spike flag its own curve gives (the tables read it from result.json, not the curve)
+    recorded = runs.read_json(tmp_path / "three" / runs.RESULT)
+    curve_says = runs.instability(runs.read_metrics(tmp_path / "three"), cfg.train.overfit_margin)
+    assert recorded["unstable"] == (curve_says is not None) == table[0]["unstable"]
+    assert recorded["unstable_rise"] == curve_says
 
 
 def test_branches_and_packs_are_held_to_the_budget(small_dir, tmp_path):

@@ -16,7 +16,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Optional
 
-from ..config import LEGACY
+from ..config import LEGACY, TrainConfig
 from . import lock
 
 if TYPE_CHECKING:  # pandas loads when a table is made: a trainer process does not need it
@@ -244,6 +244,10 @@ def _run_row(run_dir: Path) -> dict:
     row.update({k: v for k, v in result.items() if k not in ("traceback",)})
     if row["status"] == RunStatus.RUNNING.value and not lock.is_live(run_dir):
         row["status"] = RunStatus.INTERRUPTED.value  # its process died; the next sweep resumes it
+    if "unstable" not in result and row["status"] in ("completed", "diverged", "pruned"):  # written before the flag
+        from .run import instability  # (run.py imports this module)
+        margin = row.get("train.overfit_margin", TrainConfig().overfit_margin)
+        row["unstable"] = instability(read_metrics(run_dir), margin) is not None
     if not row.get("N"):  # a run that has not finished (or failed early) has no result's N: its model says it
         row["N"] = _n_of(config["trial"].get("model", {}))
     return row

@@ -77,7 +77,7 @@ def flag_unstable(results: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
     (`run.instability`, at its train.overfit_margin): runs and records written before the flag existed."""
     import pandas as pd
     results = results.copy()
-    recorded = results["unstable"] if "unstable" in results else pd.Series(pd.NA, index=results.index, dtype=object)
+    recorded = (results["unstable"] if "unstable" in results else pd.Series(None, index=results.index)).astype(object)
     missing = recorded.isna() & results["status"].isin(["completed", "diverged", "pruned"])
     if missing.any() and {"run_dir", "step", "eval_loss", "train_loss"} <= set(points.columns):
         curves = dict(list(points[points["run_dir"].isin(set(results.loc[missing, "run_dir"]))].groupby("run_dir")))
@@ -89,5 +89,5 @@ def flag_unstable(results: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
                 rows = curve[["step", "eval_loss", "train_loss"]].astype(object)
                 rows = rows.where(rows.notna(), None).to_dict("records")
                 recorded.at[i] = instability(rows, float(margins.at[i])) is not None
-    results["unstable"] = recorded.fillna(False).astype(bool)
+    results["unstable"] = [bool(v) if v is not None and v == v else False for v in recorded]
     return results

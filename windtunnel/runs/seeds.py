@@ -61,6 +61,6 @@ def by_config(table: pd.DataFrame) -> pd.DataFrame:
                     "status": next(iter(statuses.index)) if len(statuses) == 1 else
                     ", ".join(f"{v} {k}" for k, v in statuses.items())})
         if "unstable" in group:
-            row["unstable"] = int(group["unstable"].fillna(False).astype(bool).sum())
+            row["unstable"] = sum(bool(v) for v in group["unstable"] if v is not None and v == v)
         rows.append(row)
     return pd.DataFrame(rows)
