@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 from ..config import LEGACY, TrainConfig
 from . import lock
+from .curve import instability
 
 if TYPE_CHECKING:  # pandas loads when a table is made: a trainer process does not need it
     import pandas as pd
@@ -245,7 +246,6 @@ def _run_row(run_dir: Path) -> dict:
     if row["status"] == RunStatus.RUNNING.value and not lock.is_live(run_dir):
         row["status"] = RunStatus.INTERRUPTED.value  # its process died; the next sweep resumes it
     if "unstable" not in result and row["status"] in ("completed", "diverged", "pruned"):  # written before the flag
-        from .run import instability  # (run.py imports this module)
         margin = row.get("train.overfit_margin", TrainConfig().overfit_margin)
         row["unstable"] = instability(read_metrics(run_dir), margin) is not None
     if not row.get("N"):  # a run that has not finished (or failed early) has no result's N: its model says it

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from ..config import LEGACY, TrainConfig
 from .dirs import load_points, load_results, run_dirs
-from .run import instability
+from .curve import instability
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -74,7 +74,7 @@ def load_record(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def flag_unstable(results: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
     """results with an `unstable` column: result.json's where the run recorded one, else read off its logged curve
-    (`run.instability`, at its train.overfit_margin): runs and records written before the flag existed."""
+    (`curve.instability`, at its train.overfit_margin): runs and records written before the flag existed."""
     import pandas as pd
     results = results.copy()
     recorded = (results["unstable"] if "unstable" in results else pd.Series(None, index=results.index)).astype(object)
@@ -86,8 +86,8 @@ def flag_unstable(results: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
         for i in results.index[missing]:
             curve = curves.get(results.at[i, "run_dir"])
             if curve is not None:
-                rows = curve[["step", "eval_loss", "train_loss"]].astype(object)
-                rows = rows.where(rows.notna(), None).to_dict("records")
+                rows = [{"step": s, "eval_loss": e if e == e else None, "train_loss": t if t == t else None}
+                        for s, e, t in zip(curve["step"], curve["eval_loss"], curve["train_loss"])]  # NaN: not logged
                 recorded.at[i] = instability(rows, float(margins.at[i])) is not None
     results["unstable"] = [bool(v) if v is not None and v == v else False for v in recorded]
     return results

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import shutil
-import statistics
 import time
 from pathlib import Path
 from typing import Optional
@@ -29,6 +28,7 @@ from typing import Optional
 from .. import sizing
 from ..config import IDENTITY_EXEMPT, LEGACY, ConfigError, TrialConfig, to_dict
 from . import lock
+from .curve import instability, overfitting
 from .dirs import (CHECKPOINT, CONFIG, METRICS, RunResult, RunStatus, append_metrics, read_json, read_metrics,
                    read_result, rewrite_metrics, write_json, write_result)
 
@@ -296,46 +296,6 @@ def differences(old: dict, new: dict, prefix: str = "", defaults: Optional[dict]
         elif a != b and name not in IDENTITY_EXEMPT and not (name == "model.vocab_size" and b == 0):
             out.append(f"{name}: {a!r} there, {b!r} now")
     return out
-
-
-def overfitting(metrics: list[dict], margin: float) -> Optional[float]:
-    """The rise (final / best held-out loss - 1) of a run whose held-out loss ended more than `margin` above
-    its best while its train loss went on falling (it memorised its data); None for any other curve."""
-    evals = [(m["step"], m["eval_loss"]) for m in metrics if m.get("eval_loss") is not None]
-    train = [(m["step"], m["train_loss"]) for m in metrics if m.get("train_loss") is not None]
-    if len(evals) < 3 or not train:
-        return None
-    best_step, best = min(evals, key=lambda e: e[1])
-    final = evals[-1][1]
-    at_best = [loss for step, loss in train if step <= best_step] or [train[0][1]]
-    return final / best - 1 if final > best * (1 + margin) and train[-1][1] < at_best[-1] else None
-
-
-def instability(metrics: list[dict], margin: float) -> Optional[float]:
-    """The largest rise (held-out loss / its best so far - 1) of a run whose held-out loss climbed more than `margin`
-    above its best while its train loss climbed too: a loss spike that the divergence rule (a non-finite loss, or
-    train.diverge_factor x the first) does not catch, e.g. an LR at the stability edge (sweeps/prediction_8l: LR x2
-    rose from 3.71 to 4.45 nats). The train losses compared are medians (one batch's loss is noisy): those logged
-    from the held-out best to the top of the rise, against as many logged before the best. None for any other curve
-    (a held-out rise with the train loss falling is overfitting: `overfitting`)."""
-    evals = [(m["step"], m["eval_loss"]) for m in metrics if m.get("eval_loss") is not None]
-    train = [(m["step"], m["train_loss"]) for m in metrics if m.get("train_loss") is not None]
-    if not evals:
-        return None
-    worst, best_step, top_step = 0.0, None, None
-    at, best = evals[0]  # the running best
-    for step, loss in evals:
-        if loss < best:
-            at, best = step, loss
-        elif loss / best - 1 > worst:
-            worst, best_step, top_step = loss / best - 1, at, step
-    if worst <= margin:
-        return None
-    after = [loss for step, loss in train if best_step < step <= top_step]
-    before = [loss for step, loss in train if step <= best_step][-max(len(after), 1):]
-    if not after or not before:
-        return None
-    return worst if statistics.median(after) > statistics.median(before) else None
 
 
 # ----------------------------------------------------------------------------- checkpoint directories

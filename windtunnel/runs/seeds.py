@@ -44,7 +44,7 @@ def run_loss(table: pd.DataFrame) -> pd.Series:
 def by_config(table: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration of a run table (runs.load_results): its columns as in its first run, then n (runs),
     seeds, loss_mean, loss_std (over the completed runs' losses; NaN below 2), status (every run's, counted) and
-    unstable (how many of its runs spiked: `run.instability`; where the table says)."""
+    unstable (how many of its runs spiked: `curve.instability`; where the table says)."""
     import pandas as pd
     if table.empty:
         return table
