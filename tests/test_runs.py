@@ -224,3 +224,22 @@ def test_runs_versus_gives_each_configuration_its_paired_seed_difference_from_th
     assert many.returncode != 0 and "selects 5 configurations (they differ in train.batch_size_tokens)" in many.stderr
     seeds = cli("runs", str(record), "--by-seed", "--versus", "`model.d_model` == 384")
     assert seeds.returncode != 0 and "leave out --points and --by-seed" in seeds.stderr
+
+
+def test_every_committed_record_reads_as_a_run_table_whatever_pandas_does_with_missing_text():
+    """pandas 3 keeps a missing text value missing through astype(str): sweeps/loss_law_8l (stable runs without a
+    train.init_from, decay branches with one) crashed `windtunnel runs` in config_key. Each record's table is one
+    row per configuration; loss_law_8l's are its 15 runs, width 384's stable run and 8N branch both at 1.915."""
+    from conftest import cli
+    root = Path(__file__).resolve().parents[1] / "sweeps"
+    records = sorted(p.parent for p in root.rglob("runs.csv.gz"))
+    assert len(records) >= 25
+    for record in records:
+        done = cli("runs", str(record), "--json")
+        assert done.returncode == 0, f"{record}: {done.stderr[-500:]}"
+        results, _ = runs.load_record(record / "runs.csv.gz")
+        assert len(json.loads(done.stdout)) == runs.config_key(results).nunique(), record
+    table = json.loads(cli("runs", str(root / "loss_law_8l"), "--json", check=True).stdout)
+    assert len(table) == 15 and all(row["n"] == 1 for row in table)
+    widest = [round(row["loss_mean"], 3) for row in table if row["N"] == 13_572_480]
+    assert sorted(widest) == [1.915, 1.915, 2.107, 2.451, 3.7]

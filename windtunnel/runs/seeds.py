@@ -27,7 +27,9 @@ def config_key(table: pd.DataFrame) -> pd.Series:
     configuration, its seeds, share it."""
     import pandas as pd
     keys = config_columns(table)
-    return table[keys].astype(str).agg("|".join, axis=1) if keys else pd.Series("", index=table.index)
+    # map(str), not astype(str): pandas 3's string dtype keeps a missing value (a stable run's empty train.init_from)
+    # missing through astype(str), and the join fails on it
+    return table[keys].map(str).agg("|".join, axis=1) if keys else pd.Series("", index=table.index)
 
 
 def run_loss(table: pd.DataFrame) -> pd.Series:
