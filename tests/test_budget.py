@@ -130,6 +130,10 @@ def test_the_8x_records_lr_x2_run_is_flagged_unstable_in_the_tables(tmp_path):
     assert len(results) == 9 and list(results.loc[results["unstable"], "optim.lr"]) == [2 ** -7]
     table = by_config(results)
     assert sorted(table["unstable"]) == [0, 0, 0, 0, 1] and list(table.loc[table["unstable"] == 1, "optim.lr"]) == [2 ** -7]
+    report = tmp_path / "report.html"
+    cli("report", str(Path(__file__).resolve().parents[1] / "sweeps" / "prediction_8l"), "--out", str(report),
+        "--boot", "10", check=True)
+    assert "<p>9 runs: 9 completed; 1 unstable (held-out loss rose with the train loss" in report.read_text()
     x2 = points[points["optim.lr"] == 2 ** -7]
     for lr, name, recorded in ((2 ** -7, "spiked", None), (2 ** -8, "clean", None), (2 ** -9, "says_so", True)):
         run = tmp_path / "runs" / name

@@ -13,6 +13,10 @@ RUN_COLUMNS = ["name", "status", "model.parametrization", "N", "model.d_model", 
                "train.seed", "tokens", "epochs", "overfit", "unstable", "final_eval_loss"]
 
 
+FLAGS = {"overfit": "held-out loss rose as the train loss fell: left out of fits",
+         "unstable": "held-out loss rose with the train loss: a spike, kept in fits"}
+
+
 def figures(tables: SweepTables, fits: dict) -> dict:
     """title -> Figure, for every figure these runs and fits support."""
     out = {}
@@ -65,7 +69,10 @@ def render(tables: SweepTables, fits: dict, errors: dict, *, title: str, predict
     if tables.runs is not None and len(tables.runs):
         runs = tables.runs.sort_values([c for c in ("N", "train.batch_size_tokens", "optim.lr") if c in tables.runs])
         counts = runs["status"].value_counts().to_dict()
-        parts.append(f"<h2>Runs</h2><p>{len(runs)} runs: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + "</p>")
+        flag_counts = {flag: sum(v is True or v == 1 for v in runs[flag]) for flag in FLAGS if flag in runs}
+        flagged = [f"{n} {flag} ({FLAGS[flag]})" for flag, n in flag_counts.items() if n]
+        parts.append(f"<h2>Runs</h2><p>{len(runs)} runs: " + ", ".join(f"{v} {k}" for k, v in counts.items()) +
+                     "".join(f"; {f}" for f in flagged) + "</p>")
         runs = runs.assign(name=[Path(str(d)).name for d in runs["run_dir"]])
         parts.append(_table(runs.to_dict("records"), [c for c in RUN_COLUMNS if c in runs]))
     parts.append("<h2>Fits</h2>")
