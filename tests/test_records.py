@@ -707,3 +707,5 @@ def test_the_8x_targets_runs_so_far_put_its_loss_inside_the_loss_laws_interval_a
     table = cli("runs", str(SWEEPS / "prediction_8l"), "--versus",
                 "`optim.lr` == 0.00390625 and `train.batch_size_tokens` == 31744", check=True).stdout
     assert table.count("tied within noise") == 3 and "one seed: no interval" in table
+    assert table.splitlines()[-2:] == ["resolution: reference seed sd 0.0143 nats (2 seeds)", "  smallest paired "
+                                       "difference resolved at 95%: 0.182 (2 seeds), 0.0503 (3 seeds), 0.0322 (4 seeds)"]

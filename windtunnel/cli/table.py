@@ -127,4 +127,20 @@ def cmd_runs(args) -> int:
         table = table[[c for c in POINT_COLUMNS if c in table.columns]]
     with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 250):
         print(table.to_string(index=False) if args.wide or args.all_columns else narrow(table))
+    if args.versus:
+        print(resolution_line(table))
     return 0
+
+
+def resolution_line(table) -> str:
+    """What the regret table can resolve, from the reference's own seeds: its seed sd and the smallest paired
+    difference that 2, 3 and 4 seeds a point call better or worse at 95% (fit.seeds.resolvable: the verdicts above
+    are t intervals with n - 1 degrees of freedom, so 2 seeds resolve only a difference 12.7 seed sds wide)."""
+    from ..fit.seeds import resolvable
+    reference = table[table["verdict"] == "reference"].iloc[0]
+    n, sd = int(reference["n"]), float(reference["loss_std"])
+    if n < 2 or sd != sd:
+        return f"resolution: the reference has {n} seed(s), no seed sd: train it at 2 or more seeds to read the table"
+    steps = ", ".join(f"{resolvable(sd, k):.3g} ({k} seeds)" for k in (2, 3, 4))
+    return (f"resolution: reference seed sd {sd:.3g} nats ({n} seeds)\n"  # two lines: a 120-column terminal
+            f"  smallest paired difference resolved at 95%: {steps}")
