@@ -251,3 +251,19 @@ def test_over_20_runs_of_several_sizes_get_a_panel_per_size_with_their_own_legen
     assert np.allclose(held.get_ydata(), 2 + 65536 / 1e5 + 10 * np.array([1e5, 1e6, 1e7]) ** -0.2)
     few = points[points["run_dir"].isin(points["run_dir"].unique()[:20])]
     assert len(plot.loss_curves(few).axes) == 1
+
+
+def test_a_run_flagged_unstable_is_drawn_dashed_and_the_title_says_so():
+    """sweeps/prediction_8l: the LR x2 run (flagged unstable, read off its curve by load_record) is the one dashed
+    held-out line of 9; a table without the flag draws every line solid."""
+    from pathlib import Path
+    from windtunnel.runs import load_record
+    _, points = load_record(Path(__file__).resolve().parents[1] / "sweeps" / "prediction_8l" / "runs.csv.gz")
+    ax = plot.loss_curves(points).axes[0]
+    held_out = [line for line in ax.get_lines() if not line.get_label().startswith("_")]
+    dashed = [line.get_label() for line in held_out if line.get_linestyle() == "--"]
+    assert len(held_out) == 9 and dashed == ["lr=0.0078125,batch_size_tokens=31744,…,seed=0"]
+    assert ax.get_title() == "loss curves (dashed: a run flagged unstable, a loss spike)"
+    ax = plot.loss_curves(points.drop(columns=["unstable"])).axes[0]
+    assert {line.get_linestyle() for line in ax.get_lines() if not line.get_label().startswith("_")} == {"-"}
+    assert ax.get_title() == "loss curves"

@@ -114,7 +114,10 @@ def _curves_panel(ax, pts: pd.DataFrame, title: str, legend_inside: bool = False
             tr = g.dropna(subset=["train_loss"])
             ax.plot(tr["tokens"], tr["train_loss"], color=colour, alpha=0.3, lw=1)
         ev = g.dropna(subset=["eval_loss"])
-        ax.plot(ev["tokens"], ev["eval_loss"], "o-", color=colour, ms=3, lw=1.2, label=labels[run])
+        spiked = "unstable" in g and bool(g["unstable"].iloc[0] == 1)  # runs.curve.instability, True or 1
+        ax.plot(ev["tokens"], ev["eval_loss"], "o--" if spiked else "o-", color=colour, ms=3, lw=1.2, label=labels[run])
+    if "unstable" in pts and any(v == 1 for v in pts["unstable"]):
+        title += " (dashed: a run flagged unstable, a loss spike)"
     ax.set(xscale="log", xlabel="tokens", ylabel="loss (nats/token): held-out o, train faint", title=title)
     if ax.get_legend_handles_labels()[0] and len(ax.lines) <= 40:
         if legend_inside:  # panels side by side: the legend in the corner the curves leave empty

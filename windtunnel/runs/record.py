@@ -69,7 +69,10 @@ def load_record(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     results = points.groupby("run_dir", sort=True).last().reset_index()  # run-level columns repeat on every row
     if "step" in points:
         points = points[points["step"].notna()]
-    return flag_unstable(results, points), points
+    results = flag_unstable(results, points)
+    if "unstable" not in points and "run_dir" in points:  # a record written before the flag: its curves carry it too
+        points = points.assign(unstable=points["run_dir"].map(dict(zip(results["run_dir"], results["unstable"]))))
+    return results, points
 
 
 def flag_unstable(results: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
