@@ -69,7 +69,7 @@ def render(tables: SweepTables, fits: dict, errors: dict, *, title: str, predict
     if tables.runs is not None and len(tables.runs):
         runs = tables.runs.sort_values([c for c in ("N", "train.batch_size_tokens", "optim.lr") if c in tables.runs])
         counts = runs["status"].value_counts().to_dict()
-        flag_counts = {flag: sum(v is True or v == 1 for v in runs[flag]) for flag in FLAGS if flag in runs}
+        flag_counts = {flag: sum(bool(v == 1) for v in runs[flag]) for flag in FLAGS if flag in runs}
         flagged = [f"{n} {flag} ({FLAGS[flag]})" for flag, n in flag_counts.items() if n]
         parts.append(f"<h2>Runs</h2><p>{len(runs)} runs: " + ", ".join(f"{v} {k}" for k, v in counts.items()) +
                      "".join(f"; {f}" for f in flagged) + "</p>")

@@ -31,7 +31,7 @@ def narrow(table, width: int = WIDTH) -> str:
     tokens and vs_n) dropped while still too wide."""
     shown = table.rename(columns={k: v for k, v in SHORT.items() if v not in table.columns}).copy()
     for flag in ("overfit", "unstable"):  # a column of zeros says nothing a reader needs; one flagged run does
-        if flag in shown and not any(v is True or v == 1 for v in shown[flag]):
+        if flag in shown and not any(v == 1 for v in shown[flag]):
             shown = shown.drop(columns=[flag])
     if "overrides" in shown and len(shown) > 1:
         items = [str(o).split(",") if o == o else [] for o in shown["overrides"]]

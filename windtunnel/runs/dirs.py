@@ -234,7 +234,9 @@ def run_dirs(root: Path) -> list[Path]:
     return sorted(found)
 
 
-def _run_row(run_dir: Path) -> dict:
+def _run_row(run_dir: Path, metrics: Optional[list] = None) -> dict:
+    """run_dir's config and result as one flat row; metrics: its metrics.jsonl rows when the caller has read them
+    (a run written before the unstable flag gets it from its curve)."""
     config = read_json(run_dir / CONFIG)
     result = read_json(run_dir / RESULT) or {"status": "incomplete"}
     if not isinstance(config, dict) or "trial" not in config:
@@ -247,7 +249,7 @@ def _run_row(run_dir: Path) -> dict:
         row["status"] = RunStatus.INTERRUPTED.value  # its process died; the next sweep resumes it
     if "unstable" not in result and row["status"] in ("completed", "diverged", "pruned"):  # written before the flag
         margin = row.get("train.overfit_margin", TrainConfig().overfit_margin)
-        row["unstable"] = instability(read_metrics(run_dir), margin) is not None
+        row["unstable"] = instability(read_metrics(run_dir) if metrics is None else metrics, margin) is not None
     if not row.get("N"):  # a run that has not finished (or failed early) has no result's N: its model says it
         row["N"] = _n_of(config["trial"].get("model", {}))
     return row
@@ -284,8 +286,8 @@ def load_points(root: Path) -> pd.DataFrame:
     runs, points, owner = [], [], []
     for run_dir in run_dirs(root):
         try:
-            row = _run_row(run_dir)
             metrics = read_metrics(run_dir)
+            row = _run_row(run_dir, metrics)
         except (ValueError, OSError, json.JSONDecodeError) as err:
             warnings.warn(f"skipping corrupt run directory {run_dir}: {err}", stacklevel=2)
             continue

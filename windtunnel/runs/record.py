@@ -32,10 +32,6 @@ def export_record(root: Path, out: Path, keep_runs=None) -> pd.DataFrame:
     if keep_runs is not None:
         results = results[results["run_dir"].isin(keep_runs)]
         points = points[points["run_dir"].isin(keep_runs)] if "run_dir" in points else points
-    results = flag_unstable(results, points)
-    if "run_dir" in points:
-        points = points.drop(columns=["unstable"], errors="ignore").merge(
-            results[["run_dir", "unstable"]], on="run_dir", how="left")
     table = pd.concat([points, results[~results["run_dir"].isin(points.get("run_dir", []))]], ignore_index=True)
     keep = set(_RUN_KEYS) | set(_FIT_KEYS) | {"eval_loss", "train_loss"}
     cols = [c for c in table.columns if c in keep or c in ("step", "lr", "grad_norm", "eval_bpb")
@@ -92,5 +88,5 @@ def flag_unstable(results: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
                 rows = [{"step": s, "eval_loss": e if e == e else None, "train_loss": t if t == t else None}
                         for s, e, t in zip(curve["step"], curve["eval_loss"], curve["train_loss"])]  # NaN: not logged
                 recorded.at[i] = instability(rows, float(margins.at[i])) is not None
-    results["unstable"] = [bool(v) if v is not None and v == v else False for v in recorded]
+    results["unstable"] = [bool(v == 1) for v in recorded]  # None, NaN: not flagged
     return results

@@ -63,6 +63,6 @@ def by_config(table: pd.DataFrame) -> pd.DataFrame:
                     "status": next(iter(statuses.index)) if len(statuses) == 1 else
                     ", ".join(f"{v} {k}" for k, v in statuses.items())})
         if "unstable" in group:
-            row["unstable"] = sum(bool(v) for v in group["unstable"] if v is not None and v == v)
+            row["unstable"] = sum(bool(v == 1) for v in group["unstable"])  # None, NaN (not finished): not flagged
         rows.append(row)
     return pd.DataFrame(rows)
