@@ -119,22 +119,26 @@ def test_a_loss_spike_is_flagged_unstable_and_overfitting_is_not():
 
 
 def test_the_8x_records_lr_x2_run_is_flagged_unstable_in_the_tables(tmp_path):
-    """sweeps/prediction_8l: the LR x2 run (held-out 3.71 -> 4.45 nats, +19.9% on its best, train loss up too) is
-    the only one of the 9 flagged; the record was written before the flag, so load_record reads it off the curves,
-    and the per-configuration table counts it. Run dirs whose result.json predates the flag are exported with it
-    read off their metrics; a result.json that records it is taken as it says."""
+    """sweeps/prediction_8l: the LR x2 runs (held-out 3.71 -> 4.45 and 3.79 -> 4.25 nats, +19.9% and +12.1% on their
+    best, train loss up too) are the only 2 of the 14 flagged; seed 0's run dir predates the flag, so its flag and
+    rise were read off its metrics at export, seed 1's result.json recorded them; the per-configuration table counts
+    them. Run dirs whose result.json predates the flag are exported with flag and rise read off their metrics; a
+    result.json that records the flag is taken as it says."""
     import json
     from pathlib import Path
     from windtunnel.runs import by_config, export_record, load_record
     results, points = load_record(Path(__file__).resolve().parents[1] / "sweeps" / "prediction_8l" / "runs.csv.gz")
-    assert len(results) == 9 and list(results.loc[results["unstable"], "optim.lr"]) == [2 ** -7]
+    assert len(results) == 14 and list(results.loc[results["unstable"], "optim.lr"]) == [2 ** -7] * 2
+    flagged = results[results["unstable"]].set_index("train.seed")["unstable_rise"]
+    assert flagged.to_dict() == pytest.approx({0: 0.1994, 1: 0.1208}, abs=5e-5)
+    assert results.loc[~results["unstable"], "unstable_rise"].isna().all()
     table = by_config(results)
-    assert sorted(table["unstable"]) == [0, 0, 0, 0, 1] and list(table.loc[table["unstable"] == 1, "optim.lr"]) == [2 ** -7]
+    assert sorted(table["unstable"]) == [0, 0, 0, 0, 2] and list(table.loc[table["unstable"] == 2, "optim.lr"]) == [2 ** -7]
     report = tmp_path / "report.html"
     cli("report", str(Path(__file__).resolve().parents[1] / "sweeps" / "prediction_8l"), "--out", str(report),
         "--boot", "10", check=True)
-    assert "<p>9 runs: 9 completed; 1 unstable (held-out loss rose with the train loss" in report.read_text()
-    x2 = points[points["optim.lr"] == 2 ** -7]
+    assert "<p>14 runs: 14 completed; 2 unstable (held-out loss rose with the train loss" in report.read_text()
+    x2 = points[(points["optim.lr"] == 2 ** -7) & (points["train.seed"] == 0)]
     for lr, name, recorded in ((2 ** -7, "spiked", None), (2 ** -8, "clean", None), (2 ** -9, "says_so", True)):
         run = tmp_path / "runs" / name
         run.mkdir(parents=True)
@@ -148,7 +152,24 @@ def test_the_8x_records_lr_x2_run_is_flagged_unstable_in_the_tables(tmp_path):
                                                    rows.where(rows.notna(), None).to_dict("records")))
     table = export_record(tmp_path / "runs", tmp_path / "runs.csv.gz")
     assert table.groupby("run_dir")["unstable"].first().to_dict() == {"clean": False, "says_so": True, "spiked": True}
+    rise = table.groupby("run_dir")["unstable_rise"].first()
+    assert rise["spiked"] == pytest.approx(0.1994, abs=5e-5) and rise[["clean", "says_so"]].isna().all()
 
+
+
+def test_a_record_written_before_the_flag_gets_it_and_its_rise_off_the_curves():
+    """sweeps/wsd_vs_cosine/runs.csv.gz has no unstable column: load_record reads it off the logged curves. Its one
+    flagged run (schedule=wsd_short) has held-out 4.0997 at 17.1M tokens and 4.2226 at 25.3M with its train loss
+    up (3.81 -> 4.13): the rise recorded is 4.2226 / 4.0997 - 1 = 3.0%, just past the 2% margin."""
+    from pathlib import Path
+    from windtunnel.runs import load_record
+    path = Path(__file__).resolve().parents[1] / "sweeps" / "wsd_vs_cosine" / "runs.csv.gz"
+    assert "unstable" not in pd.read_csv(path, nrows=1).columns
+    results, _ = load_record(path)
+    flagged = results[results["unstable"]]
+    assert list(flagged["run_dir"]) == ["schedule=wsd_short"]
+    assert flagged["unstable_rise"].iloc[0] == pytest.approx(4.222624 / 4.099675 - 1, abs=1e-5)
+    assert results.loc[~results["unstable"], "unstable_rise"].isna().all()
 
 def _batch_points(overfit_run: bool) -> pd.DataFrame:
     """Synthetic batch-size sweep (MiniCPM's law, a = 1.21e9, b = 6.24) with one extra run that overfits."""

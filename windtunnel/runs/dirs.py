@@ -249,7 +249,8 @@ def _run_row(run_dir: Path, metrics: Optional[list] = None) -> dict:
         row["status"] = RunStatus.INTERRUPTED.value  # its process died; the next sweep resumes it
     if "unstable" not in result and row["status"] in ("completed", "diverged", "pruned"):  # written before the flag
         margin = row.get("train.overfit_margin", TrainConfig().overfit_margin)
-        row["unstable"] = instability(read_metrics(run_dir) if metrics is None else metrics, margin) is not None
+        rise = instability(read_metrics(run_dir) if metrics is None else metrics, margin)
+        row["unstable"], row["unstable_rise"] = rise is not None, rise
     if not row.get("N"):  # a run that has not finished (or failed early) has no result's N: its model says it
         row["N"] = _n_of(config["trial"].get("model", {}))
     return row

@@ -76,7 +76,9 @@ def flag_unstable(results: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
     (`curve.instability`, at its train.overfit_margin): runs and records written before the flag existed."""
     import pandas as pd
     results = results.copy()
-    recorded = (results["unstable"] if "unstable" in results else pd.Series(None, index=results.index)).astype(object)
+    empty = pd.Series(None, index=results.index, dtype=object)
+    recorded = (results["unstable"] if "unstable" in results else empty).astype(object)
+    rises = (results["unstable_rise"] if "unstable_rise" in results else empty).astype(object)
     missing = recorded.isna() & results["status"].isin(["completed", "diverged", "pruned"])
     if missing.any() and {"run_dir", "step", "eval_loss", "train_loss"} <= set(points.columns):
         curves = dict(list(points[points["run_dir"].isin(set(results.loc[missing, "run_dir"]))].groupby("run_dir")))
@@ -87,6 +89,8 @@ def flag_unstable(results: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
             if curve is not None:
                 rows = [{"step": s, "eval_loss": e if e == e else None, "train_loss": t if t == t else None}
                         for s, e, t in zip(curve["step"], curve["eval_loss"], curve["train_loss"])]  # NaN: not logged
-                recorded.at[i] = instability(rows, float(margins.at[i])) is not None
+                rises.at[i] = instability(rows, float(margins.at[i]))
+                recorded.at[i] = rises.at[i] is not None
     results["unstable"] = [bool(v == 1) for v in recorded]  # None, NaN: not flagged
+    results["unstable_rise"] = pd.to_numeric(rises)  # None: not flagged
     return results
