@@ -682,6 +682,10 @@ def test_the_8x_targets_runs_so_far_put_its_loss_inside_the_loss_laws_interval_a
     predicted = {s: loss[lr, 31744, s] for s in range(4)}
     assert [round(predicted[s], 4) for s in range(4)] == [1.9306, 1.9103, 1.9390, 1.9242]
     assert all(1.84 <= v <= 2.08 for v in predicted.values())
+    assert round(sum(predicted.values()) / 4, 3) == 1.926 and sum(v > 1.915 for v in predicted.values()) == 3
+    law = " ".join((SWEEPS / "loss_law_8l" / "README.md").read_text().split())  # the record it tests, corrected in place
+    assert "1.9306, 1.9103, 1.9390, 1.9242 (mean 1.926), all inside 1.94 [1.84, 2.08]" in law
+    assert "1.915 was not an upper bound" in law and "3 of 4 above 1.915" in law
     from windtunnel.fit.seeds import paired_difference
     expected = {(lr, 63488): (0.0289, [-0.0055, 0.0633], "tied within noise"),
                 (lr / 2, 31744): (0.0431, [-0.0053, 0.0915], "tied within noise"),
