@@ -59,7 +59,10 @@ def kill_all(marker) -> None:
 
 
 def run(cmd):
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    # faulthandler: a rank that aborts (the rare "terminate called without an active exception" at a gloo rank's
+    # exit, after its last eval) prints where every thread of it was, at the end of the stderr shown below
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     assert out.returncode == 0, out.stderr[-3000:]
 
 
