@@ -222,6 +222,8 @@ def test_runs_versus_gives_each_configuration_its_paired_seed_difference_from_th
     assert max(map(len, text.stdout.splitlines())) <= 120 and "tied within noise" in text.stdout  # a 120-column terminal
     many = cli("runs", str(record), "--versus", "`model.d_model` == 384")
     assert many.returncode != 0 and "selects 5 configurations (they differ in train.batch_size_tokens)" in many.stderr
+    none = cli("runs", str(record), "--versus", "`model.d_model` == 999")  # counted 10 configurations before
+    assert none.returncode != 0 and "selects 0 configurations: name exactly one" in none.stderr
     seeds = cli("runs", str(record), "--by-seed", "--versus", "`model.d_model` == 384")
     assert seeds.returncode != 0 and "leave out --points and --by-seed" in seeds.stderr
 

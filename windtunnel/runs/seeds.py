@@ -28,8 +28,11 @@ def config_key(table: pd.DataFrame) -> pd.Series:
     import pandas as pd
     keys = config_columns(table)
     # map(str), not astype(str): pandas 3's string dtype keeps a missing value (a stable run's empty train.init_from)
-    # missing through astype(str), and the join fails on it
-    return table[keys].map(str).agg("|".join, axis=1) if keys else pd.Series("", index=table.index)
+    # missing through astype(str), and the join fails on it. No rows: no keys (agg over an empty frame's rows
+    # returns one value per column, which --versus counted as configurations)
+    if not keys or table.empty:
+        return pd.Series("", index=table.index, dtype=object)
+    return table[keys].map(str).agg("|".join, axis=1)
 
 
 def run_loss(table: pd.DataFrame) -> pd.Series:
