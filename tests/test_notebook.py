@@ -66,7 +66,7 @@ RECORD_RUNS = {"batch_size": {"completed": 18}, "lr_transfer": {"completed": 159
                "batch_size_8l/lr0.0039": {"completed": 35}, "batch_size_8l/lr0.01": {"completed": 35},
                "batch_size_8l/lr0.0039_64Mtok": {"completed": 29}, "loss_law_8l": {"completed": 15},
                "prediction_check/batch_size": {"completed": 12}, "prediction_check/lr": {"completed": 24},
-               "prediction_check/target": {"completed": 5}, "prediction_8l": {"completed": 14}, "wsd_vs_cosine": {"completed": 4},
+               "prediction_check/target": {"completed": 5}, "prediction_8l": {"completed": 19}, "wsd_vs_cosine": {"completed": 4},
                "wsd_vs_cosine/lr0.004": {"completed": 4}, "wsd_data_model": {"completed": 24},
                "batch_size/lr0.004": {"completed": 18}, "batch_size/warmup20": {"completed": 18},
                "lr_search/grid": {"completed": 70}, "lr_search/tpe_seed0": {"completed": 44, "pruned": 9},

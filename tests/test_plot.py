@@ -254,15 +254,16 @@ def test_over_20_runs_of_several_sizes_get_a_panel_per_size_with_their_own_legen
 
 
 def test_a_run_flagged_unstable_is_drawn_dashed_and_the_title_says_so():
-    """sweeps/prediction_8l: the LR x2 runs (flagged unstable) are the two dashed held-out lines of 14; a table
-    without the flag draws every line solid."""
+    """sweeps/prediction_8l: the LR x2 runs and the LR 0.01 runs at 16k (flagged unstable) are the four dashed
+    held-out lines of 19; a table without the flag draws every line solid."""
     from pathlib import Path
     from windtunnel.runs import load_record
     _, points = load_record(Path(__file__).resolve().parents[1] / "sweeps" / "prediction_8l" / "runs.csv.gz")
     ax = plot.loss_curves(points).axes[0]
     held_out = [line for line in ax.get_lines() if not line.get_label().startswith("_")]
     dashed = [line.get_label() for line in held_out if line.get_linestyle() == "--"]
-    assert len(held_out) == 14 and dashed == [f"lr=0.0078125,batch_size_tokens=31744,…,seed={s}" for s in (0, 1)]
+    assert len(held_out) == 19 and dashed == ([f"lr=0.0078125,batch_size_tokens=31744,…,seed={s}" for s in (0, 1)] +
+                                              [f"lr=0.01,batch_size_tokens=16384,seed={s}" for s in (0, 1)])
     assert ax.get_title() == "loss curves (dashed: a run flagged unstable, a loss spike)"
     ax = plot.loss_curves(points.drop(columns=["unstable"])).axes[0]
     assert {line.get_linestyle() for line in ax.get_lines() if not line.get_label().startswith("_")} == {"-"}

@@ -664,21 +664,26 @@ def test_the_post_cliff_loss_law_reads_the_target_at_1_94_and_leaves_the_predict
     assert "1.94 [1.84, 2.08]" in readme and "alpha = 1.19 [0.38, 3]" in readme
 
 
-def test_the_8x_targets_runs_so_far_put_its_loss_inside_the_loss_laws_interval_and_beat_copying_the_proxy():
-    """sweeps/prediction_8l/runs.csv.gz (14 of the 16 planned w109m runs): the predicted point's 4 seeds end at
-    1.9306, 1.9103, 1.9390, 1.9242 (sd 0.0121), inside the post-cliff loss law's 1.94 [1.84, 2.08]. Paired over the
-    seeds each point shares with it: batch /2 (the largest proxy's best, 3 seeds) +0.372 [0.151, 0.593] and LR x2
-    (2 seeds, both spiking) +2.284 [1.605, 2.963] are worse; batch x2 (2 seeds) +0.029 [-0.005, 0.063] and LR /2
-    (3 seeds) +0.043 [-0.005, 0.091] are tied within noise, though every one of their 5 seed differences is positive.
-    Batch /2's held-out curve is level from 47M to 69M tokens at all 3 seeds while the predicted point's falls at
-    all 4; LR x2's rises from 3.71 and 3.79 at 24.8M tokens. The README quotes these."""
+def test_the_8x_targets_loss_is_inside_the_loss_laws_interval_and_the_wind_tunnel_beats_its_three_baselines():
+    """sweeps/prediction_8l/runs.csv.gz (the 19 planned w109m runs): the predicted point's 4 seeds end at 1.9306,
+    1.9103, 1.9390, 1.9242 (sd 0.0121), inside the post-cliff loss law's 1.94 [1.84, 2.08]. Paired over the seeds
+    each point shares with it: batch /2 (the largest proxy's best, 3 seeds) +0.372 [0.151, 0.593], LR /2 (4 seeds)
+    +0.044 [0.018, 0.069], LR x2 (2 seeds, both spiking) +2.284 [1.605, 2.963], LR 0.01 at the proxy's batch (2 seeds,
+    both spiking) +2.764 [0.385, 5.143] and MiniCPM's published laws (0.01, 21.0M tokens: 4 steps; 2 seeds) +7.091
+    [6.785, 7.398] are worse; batch x2 (2 seeds) +0.029 [-0.005, 0.063] ties, both seeds worse. Batch /2's held-out
+    curve is level from 47M to 69M tokens at all 3 seeds while the predicted point's falls at all 4; LR x2's rises
+    from 3.71 and 3.79 at 24.8M tokens, LR 0.01's from 4.43 and 4.44 at 7.1M; MiniCPM's 4 steps end above 8.9 nats.
+    The README quotes these."""
     runs = _runs(SWEEPS / "prediction_8l" / "runs.csv.gz")
-    assert (runs["N"] == 108_552_960).all() and len(runs) == 14 and (runs["status"] == "completed").all()
+    assert (runs["N"] == 108_552_960).all() and len(runs) == 19 and (runs["status"] == "completed").all()
     loss = {(float(r["optim.lr"]), int(r["train.batch_size_tokens"]), int(r["train.seed"])): r["final_eval_loss"]
             for _, r in runs.iterrows()}
-    lr = 2 ** -8
-    seeds = {(lr, 31744): 4, (lr, 16384): 3, (lr / 2, 31744): 3, (lr, 63488): 2, (lr * 2, 31744): 2}
+    lr, minicpm = 2 ** -8, 20_971_520
+    seeds = {(lr, 31744): 4, (lr, 16384): 3, (lr / 2, 31744): 4, (lr, 63488): 2, (lr * 2, 31744): 2,
+             (0.01, 16384): 2, (0.01, minicpm): 2}
     assert sorted(loss) == sorted((point_lr, batch, s) for (point_lr, batch), n in seeds.items() for s in range(n))
+    # MiniCPM's law read at 1.915 is 20,500 sequences; run at 20,480, a whole number of 16-sequence passes
+    assert minicpm / (1.21e9 / 1.915 ** 6.24) == pytest.approx(1, abs=0.002) and minicpm % (16 * 1024) == 0
     predicted = {s: loss[lr, 31744, s] for s in range(4)}
     assert [round(predicted[s], 4) for s in range(4)] == [1.9306, 1.9103, 1.9390, 1.9242]
     assert all(1.84 <= v <= 2.08 for v in predicted.values())
@@ -688,14 +693,15 @@ def test_the_8x_targets_runs_so_far_put_its_loss_inside_the_loss_laws_interval_a
     assert "1.915 was not an upper bound" in law and "3 of 4 above 1.915" in law
     from windtunnel.fit.seeds import paired_difference
     expected = {(lr, 63488): (0.0289, [-0.0055, 0.0633], "tied within noise"),
-                (lr / 2, 31744): (0.0431, [-0.0053, 0.0915], "tied within noise"),
-                (lr, 16384): (0.3723, [0.1514, 0.5933], "worse"), (lr * 2, 31744): (2.2836, [1.6046, 2.9627], "worse")}
+                (lr / 2, 31744): (0.0440, [0.0185, 0.0694], "worse"),
+                (lr, 16384): (0.3723, [0.1514, 0.5933], "worse"), (lr * 2, 31744): (2.2836, [1.6046, 2.9627], "worse"),
+                (0.01, 16384): (2.7641, [0.3850, 5.1431], "worse"), (0.01, minicpm): (7.0914, [6.7852, 7.3975], "worse")}
     for (point_lr, batch), (mean, interval, verdict) in expected.items():
         point = {s: loss[point_lr, batch, s] for s in range(seeds[point_lr, batch])}
         got = paired_difference(point, predicted)
         assert got["n"] == seeds[point_lr, batch] and got["mean"] == pytest.approx(mean, abs=5e-5), (point_lr, batch)
         assert got["interval"] == pytest.approx(interval, abs=5e-4) and got["verdict"] == verdict
-        assert all(point[s] > predicted[s] for s in point)  # every seed of every neighbour is worse
+        assert all(point[s] > predicted[s] for s in point)  # every seed of every neighbour and baseline is worse
     import pandas as pd
     rows = pd.read_csv(SWEEPS / "prediction_8l" / "runs.csv.gz").dropna(subset=["eval_loss"])
     curve = {key: g.set_index("tokens")["eval_loss"] for key, g in
@@ -708,14 +714,24 @@ def test_the_8x_targets_runs_so_far_put_its_loss_inside_the_loss_laws_interval_a
         unstable = curve[lr * 2, 31744, s]
         assert unstable.idxmin() == 24_792_064 and unstable.min() == pytest.approx(best, abs=5e-4)
         assert unstable[70_916_096] == pytest.approx(later, abs=5e-4)
+    for s, (best, top) in enumerate(((4.432, 5.256), (4.441, 5.538))):  # LR 0.01 at 16k: lowest at 7.1M, top at 32.3M
+        spiked = curve[0.01, 16384, s]
+        assert spiked.idxmin() == 7_077_888 and spiked.min() == pytest.approx(best, abs=5e-4)
+        after = spiked.loc[7_077_888:]
+        assert after.idxmax() == 32_276_480 and after.max() == pytest.approx(top, abs=5e-4)
+    for s in range(2):  # MiniCPM's 4 steps: 5 evals (step 0 and each step), none below 8.7 nats
+        assert len(curve[0.01, minicpm, s]) == 5 and curve[0.01, minicpm, s].min() > 8.7
     readme = " ".join((SWEEPS / "prediction_8l" / "README.md").read_text().split())  # the quotes may wrap
-    for quoted in ("1.9306, 1.9103, 1.9390, 1.9242", "+0.029 [-0.005, +0.063]", "+0.043 [-0.005, +0.091]",
-                   "+0.372 [+0.151, +0.593]", "+2.284 [+1.605, +2.963]", "tied within noise",
+    for quoted in ("1.9306, 1.9103, 1.9390, 1.9242", "+0.029 [-0.005, +0.063]", "+0.044 [+0.018, +0.069]",
+                   "+0.372 [+0.151, +0.593]", "+2.284 [+1.605, +2.963]", "+2.764 [+0.385, +5.143]",
+                   "+7.091 [+6.785, +7.398]", "tied within noise", "1.9679, 1.9751, 1.9661, 1.9709",
                    "falls to 3.71 and 3.79 at 24.8M tokens and then rises, to 4.45 and 4.15 at 70.9M tokens",
-                   "(+0.037, +0.065, +0.027;", "+0.470, +0.297, +0.350;"):
+                   "fall to 4.43 and 4.44 at 7.1M tokens, then climb to 5.26 and 5.54 at 32.3M",
+                   "seed differences +0.037, +0.065, +0.027, +0.047", "+0.470, +0.297, +0.350;",
+                   "by **0.372 [0.151, 0.593]**", "by **2.764 [0.385, 5.143]**", "by **7.091 [6.785, 7.398]**"):
         assert quoted in readme, quoted
     table = cli("runs", str(SWEEPS / "prediction_8l"), "--versus",
                 "`optim.lr` == 0.00390625 and `train.batch_size_tokens` == 31744", check=True).stdout
-    assert table.count("tied within noise") == 2 and table.count(" worse ") == 2 and "one seed" not in table
+    assert table.count("tied within noise") == 1 and table.count(" worse ") == 5 and "one seed" not in table
     assert table.splitlines()[-2:] == ["resolution: reference seed sd 0.0121 nats (4 seeds)", "  smallest paired "
                                        "difference resolved at 95%: 0.154 (2 seeds), 0.0425 (3 seeds), 0.0272 (4 seeds)"]

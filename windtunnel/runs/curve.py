@@ -23,24 +23,30 @@ def instability(metrics: list[dict], margin: float) -> Optional[float]:
     """The largest rise (held-out loss / its best so far - 1) of a run whose held-out loss climbed more than `margin`
     above its best while its train loss climbed too: a loss spike that the divergence rule (a non-finite loss, or
     train.diverge_factor x the first) does not catch, e.g. an LR at the stability edge (sweeps/prediction_8l: LR x2
-    rose from 3.71 to 4.45 nats). The train losses compared are medians (one batch's loss is noisy): those logged
-    from the held-out best to the top of the rise, against as many logged before the best. None for any other curve
+    rose from 3.71 to 4.45 nats). The train losses compared are medians (one batch's loss is noisy) over the two eval
+    intervals that end at the held-out best and at the top of the rise: the train loss where each held-out loss was
+    measured. (Not "as many rows before the best as after it": when the best comes early, those reach back into the
+    first steps' high losses and hide the spike, as they hid LR 0.01's 4.43 -> 5.26 there.) None for any other curve
     (a held-out rise with the train loss falling is overfitting: `overfitting`)."""
     evals = [(m["step"], m["eval_loss"]) for m in metrics if m.get("eval_loss") is not None]
     train = [(m["step"], m["train_loss"]) for m in metrics if m.get("train_loss") is not None]
     if not evals:
         return None
-    worst, best_step, top_step = 0.0, None, None
-    at, best = evals[0]  # the running best
-    for step, loss in evals:
+    worst, best_at, top_at = 0.0, None, None  # indices into evals
+    at, best = 0, evals[0][1]  # the running best
+    for i, (_, loss) in enumerate(evals):
         if loss < best:
-            at, best = step, loss
+            at, best = i, loss
         elif loss / best - 1 > worst:
-            worst, best_step, top_step = loss / best - 1, at, step
+            worst, best_at, top_at = loss / best - 1, at, i
     if worst <= margin:
         return None
-    after = [loss for step, loss in train if best_step < step <= top_step]
-    before = [loss for step, loss in train if step <= best_step][-max(len(after), 1):]
+
+    def interval(i: int) -> list[float]:  # train losses logged in (the eval before i, eval i]
+        start = evals[i - 1][0] if i > 0 else -1
+        return [loss for step, loss in train if start < step <= evals[i][0]]
+
+    before, after = interval(best_at), interval(top_at)
     if not after or not before:
         return None
     return worst if statistics.median(after) > statistics.median(before) else None

@@ -247,10 +247,14 @@ def _run_row(run_dir: Path, metrics: Optional[list] = None) -> dict:
     row.update({k: v for k, v in result.items() if k not in ("traceback",)})
     if row["status"] == RunStatus.RUNNING.value and not lock.is_live(run_dir):
         row["status"] = RunStatus.INTERRUPTED.value  # its process died; the next sweep resumes it
-    if "unstable" not in result and row["status"] in ("completed", "diverged", "pruned"):  # written before the flag
-        margin = row.get("train.overfit_margin", TrainConfig().overfit_margin)
-        rise = instability(read_metrics(run_dir) if metrics is None else metrics, margin)
-        row["unstable"], row["unstable_rise"] = rise is not None, rise
+    if row["status"] in ("completed", "diverged", "pruned"):
+        # the flag is the curve's, by today's rule: result.json's copy is what the rule said when the run ended
+        # (runs before the flag have none; runs before the rule's fix may have missed a spike); it stands only
+        # where no held-out loss was logged
+        curve = read_metrics(run_dir) if metrics is None else metrics
+        if any(m.get("eval_loss") is not None for m in curve):
+            rise = instability(curve, row.get("train.overfit_margin", TrainConfig().overfit_margin))
+            row["unstable"], row["unstable_rise"] = rise is not None, rise
     if not row.get("N"):  # a run that has not finished (or failed early) has no result's N: its model says it
         row["N"] = _n_of(config["trial"].get("model", {}))
     return row

@@ -66,27 +66,29 @@ def load_record(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     if "step" in points:
         points = points[points["step"].notna()]
     results = flag_unstable(results, points)
-    if "unstable" not in points and "run_dir" in points:  # a record written before the flag: its curves carry it too
+    if "run_dir" in points:  # the curves carry the flag as the runs have it now (a record may predate the flag)
         points = points.assign(unstable=points["run_dir"].map(dict(zip(results["run_dir"], results["unstable"]))))
     return results, points
 
 
 def flag_unstable(results: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
-    """results with an `unstable` column: result.json's where the run recorded one, else read off its logged curve
-    (`curve.instability`, at its train.overfit_margin): runs and records written before the flag existed."""
+    """results with `unstable` and `unstable_rise` read off each finished run's logged curve (`curve.instability`, at
+    its train.overfit_margin), as dirs._run_row does: the record's column is what the rule said at export (records
+    before the flag have none, runs before the rule's fix may have missed a spike) and stands only for a run whose
+    curve has no held-out loss."""
     import pandas as pd
     results = results.copy()
     empty = pd.Series(None, index=results.index, dtype=object)
     recorded = (results["unstable"] if "unstable" in results else empty).astype(object)
     rises = (results["unstable_rise"] if "unstable_rise" in results else empty).astype(object)
-    missing = recorded.isna() & results["status"].isin(["completed", "diverged", "pruned"])
-    if missing.any() and {"run_dir", "step", "eval_loss", "train_loss"} <= set(points.columns):
-        curves = dict(list(points[points["run_dir"].isin(set(results.loc[missing, "run_dir"]))].groupby("run_dir")))
+    finished = results["status"].isin(["completed", "diverged", "pruned"])
+    if finished.any() and {"run_dir", "step", "eval_loss", "train_loss"} <= set(points.columns):
+        curves = dict(list(points[points["run_dir"].isin(set(results.loc[finished, "run_dir"]))].groupby("run_dir")))
         default = TrainConfig().overfit_margin  # an export leaves out a field every run shares at its default
         margins = results.get("train.overfit_margin", pd.Series(default, index=results.index)).fillna(default)
-        for i in results.index[missing]:
+        for i in results.index[finished]:
             curve = curves.get(results.at[i, "run_dir"])
-            if curve is not None:
+            if curve is not None and curve["eval_loss"].notna().any():
                 rows = [{"step": s, "eval_loss": e if e == e else None, "train_loss": t if t == t else None}
                         for s, e, t in zip(curve["step"], curve["eval_loss"], curve["train_loss"])]  # NaN: not logged
                 rises.at[i] = instability(rows, float(margins.at[i]))
